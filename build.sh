@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# build.sh - install what is missing, build, run or test ringd.
+#   ./build.sh          install dependencies, Release build into build/
+#   ./build.sh run      ... then start `ringd serve --listen 127.0.0.1:8080` on ./ringd-data
+#   ./build.sh test     ASan+UBSan Debug build into build-asan/ and run every test through ctest
+#   ./build.sh deps     only install the Debian packages
+set -euo pipefail
+cd "$(dirname "$0")"
+
+BUILD_PKGS=(gcc make cmake pkg-config liburing-dev libh2o-evloop-dev libmimalloc-dev liblmdb-dev
+            libnghttp2-dev libjansson-dev libcriterion-dev curl)
+# Real clients the integration tests talk to the server with.
+TEST_PKGS=(nghttp2-client wrk prometheus)
+
+missing_pkgs() {
+    local p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"
+    done
+}
+
+install_pkgs() {
+    local missing
+    missing=$(missing_pkgs "$@")
+    [ -z "$missing" ] && return 0
+    echo "build.sh: installing:" $missing >&2
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    # shellcheck disable=SC2086
+    $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
+}
+
+jobs() { nproc 2>/dev/null || echo 2; }
+
+build_release() {
+    install_pkgs "${BUILD_PKGS[@]}"
+    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DRINGD_TESTS=OFF >/dev/null
+    cmake --build build -j "$(jobs)"
+}
+
+cmd=${1:-build}
+case "$cmd" in
+deps)
+    install_pkgs "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
+    ;;
+build)
+    build_release
+    ;;
+run)
+    build_release
+    shift || true
+    exec ./build/ringd serve --listen "${RINGD_LISTEN:-127.0.0.1:8080}" "$@"
+    ;;
+test)
+    install_pkgs "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
+    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DRINGD_SANITIZE=ON -DRINGD_TESTS=ON >/dev/null
+    cmake --build build-asan -j "$(jobs)"
+    export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
+    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+    cd build-asan
+    ctest --output-on-failure -j 1 "${@:2}"
+    ;;
+-h|--help|help)
+    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    ;;
+*)
+    echo "build.sh: unknown command '$cmd' (build, run, test, deps)" >&2
+    exit 2
+    ;;
+esac

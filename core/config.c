@@ -1,0 +1,208 @@
+/* config.c - parsing of `ringd serve` flags and their environment equivalents. */
+#include "core/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char config_serve_usage[] =
+    "usage: ringd serve [options]\n"
+    "  --listen ADDR:PORT         main listener (RINGD_LISTEN, default 0.0.0.0:8080; port 0 picks one)\n"
+    "  --db DIR                   LMDB user database (RINGD_DB, default ./ringd-data, created with\n"
+    "                             100,000 demo users when missing)\n"
+    "  --shards N                 reactor threads, one per CPU (RINGD_SHARDS, default: online CPUs)\n"
+    "  --admin-listen ADDR:PORT   serve /metrics only here (RINGD_ADMIN_LISTEN)\n"
+    "  --max-conns N              open connections in total (RINGD_MAX_CONNS, default 10000)\n"
+    "  --header-timeout-ms N      time to receive a request head (RINGD_HEADER_TIMEOUT_MS, default 10000)\n"
+    "  --idle-timeout-ms N        keep-alive idle time (RINGD_IDLE_TIMEOUT_MS, default 60000)\n"
+    "  --write-timeout-ms N       stalled write limit (RINGD_WRITE_TIMEOUT_MS, default 30000)\n"
+    "  --drain-timeout-ms N       shutdown grace period (RINGD_DRAIN_TIMEOUT_MS, default 5000)\n"
+    "  --refresh-ms N             read-transaction renew interval (RINGD_REFRESH_MS, default 50)\n"
+    "  --h2-max-streams N         HTTP/2 MAX_CONCURRENT_STREAMS (RINGD_H2_MAX_STREAMS, default 100)\n"
+    "  -h, --help                 this text\n";
+
+int config_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[INET6_ADDRSTRLEN + 2] = "0.0.0.0";
+    const char *port_s;
+    memset(ss, 0, sizeof(*ss));
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (end == NULL || end[1] != ':' || (size_t)(end - s - 1) >= sizeof(host))
+            return -1;
+        memcpy(host, s + 1, (size_t)(end - s - 1));
+        host[end - s - 1] = '\0';
+        port_s = end + 2;
+    } else {
+        const char *colon = strrchr(s, ':');
+        if (colon != NULL) {
+            if ((size_t)(colon - s) >= sizeof(host))
+                return -1;
+            if (colon != s) {
+                memcpy(host, s, (size_t)(colon - s));
+                host[colon - s] = '\0';
+            }
+            port_s = colon + 1;
+        } else {
+            port_s = s;
+        }
+    }
+    char *end;
+    errno = 0;
+    unsigned long port = strtoul(port_s, &end, 10);
+    if (*port_s == '\0' || *end != '\0' || errno != 0 || port > 65535)
+        return -1;
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        *len = sizeof(*in4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*in6);
+        return 0;
+    }
+    return -1;
+}
+
+void config_format_addr(const struct sockaddr_storage *ss, char *out, size_t outlen)
+{
+    char ip[INET6_ADDRSTRLEN];
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        snprintf(out, outlen, "[%s]:%u", ip, ntohs(in6->sin6_port));
+    } else {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &in4->sin_addr, ip, sizeof(ip));
+        snprintf(out, outlen, "%s:%u", ip, ntohs(in4->sin_port));
+    }
+}
+
+enum opt_kind { OPT_ADDR, OPT_ADMIN_ADDR, OPT_STR, OPT_UINT };
+
+struct opt {
+    const char *flag;
+    const char *env;
+    enum opt_kind kind;
+    size_t offset;
+    unsigned min, max;
+};
+
+#define OFF(f) offsetof(struct config, f)
+
+static const struct opt opts[] = {
+    {"--listen", "RINGD_LISTEN", OPT_ADDR, OFF(listen_addr), 0, 0},
+    {"--admin-listen", "RINGD_ADMIN_LISTEN", OPT_ADMIN_ADDR, OFF(admin_addr), 0, 0},
+    {"--db", "RINGD_DB", OPT_STR, OFF(db), 0, 0},
+    {"--shards", "RINGD_SHARDS", OPT_UINT, OFF(shards), 1, 256},
+    {"--max-conns", "RINGD_MAX_CONNS", OPT_UINT, OFF(max_conns), 1, 1000000},
+    {"--header-timeout-ms", "RINGD_HEADER_TIMEOUT_MS", OPT_UINT, OFF(header_timeout_ms), 10, 3600000},
+    {"--idle-timeout-ms", "RINGD_IDLE_TIMEOUT_MS", OPT_UINT, OFF(idle_timeout_ms), 10, 86400000},
+    {"--write-timeout-ms", "RINGD_WRITE_TIMEOUT_MS", OPT_UINT, OFF(write_timeout_ms), 10, 3600000},
+    {"--drain-timeout-ms", "RINGD_DRAIN_TIMEOUT_MS", OPT_UINT, OFF(drain_timeout_ms), 0, 3600000},
+    {"--refresh-ms", "RINGD_REFRESH_MS", OPT_UINT, OFF(refresh_ms), 1, 60000},
+    {"--h2-max-streams", "RINGD_H2_MAX_STREAMS", OPT_UINT, OFF(h2_max_streams), 1, 10000},
+};
+
+static int apply(struct config *c, const struct opt *o, const char *value, const char *src, char *err, size_t errlen)
+{
+    char *base = (char *)c;
+    switch (o->kind) {
+    case OPT_ADDR:
+        if (config_parse_addr(value, &c->listen_addr, &c->listen_len) != 0)
+            goto bad;
+        return 0;
+    case OPT_ADMIN_ADDR:
+        if (config_parse_addr(value, &c->admin_addr, &c->admin_len) != 0)
+            goto bad;
+        c->admin_enabled = true;
+        return 0;
+    case OPT_STR:
+        if (value[0] == '\0')
+            goto bad;
+        *(const char **)(base + o->offset) = value;
+        if (o->offset == OFF(db))
+            c->db_is_default = false;
+        return 0;
+    case OPT_UINT: {
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(value, &end, 10);
+        if (value[0] < '0' || value[0] > '9' || *end != '\0' || errno != 0 || v < o->min || v > o->max) {
+            snprintf(err, errlen, "%s: '%s' is not an integer from %u to %u", src, value, o->min, o->max);
+            return -1;
+        }
+        *(unsigned *)(base + o->offset) = (unsigned)v;
+        return 0;
+    }
+    }
+bad:
+    snprintf(err, errlen, "%s: bad value '%s'", src, value);
+    return -1;
+}
+
+int config_parse_serve(struct config *c, int argc, char **argv, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof(*c));
+    config_parse_addr("0.0.0.0:8080", &c->listen_addr, &c->listen_len);
+    c->db = "./ringd-data";
+    c->db_is_default = true;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    c->shards = cpus > 0 ? (unsigned)cpus : 1;
+    c->max_conns = 10000;
+    c->header_timeout_ms = 10000;
+    c->idle_timeout_ms = 60000;
+    c->write_timeout_ms = 30000;
+    c->drain_timeout_ms = 5000;
+    c->refresh_ms = 50;
+    c->h2_max_streams = 100;
+
+    const size_t nopts = sizeof(opts) / sizeof(opts[0]);
+    for (size_t i = 0; i < nopts; i++) {
+        const char *v = getenv(opts[i].env);
+        if (v != NULL && v[0] != '\0' && apply(c, &opts[i], v, opts[i].env, err, errlen) != 0)
+            return -1;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+            fputs(config_serve_usage, stdout);
+            return 1;
+        }
+        const struct opt *o = NULL;
+        const char *value = NULL;
+        for (size_t k = 0; k < nopts && o == NULL; k++) {
+            size_t fl = strlen(opts[k].flag);
+            if (strcmp(arg, opts[k].flag) == 0) {
+                o = &opts[k];
+                if (i + 1 >= argc) {
+                    snprintf(err, errlen, "%s needs a value", arg);
+                    return -1;
+                }
+                value = argv[++i];
+            } else if (strncmp(arg, opts[k].flag, fl) == 0 && arg[fl] == '=') {
+                o = &opts[k];
+                value = arg + fl + 1;
+            }
+        }
+        if (o == NULL) {
+            snprintf(err, errlen, "unknown option '%s' (see ringd serve --help)", arg);
+            return -1;
+        }
+        if (apply(c, o, value, o->flag, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,42 @@
+/* config.h - `ringd serve` settings: flags, their RINGD_* environment equivalents, defaults. Read-only once shards start. */
+#ifndef RINGD_CONFIG_H
+#define RINGD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+struct config {
+    struct sockaddr_storage listen_addr;
+    socklen_t listen_len;
+    bool admin_enabled; /* --admin-listen given: /metrics only there */
+    struct sockaddr_storage admin_addr;
+    socklen_t admin_len;
+    const char *db;      /* --db; default "./ringd-data" */
+    bool db_is_default;  /* no --db/RINGD_DB: create a demo database when missing */
+    unsigned shards;     /* default: online CPUs */
+    unsigned max_conns;  /* total over all shards */
+    unsigned header_timeout_ms;
+    unsigned idle_timeout_ms;
+    unsigned write_timeout_ms;
+    unsigned drain_timeout_ms;
+    unsigned refresh_ms;
+    unsigned h2_max_streams;
+};
+
+/* Fills c from defaults, then RINGD_* variables, then flags (flags win).
+ * argv[0] is "serve". Returns 0; 1 when --help was printed (exit 0);
+ * -1 with err filled on a bad flag or value (exit 2). Strings in c point into
+ * argv or the environment, which outlive the process's use of c. */
+int config_parse_serve(struct config *c, int argc, char **argv, char *err, size_t errlen);
+
+/* Parses "HOST:PORT", "[V6]:PORT" or ":PORT"/"PORT" (0.0.0.0). Returns 0 or -1. */
+int config_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+
+/* Formats ss as "ip:port" / "[ip6]:port" into out. */
+void config_format_addr(const struct sockaddr_storage *ss, char *out, size_t outlen);
+
+/* Usage text of `ringd serve`. */
+extern const char config_serve_usage[];
+
+#endif

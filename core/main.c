@@ -1,0 +1,53 @@
+/* main.c - the ringd binary: dispatches to the serve, import and demo subcommands. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/server.h"
+#include "store/store.h"
+
+#ifdef RINGD_WITH_MIMALLOC
+#include <mimalloc.h>
+#endif
+
+static const char usage[] = "usage: ringd <command> [options]\n"
+                            "  serve    serve user lookups over HTTP/1.1 and HTTP/2\n"
+                            "  import   load users from JSON Lines into the database\n"
+                            "  demo     create a database of generated users\n"
+                            "  version  print the version\n"
+                            "Run `ringd <command> --help` for a command's options.\n";
+
+int main(int argc, char **argv)
+{
+    const char *lvl = getenv("RINGD_LOG_LEVEL");
+    if (lvl != NULL && log_parse_level(lvl, &log_min_level) != 0) {
+        fprintf(stderr, "ringd: RINGD_LOG_LEVEL must be debug, info, warn or error\n");
+        return 2;
+    }
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "serve") == 0) {
+#ifdef RINGD_WITH_MIMALLOC
+        log_info("allocator", "name=mimalloc version=%d", mi_version());
+#endif
+        return server_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "import") == 0)
+        return store_import_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "demo") == 0)
+        return store_demo_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("ringd %s\n", RINGD_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    fprintf(stderr, "ringd: unknown command '%s'\n%s", cmd, usage);
+    return 2;
+}

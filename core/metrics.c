@@ -1,0 +1,206 @@
+/* metrics.c - per-shard metric blocks summed into the Prometheus text format on scrape. */
+#include "core/metrics.h"
+
+#include <dirent.h>
+#include <lmdb.h>
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+const uint64_t metrics_bucket_ns[METRICS_BUCKETS] = {
+    25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000, 25000000, 100000000,
+    1000000000, 10000000000ull,
+};
+static const char *const bucket_le[METRICS_BUCKETS] = {
+    "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.1", "1", "10",
+};
+
+static const char *const proto_names[PROTO__COUNT] = {"http1", "http2"};
+static const char *const route_names[ROUTE__COUNT] = {"users", "user", "metrics", "healthz", "readyz", "other"};
+static const char *const code_names[CODE__COUNT] = {"200", "400", "401", "404", "405", "408", "413",
+                                                    "414", "431", "500", "501", "503", "other"};
+static const char *const close_names[CLOSE__COUNT] = {"client", "idle_timeout", "header_timeout", "write_timeout",
+                                                      "error",  "limit",        "shutdown"};
+
+enum metrics_code metrics_code_of(int status)
+{
+    switch (status) {
+    case 200: return CODE_200;
+    case 400: return CODE_400;
+    case 401: return CODE_401;
+    case 404: return CODE_404;
+    case 405: return CODE_405;
+    case 408: return CODE_408;
+    case 413: return CODE_413;
+    case 414: return CODE_414;
+    case 431: return CODE_431;
+    case 500: return CODE_500;
+    case 501: return CODE_501;
+    case 503: return CODE_503;
+    default: return CODE_OTHER;
+    }
+}
+
+void metrics_observe(struct metrics_shard *m, enum metrics_route route, uint64_t ns, uint64_t n)
+{
+    unsigned b = 0;
+    while (b < METRICS_BUCKETS && ns > metrics_bucket_ns[b])
+        b++;
+    METRIC_ADD(m->duration_bucket[route][b], n);
+    METRIC_ADD(m->duration_sum_ns[route], ns * n);
+}
+
+/* Sum of one field over every shard: offset-based so one helper serves all counters. */
+static uint64_t sum_at(const struct metrics_scrape *sc, size_t offset)
+{
+    uint64_t total = 0;
+    for (unsigned i = 0; i < sc->nshards; i++)
+        total += atomic_load_explicit((metric_t *)((char *)sc->shards[i] + offset), memory_order_relaxed);
+    return total;
+}
+#define SUM(sc, field) sum_at((sc), offsetof(struct metrics_shard, field))
+
+static void family(struct buf *out, const char *name, const char *type, const char *help)
+{
+    buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void simple(struct buf *out, const char *name, const char *type, const char *help, uint64_t v)
+{
+    family(out, name, type, help);
+    buf_printf(out, "%s %llu\n", name, (unsigned long long)v);
+}
+
+/* Process figures from /proc/self, as the Prometheus client libraries name them. */
+static void render_process(struct buf *out, double start_time)
+{
+    char stat[1024];
+    unsigned long long utime = 0, stime = 0, vsize = 0;
+    long long rss = 0, threads = 0;
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f != NULL) {
+        size_t n = fread(stat, 1, sizeof(stat) - 1, f);
+        fclose(f);
+        stat[n] = '\0';
+        const char *p = strrchr(stat, ')'); /* comm may hold spaces */
+        if (p != NULL)
+            sscanf(p + 2,
+                   "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %lld %*d %*u %llu %lld",
+                   &utime, &stime, &threads, &vsize, &rss);
+    }
+    long tck = sysconf(_SC_CLK_TCK);
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d != NULL) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL)
+            if (e->d_name[0] != '.')
+                fds++;
+        closedir(d);
+        fds--; /* the directory stream's own fd */
+    }
+    struct rlimit rl = {0, 0};
+    getrlimit(RLIMIT_NOFILE, &rl);
+
+    family(out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+    buf_printf(out, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / (double)(tck > 0 ? tck : 100));
+    simple(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+           (uint64_t)rss * (uint64_t)page);
+    simple(out, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", vsize);
+    simple(out, "process_open_fds", "gauge", "Number of open file descriptors.", fds);
+    simple(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.", (uint64_t)rl.rlim_cur);
+    family(out, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+    buf_printf(out, "process_start_time_seconds %.3f\n", start_time);
+    simple(out, "process_threads", "gauge", "Number of OS threads in the process.", (uint64_t)threads);
+}
+
+void metrics_render(struct buf *out, const struct metrics_scrape *sc)
+{
+    family(out, "ringd_requests_processed_total", "counter", "Requests answered, by protocol, route and status code.");
+    for (int p = 0; p < PROTO__COUNT; p++)
+        for (int r = 0; r < ROUTE__COUNT; r++)
+            for (int c = 0; c < CODE__COUNT; c++) {
+                uint64_t v = SUM(sc, requests[p][r][c]);
+                if (v != 0)
+                    buf_printf(out, "ringd_requests_processed_total{protocol=\"%s\",route=\"%s\",code=\"%s\"} %llu\n",
+                               proto_names[p], route_names[r], code_names[c], (unsigned long long)v);
+            }
+
+    family(out, "ringd_request_duration_seconds", "histogram",
+           "Time from a request's last byte read to its response handed to the kernel.");
+    for (int r = 0; r < ROUTE__COUNT; r++) {
+        /* Read each bucket once and derive count from the same reads, so
+         * _count equals the +Inf bucket in every scrape. */
+        uint64_t cum = 0;
+        for (int b = 0; b <= METRICS_BUCKETS; b++) {
+            cum += SUM(sc, duration_bucket[r][b]);
+            buf_printf(out, "ringd_request_duration_seconds_bucket{route=\"%s\",le=\"%s\"} %llu\n", route_names[r],
+                       b < METRICS_BUCKETS ? bucket_le[b] : "+Inf", (unsigned long long)cum);
+        }
+        buf_printf(out, "ringd_request_duration_seconds_sum{route=\"%s\"} %.9f\n", route_names[r],
+                   (double)SUM(sc, duration_sum_ns[r]) / 1e9);
+        buf_printf(out, "ringd_request_duration_seconds_count{route=\"%s\"} %llu\n", route_names[r],
+                   (unsigned long long)cum);
+    }
+
+    family(out, "ringd_connections_active", "gauge", "Open client connections, by shard.");
+    for (unsigned i = 0; i < sc->nshards; i++)
+        buf_printf(out, "ringd_connections_active{shard=\"%u\"} %llu\n", i,
+                   (unsigned long long)METRIC_GET(sc->shards[i]->conns_active));
+    family(out, "ringd_connections_accepted_total", "counter", "Connections accepted, by the shard that serves them.");
+    for (unsigned i = 0; i < sc->nshards; i++)
+        buf_printf(out, "ringd_connections_accepted_total{shard=\"%u\"} %llu\n", i,
+                   (unsigned long long)METRIC_GET(sc->shards[i]->conns_accepted));
+    family(out, "ringd_connections_closed_total", "counter", "Connections closed, by reason.");
+    for (int c = 0; c < CLOSE__COUNT; c++)
+        buf_printf(out, "ringd_connections_closed_total{reason=\"%s\"} %llu\n", close_names[c],
+                   (unsigned long long)SUM(sc, conns_closed[c]));
+    simple(out, "ringd_connections_handed_off_total", "counter",
+           "Accepted connections passed to a less loaded shard over MSG_RING.", SUM(sc, conns_handed_off));
+    simple(out, "ringd_accept_errors_total", "counter", "Failed accepts (EMFILE, ENFILE, ...).", SUM(sc, accept_errors));
+
+    simple(out, "ringd_bytes_received_total", "counter", "Bytes read from clients.", SUM(sc, bytes_received));
+    simple(out, "ringd_bytes_sent_total", "counter", "Bytes written to clients.", SUM(sc, bytes_sent));
+
+    family(out, "ringd_store_lookups_total", "counter", "User lookups in LMDB, by result.");
+    buf_printf(out, "ringd_store_lookups_total{result=\"hit\"} %llu\n", (unsigned long long)SUM(sc, store_hits));
+    buf_printf(out, "ringd_store_lookups_total{result=\"miss\"} %llu\n", (unsigned long long)SUM(sc, store_misses));
+    buf_printf(out, "ringd_store_lookups_total{result=\"error\"} %llu\n", (unsigned long long)SUM(sc, store_errors));
+    simple(out, "ringd_store_txn_renewals_total", "counter", "Read transactions renewed to see new imports.",
+           SUM(sc, store_renewals));
+    uint64_t txn = 0;
+    for (unsigned i = 0; i < sc->nshards; i++) {
+        uint64_t t = METRIC_GET(sc->shards[i]->store_txn_id);
+        txn = t > txn ? t : txn;
+    }
+    simple(out, "ringd_store_last_txn_id", "gauge", "Newest LMDB transaction id any shard reads.", txn);
+    simple(out, "ringd_store_map_used_bytes", "gauge", "Bytes of the LMDB map in use.", sc->store_used_bytes);
+    simple(out, "ringd_store_map_size_bytes", "gauge", "Size of the LMDB map (sparse address space).",
+           sc->store_map_bytes);
+
+    simple(out, "ringd_uring_submit_calls_total", "counter", "io_uring submit-and-wait calls (one per loop turn).",
+           SUM(sc, uring_submits));
+    simple(out, "ringd_uring_cqes_total", "counter", "Completions handled.", SUM(sc, uring_cqes));
+    simple(out, "ringd_uring_cq_overflows_total", "counter", "Completions the kernel could not post (CQ overflow).",
+           SUM(sc, uring_cq_overflow));
+    simple(out, "ringd_recv_enobufs_total", "counter", "Multishot recvs that ran out of provided buffers.",
+           SUM(sc, recv_enobufs));
+    simple(out, "ringd_recv_rearms_total", "counter", "Multishot recvs armed again after ending.", SUM(sc, recv_rearms));
+
+    simple(out, "ringd_http2_streams_opened_total", "counter", "HTTP/2 streams opened by clients.", SUM(sc, h2_streams));
+    simple(out, "ringd_http2_resets_received_total", "counter", "RST_STREAM frames received.",
+           SUM(sc, h2_resets_received));
+    simple(out, "ringd_http2_goaways_sent_total", "counter", "GOAWAY frames sent.", SUM(sc, h2_goaways_sent));
+
+    int lmdb_major, lmdb_minor, lmdb_patch;
+    mdb_version(&lmdb_major, &lmdb_minor, &lmdb_patch);
+    family(out, "ringd_build_info", "gauge", "Build and library versions.");
+    buf_printf(out, "ringd_build_info{version=\"%s\",liburing=\"%s\",nghttp2=\"%s\",lmdb=\"%d.%d.%d\"} 1\n",
+               RINGD_VERSION, RINGD_LIBURING_VERSION, nghttp2_version(0)->version_str, lmdb_major, lmdb_minor,
+               lmdb_patch);
+
+    render_process(out, sc->start_time_seconds);
+}

@@ -1,0 +1,89 @@
+/* metrics.h - lock-free per-shard counters and latency histograms, summed into Prometheus text on scrape.
+ *
+ * Each shard owns one cache-line-aligned struct metrics_shard and is its only
+ * writer: an increment is a relaxed load plus a relaxed store of the new value
+ * (METRIC_ADD), no read-modify-write, no lock, no shared cache line with other
+ * shards. A scrape, on any thread, reads every block with relaxed loads and
+ * sums. A single writer storing increasing values means a reader can never see
+ * a counter go backwards.
+ */
+#ifndef RINGD_METRICS_H
+#define RINGD_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+
+typedef _Atomic uint64_t metric_t;
+
+#define METRIC_ADD(field, n)                                                                                               \
+    atomic_store_explicit(&(field), atomic_load_explicit(&(field), memory_order_relaxed) + (uint64_t)(n),              \
+                          memory_order_relaxed)
+#define METRIC_INC(field) METRIC_ADD(field, 1)
+#define METRIC_SET(field, v) atomic_store_explicit(&(field), (uint64_t)(v), memory_order_relaxed)
+#define METRIC_GET(field) atomic_load_explicit(&(field), memory_order_relaxed)
+
+enum metrics_proto { PROTO_HTTP1, PROTO_HTTP2, PROTO__COUNT };
+enum metrics_route { ROUTE_USERS, ROUTE_USER, ROUTE_METRICS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_OTHER, ROUTE__COUNT };
+enum metrics_code {
+    CODE_200, CODE_400, CODE_401, CODE_404, CODE_405, CODE_408, CODE_413, CODE_414, CODE_431,
+    CODE_500, CODE_501, CODE_503, CODE_OTHER, CODE__COUNT
+};
+enum metrics_close {
+    CLOSE_CLIENT, CLOSE_IDLE_TIMEOUT, CLOSE_HEADER_TIMEOUT, CLOSE_WRITE_TIMEOUT, CLOSE_ERROR, CLOSE_LIMIT,
+    CLOSE_SHUTDOWN, CLOSE__COUNT
+};
+
+/* Upper bounds of the latency buckets in ns; the last bucket is +Inf. */
+#define METRICS_BUCKETS 13
+extern const uint64_t metrics_bucket_ns[METRICS_BUCKETS];
+
+struct metrics_shard {
+    _Alignas(64) metric_t requests[PROTO__COUNT][ROUTE__COUNT][CODE__COUNT];
+    metric_t duration_bucket[ROUTE__COUNT][METRICS_BUCKETS + 1]; /* per bucket, not cumulative */
+    metric_t duration_sum_ns[ROUTE__COUNT];
+    metric_t conns_active; /* a gauge, still single-writer */
+    metric_t conns_accepted;
+    metric_t conns_closed[CLOSE__COUNT];
+    metric_t conns_rejected_limit;
+    metric_t conns_handed_off;
+    metric_t conns_handed_in;
+    metric_t accept_errors;
+    metric_t bytes_received;
+    metric_t bytes_sent;
+    metric_t store_hits;
+    metric_t store_misses;
+    metric_t store_errors;
+    metric_t store_renewals;
+    metric_t store_txn_id; /* gauge */
+    metric_t uring_submits;
+    metric_t uring_cqes;
+    metric_t uring_cq_overflow; /* mirrors the kernel's monotonic overflow count */
+    metric_t recv_enobufs;
+    metric_t recv_rearms;
+    metric_t h2_streams;
+    metric_t h2_resets_received;
+    metric_t h2_goaways_sent;
+};
+
+/* Maps an HTTP status to its label slot. */
+enum metrics_code metrics_code_of(int status);
+
+/* Adds n requests of one route that took ns each to the histogram (owner only). */
+void metrics_observe(struct metrics_shard *m, enum metrics_route route, uint64_t ns, uint64_t n);
+
+/* What a scrape needs besides the shard blocks. */
+struct metrics_scrape {
+    struct metrics_shard *const *shards; /* nshards blocks, read with relaxed loads */
+    unsigned nshards;
+    uint64_t store_used_bytes;
+    uint64_t store_map_bytes;
+    double start_time_seconds; /* Unix time the process started */
+};
+
+/* Appends the Prometheus text exposition (0.0.4) of everything to out. */
+void metrics_render(struct buf *out, const struct metrics_scrape *sc);
+
+#endif

@@ -1,0 +1,256 @@
+/* server.c - `ringd serve`: the store, the SO_REUSEPORT listeners, one pinned shard per CPU, signals and drain. */
+#include "core/server.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "core/shard.h"
+
+#define LISTEN_BACKLOG 4096
+#define DEMO_USERS 100000
+
+bool server_ready(struct server *srv)
+{
+    return atomic_load_explicit(&srv->shards_running, memory_order_relaxed) == srv->nshards &&
+           !atomic_load_explicit(&srv->draining, memory_order_relaxed);
+}
+
+/* Says why io_uring is unavailable and how to allow it, before any thread starts. */
+static int probe_io_uring(void)
+{
+    struct io_uring ring;
+    struct io_uring_params p;
+    memset(&p, 0, sizeof(p));
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    int rc = io_uring_queue_init_params(4, &ring, &p);
+    if (rc == 0) {
+        io_uring_queue_exit(&ring);
+        return 0;
+    }
+    if (rc == -ENOSYS) {
+        log_error("io_uring_unavailable",
+                  "cause=\"kernel built without io_uring (ENOSYS)\" fix=\"run on Linux 6.1 or later with CONFIG_IO_URING=y\"");
+    } else if (rc == -EPERM || rc == -EACCES) {
+        int disabled = 0;
+        FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "r");
+        if (f != NULL) {
+            if (fscanf(f, "%d", &disabled) != 1)
+                disabled = 0;
+            fclose(f);
+        }
+        if (disabled != 0)
+            log_error("io_uring_unavailable",
+                      "cause=\"kernel.io_uring_disabled=%d\" fix=\"sysctl -w kernel.io_uring_disabled=0 (or 1 and add "
+                      "this user to kernel.io_uring_group)\"",
+                      disabled);
+        else
+            log_error("io_uring_unavailable",
+                      "cause=\"io_uring_setup denied (EPERM): a seccomp filter, e.g. a container runtime's default "
+                      "profile\" fix=\"allow io_uring_setup, io_uring_enter and io_uring_register in the seccomp profile\"");
+    } else if (rc == -EINVAL) {
+        log_error("io_uring_unavailable",
+                  "cause=\"kernel lacks IORING_SETUP_SINGLE_ISSUER/DEFER_TASKRUN (EINVAL)\" fix=\"run on Linux 6.1 or later\"");
+    } else {
+        log_error("io_uring_unavailable", "cause=\"io_uring_setup: %s\"", strerror(-rc));
+    }
+    return -1;
+}
+
+/* A listening socket in the SO_REUSEPORT group; returns the fd or -1 (logged). */
+static int open_listener(const struct sockaddr_storage *addr, socklen_t len)
+{
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    /* Accepted sockets inherit TCP_NODELAY: each response is one send already. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static int open_listeners(struct server *srv)
+{
+    const struct config *cfg = srv->cfg;
+    struct sockaddr_storage addr = cfg->listen_addr;
+    char text[80];
+    for (unsigned i = 0; i < srv->nshards; i++) {
+        int fd = open_listener(&addr, cfg->listen_len);
+        if (fd < 0) {
+            config_format_addr(&addr, text, sizeof(text));
+            log_error("listen_failed", "addr=%s err=\"%s\"", text, strerror(errno));
+            return -1;
+        }
+        srv->listen_fds[i] = fd;
+        if (i == 0) {
+            /* Port 0: every other shard binds the port the first one got. */
+            socklen_t l = sizeof(addr);
+            getsockname(fd, (struct sockaddr *)&addr, &l);
+            srv->bound = addr;
+        }
+    }
+    if (cfg->admin_enabled) {
+        srv->admin_fd = open_listener(&cfg->admin_addr, cfg->admin_len);
+        if (srv->admin_fd < 0) {
+            config_format_addr(&cfg->admin_addr, text, sizeof(text));
+            log_error("listen_failed", "addr=%s err=\"%s\"", text, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int open_store(struct server *srv)
+{
+    const struct config *cfg = srv->cfg;
+    char err[512];
+    if (cfg->db_is_default && !store_exists(cfg->db)) {
+        log_info("creating_demo_db", "db=%s users=%d", cfg->db, DEMO_USERS);
+        if (store_demo_create(cfg->db, DEMO_USERS, err, sizeof(err)) != 0) {
+            log_error("demo_db_failed", "db=%s err=\"%s\"", cfg->db, err);
+            return -1;
+        }
+    }
+    if (store_open(&srv->store, cfg->db, true, false, err, sizeof(err)) != 0) {
+        log_error("store_open_failed", "db=%s err=\"%s\"", cfg->db, err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Waits until every shard runs or one failed. */
+static int wait_started(struct server *srv)
+{
+    for (;;) {
+        if (atomic_load(&srv->failed))
+            return -1;
+        if (atomic_load(&srv->shards_running) == srv->nshards)
+            return 0;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+int server_main(int argc, char **argv)
+{
+    struct config cfg;
+    char err[512];
+    int rc = config_parse_serve(&cfg, argc, argv, err, sizeof(err));
+    if (rc == 1)
+        return 0;
+    if (rc != 0) {
+        fprintf(stderr, "ringd serve: %s\n", err);
+        return 2;
+    }
+
+    /* SIGPIPE never kills us (sends also pass MSG_NOSIGNAL). SIGTERM/SIGINT are
+     * taken synchronously by the main thread; shards inherit the mask. */
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    if (probe_io_uring() != 0)
+        return 1;
+
+    struct server *srv = xcalloc(1, sizeof(*srv));
+    srv->cfg = &cfg;
+    srv->nshards = cfg.shards;
+    srv->admin_fd = -1;
+    srv->listen_fds = xcalloc(cfg.shards, sizeof(int));
+    for (unsigned i = 0; i < cfg.shards; i++)
+        srv->listen_fds[i] = -1;
+    srv->load = aligned_alloc(64, sizeof(struct server_load) * cfg.shards);
+    if (srv->load == NULL)
+        abort();
+    memset(srv->load, 0, sizeof(struct server_load) * cfg.shards);
+    srv->shards = xcalloc(cfg.shards, sizeof(struct shard *));
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    srv->start_time = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+
+    int exit_code = 1;
+    unsigned started = 0;
+    bool store_open_ok = false;
+    if (open_store(srv) != 0)
+        goto out;
+    store_open_ok = true;
+    if (open_listeners(srv) != 0)
+        goto out;
+    for (unsigned i = 0; i < cfg.shards; i++)
+        srv->shards[i] = shard_new(srv, i);
+    for (; started < cfg.shards; started++) {
+        rc = shard_start(srv->shards[started]);
+        if (rc != 0) {
+            log_error("thread_failed", "shard=%u err=\"%s\"", started, strerror(-rc));
+            atomic_store(&srv->failed, true);
+            break;
+        }
+    }
+    if (started < cfg.shards || wait_started(srv) != 0) {
+        atomic_store(&srv->draining, true);
+        goto join;
+    }
+
+    char addr[80], admin[80] = "";
+    config_format_addr(&srv->bound, addr, sizeof(addr));
+    if (cfg.admin_enabled) {
+        struct sockaddr_storage a;
+        socklen_t l = sizeof(a);
+        getsockname(srv->admin_fd, (struct sockaddr *)&a, &l);
+        strcpy(admin, " admin=");
+        config_format_addr(&a, admin + 7, sizeof(admin) - 7);
+    }
+    log_info("listening", "addr=%s shards=%u%s db=%s", addr, cfg.shards, admin, cfg.db);
+
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(&sigs, &si);
+        if (sig == SIGTERM || sig == SIGINT)
+            break;
+    }
+    log_info("draining", "drain_timeout_ms=%u", cfg.drain_timeout_ms);
+    atomic_store(&srv->draining, true);
+    exit_code = 0;
+
+join:
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(srv->shards[i]->thread, NULL);
+    if (exit_code == 0)
+        log_info("stopped", "%s", "");
+out:
+    for (unsigned i = 0; i < cfg.shards; i++) {
+        if (srv->shards[i] != NULL)
+            shard_free(srv->shards[i]);
+        if (srv->listen_fds[i] >= 0)
+            close(srv->listen_fds[i]);
+    }
+    if (srv->admin_fd >= 0)
+        close(srv->admin_fd);
+    if (store_open_ok)
+        store_close(&srv->store);
+    free(srv->shards);
+    free(srv->load);
+    free(srv->listen_fds);
+    free(srv);
+    return exit_code;
+}

@@ -1,0 +1,44 @@
+/* server.h - the process: listeners, the store, one shard per CPU, signals and drain. */
+#ifndef RINGD_SERVER_H
+#define RINGD_SERVER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "core/config.h"
+#include "store/store.h"
+
+struct shard;
+
+/* Connection count of one shard, padded to its own cache line. Written by the
+ * owner on open/close and by another shard that hands it a connection: a
+ * per-connection event, never per request. */
+struct server_load {
+    _Alignas(64) atomic_uint conns;
+};
+
+/* Process-wide state. Everything here is read-only once the shards run, except
+ * the atomics (ready/draining flags and load counters). */
+struct server {
+    const struct config *cfg;
+    struct store store;
+    unsigned nshards;
+    struct shard **shards;
+    struct server_load *load;          /* nshards entries */
+    int *listen_fds;                   /* nshards entries, SO_REUSEPORT group */
+    int admin_fd;                      /* -1 unless --admin-listen; served by shard 0 */
+    struct sockaddr_storage bound;     /* the main listener's address, port resolved */
+    double start_time;                 /* Unix time, for process_start_time_seconds */
+    atomic_bool draining;              /* SIGTERM/SIGINT seen */
+    atomic_uint shards_running;        /* shards whose loop has started */
+    atomic_bool failed;                /* a shard could not start */
+    atomic_uint total_conns;           /* open connections, all shards: the --max-conns budget */
+};
+
+/* Whether /readyz answers 200: every shard serves and no drain has begun. */
+bool server_ready(struct server *srv);
+
+/* `ringd serve`: parses argv, runs until SIGTERM/SIGINT and the drain. Returns the exit code. */
+int server_main(int argc, char **argv);
+
+#endif

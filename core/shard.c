@@ -1,0 +1,722 @@
+/* shard.c - the per-core reactor: ring set-up, the loop, accept/recv/send/close, timers, drain.
+ *
+ * One loop turn: observe the latency of last turn's answers, submit every
+ * queued SQE and wait for at least one CQE in a single io_uring_enter
+ * (io_uring_submit_and_wait_timeout), then drain all CQEs, dispatching on the
+ * user_data tag (core/tag.h), give the recv buffers back to the buffer ring,
+ * queue one send per connection with output, run due timers, renew the LMDB
+ * read transaction when due. Under load that is one syscall per turn.
+ *
+ * Connection lifetime: every SQE that names a connection counts in
+ * c->_inflight; the connection is freed only when it is closing and that count
+ * is zero, i.e. after the kernel has posted the last CQE that could name it.
+ */
+#include "core/shard.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "core/server.h"
+#include "core/tag.h"
+#include "net/conn.h"
+#include "net/h2.h"
+
+#define SHARD_SQ_ENTRIES 4096
+#define SHARD_CQ_ENTRIES 65536 /* room for a completion per connection and more: no overflow */
+#define ACCEPT_RETRY_MS 100
+#define IDLE_WAIT_MS 250
+#define SEND_BUF_KEEP (64u * 1024) /* larger send buffers are freed once sent */
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* ---------- SQE helpers ---------- */
+
+/* An SQE, submitting queued ones first when the SQ is full (rare: a burst of
+ * more than SHARD_SQ_ENTRIES operations in one turn). */
+static struct io_uring_sqe *get_sqe(struct shard *s)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+    while (sqe == NULL) {
+        io_uring_submit(&s->ring);
+        METRIC_INC(s->metrics->uring_submits);
+        sqe = io_uring_get_sqe(&s->ring);
+    }
+    return sqe;
+}
+
+static void arm_accept(struct shard *s, enum listener_kind kind)
+{
+    if (s->listen_fd[kind] < 0 || s->accept_armed[kind] || s->draining)
+        return;
+    struct io_uring_sqe *sqe = get_sqe(s);
+    io_uring_prep_multishot_accept(sqe, s->listen_fd[kind], NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, tag_make(TAG_ACCEPT, kind));
+    s->accept_armed[kind] = true;
+}
+
+static void arm_recv(struct shard *s, struct conn *c)
+{
+    struct io_uring_sqe *sqe = get_sqe(s);
+    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = SHARD_BGID;
+    io_uring_sqe_set_data64(sqe, tag_make_ptr(TAG_RECV, c));
+    c->_recv_armed = true;
+    c->_inflight++;
+}
+
+/* Gives a provided buffer back; published to the kernel once per turn. */
+static void return_buffer(struct shard *s, unsigned bid)
+{
+    io_uring_buf_ring_add(s->_br, s->_bufs + (size_t)bid * SHARD_BUF_SIZE, SHARD_BUF_SIZE, (unsigned short)bid,
+                          io_uring_buf_ring_mask(SHARD_BUF_COUNT), (int)s->_br_returned++);
+}
+
+/* ---------- timers ---------- */
+
+static void conn_set_timer(struct shard *s, struct conn *c, enum conn_timer kind, uint64_t deadline_ms)
+{
+    c->_timer_kind = kind;
+    c->_deadline_ms = deadline_ms;
+    /* Lazy: an earlier-firing node re-arms itself when it fires, so the common
+     * case (deadline moved later, once per request) touches no list. */
+    if (!timer_linked(&c->_timer) || timer_expire_ms(&c->_timer) > deadline_ms + TIMER_TICK_MS)
+        timer_add(&s->wheel, &c->_timer, deadline_ms);
+}
+
+/* Picks the timer for c's state after it received or sent something. */
+static void conn_update_timer(struct shard *s, struct conn *c)
+{
+    if (c->_closing || c->_lingering || c->_send_inflight)
+        return; /* linger and write deadlines were set when those began */
+    if (c->proto == CONN_H1 && (c->in.len > 0 || c->body_left > 0 || !c->seen_request))
+        conn_set_timer(s, c, CT_HEADER, c->request_start_ms + s->cfg->header_timeout_ms);
+    else
+        conn_set_timer(s, c, CT_IDLE, s->clock.now_ms + s->cfg->idle_timeout_ms);
+}
+
+/* ---------- connection lifetime ---------- */
+
+static void load_add(struct shard *s, unsigned shard_id, int delta)
+{
+    if (delta > 0)
+        atomic_fetch_add_explicit(&s->srv->load[shard_id].conns, (unsigned)delta, memory_order_relaxed);
+    else
+        atomic_fetch_sub_explicit(&s->srv->load[shard_id].conns, (unsigned)-delta, memory_order_relaxed);
+}
+
+/* Frees c once it is closing and the kernel holds none of its operations.
+ * Called only from flush_all, so no handler further up the stack still holds c. */
+static void maybe_free(struct shard *s, struct conn *c)
+{
+    if (!c->_closing || c->_inflight != 0 || c->_in_flush)
+        return;
+    struct io_uring_sqe *sqe = get_sqe(s);
+    io_uring_prep_close(sqe, c->fd);
+    io_uring_sqe_set_data64(sqe, tag_make(TAG_IGNORE, 0));
+    if (c->_prev != NULL)
+        c->_prev->_next = c->_next;
+    else
+        s->conns = c->_next;
+    if (c->_next != NULL)
+        c->_next->_prev = c->_prev;
+    s->nconns--;
+    conn_release(c);
+    free(c);
+}
+
+void shard_close_conn(struct shard *s, struct conn *c, enum metrics_close reason)
+{
+    if (c->_closing)
+        return;
+    c->_closing = true;
+    METRIC_INC(s->metrics->conns_closed[reason]);
+    METRIC_SET(s->metrics->conns_active, METRIC_GET(s->metrics->conns_active) - 1);
+    load_add(s, s->id, -1);
+    atomic_fetch_sub_explicit(&s->srv->total_conns, 1, memory_order_relaxed);
+    timer_del(&s->wheel, &c->_timer);
+    if (c->_recv_armed || c->_send_inflight) {
+        struct io_uring_sqe *sqe = get_sqe(s);
+        io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+        io_uring_sqe_set_data64(sqe, tag_make(TAG_IGNORE, 0));
+    }
+    shard_want_flush(s, c); /* freed in flush_all once its operations are done */
+}
+
+/* An operation of c completed for good. */
+static void op_done(struct shard *s, struct conn *c)
+{
+    c->_inflight--;
+    if (c->_closing)
+        shard_want_flush(s, c);
+}
+
+/* The protocol is done and its output sent: half-close and keep reading for a
+ * moment (lingering close), so the client reads the last response before any
+ * RST its unread bytes would trigger. */
+static void graceful_close(struct shard *s, struct conn *c)
+{
+    if (c->_lingering || c->_closing)
+        return;
+    if (!c->_recv_armed) {
+        shard_close_conn(s, c, (enum metrics_close)c->close_reason);
+        return;
+    }
+    struct io_uring_sqe *sqe = get_sqe(s);
+    io_uring_prep_shutdown(sqe, c->fd, SHUT_WR);
+    io_uring_sqe_set_data64(sqe, tag_make_ptr(TAG_SHUTDOWN, c));
+    c->_inflight++;
+    c->_lingering = true;
+    conn_set_timer(s, c, CT_LINGER, s->clock.now_ms + CONN_LINGER_MS);
+}
+
+static void open_conn(struct shard *s, int fd, enum listener_kind kind)
+{
+    struct conn *c = xcalloc(1, sizeof(*c));
+    c->shard = s;
+    c->fd = fd;
+    c->listener = (uint8_t)kind;
+    c->proto = CONN_H1;
+    c->request_start_ms = s->clock.now_ms;
+    c->_next = s->conns;
+    if (s->conns != NULL)
+        s->conns->_prev = c;
+    s->conns = c;
+    s->nconns++;
+    METRIC_INC(s->metrics->conns_accepted);
+    METRIC_SET(s->metrics->conns_active, METRIC_GET(s->metrics->conns_active) + 1);
+    arm_recv(s, c);
+    conn_update_timer(s, c);
+}
+
+/* ---------- sending ---------- */
+
+void shard_want_flush(struct shard *s, struct conn *c)
+{
+    if (c->_in_flush)
+        return;
+    c->_in_flush = true;
+    c->_flush_next = s->flush_head;
+    s->flush_head = c;
+}
+
+static void start_send(struct shard *s, struct conn *c)
+{
+    if (c->_send_inflight || c->out.len == 0 || c->_closing)
+        return;
+    /* Swap buffers: the kernel reads _sending until the CQE; new responses go to out. */
+    struct buf t = c->_sending;
+    c->_sending = c->out;
+    c->out = t;
+    c->out.len = 0;
+    c->_sent = 0;
+    struct io_uring_sqe *sqe = get_sqe(s);
+    io_uring_prep_send(sqe, c->fd, c->_sending.data, c->_sending.len, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, tag_make_ptr(TAG_SEND, c));
+    c->_send_inflight = true;
+    c->_inflight++;
+    conn_set_timer(s, c, CT_WRITE, s->clock.now_ms + s->cfg->write_timeout_ms);
+}
+
+static void flush_all(struct shard *s)
+{
+    while (s->flush_head != NULL) {
+        struct conn *c = s->flush_head;
+        s->flush_head = c->_flush_next;
+        c->_in_flush = false;
+        if (c->_closing) {
+            maybe_free(s, c);
+            continue;
+        }
+        if (c->proto == CONN_H2)
+            h2_flush(c);
+        start_send(s, c);
+        if (!c->_send_inflight && c->out.len == 0 && c->close_after_send && conn_done(c))
+            graceful_close(s, c);
+    }
+}
+
+static void on_send(struct shard *s, struct conn *c, int res)
+{
+    op_done(s, c);
+    c->_send_inflight = false;
+    if (c->_closing)
+        return;
+    if (res < 0) {
+        shard_close_conn(s, c, res == -EPIPE || res == -ECONNRESET ? CLOSE_CLIENT : CLOSE_ERROR);
+        return;
+    }
+    METRIC_ADD(s->metrics->bytes_sent, res);
+    c->_sent += (size_t)res;
+    if (c->_sent < c->_sending.len) {
+        /* Short send (socket buffer full): the rest, from the same stable buffer. */
+        struct io_uring_sqe *sqe = get_sqe(s);
+        io_uring_prep_send(sqe, c->fd, c->_sending.data + c->_sent, c->_sending.len - c->_sent, MSG_NOSIGNAL);
+        io_uring_sqe_set_data64(sqe, tag_make_ptr(TAG_SEND, c));
+        c->_send_inflight = true;
+        c->_inflight++;
+        conn_set_timer(s, c, CT_WRITE, s->clock.now_ms + s->cfg->write_timeout_ms);
+        return;
+    }
+    c->_sending.len = 0;
+    if (c->_sending.cap > SEND_BUF_KEEP)
+        buf_free(&c->_sending);
+    if (c->paused)
+        conn_resume(c);
+    shard_want_flush(s, c); /* more output (or an HTTP/2 window update) goes out this turn */
+    conn_update_timer(s, c);
+}
+
+/* ---------- receiving ---------- */
+
+static void on_recv(struct shard *s, struct conn *c, struct io_uring_cqe *cqe)
+{
+    bool more = cqe->flags & IORING_CQE_F_MORE;
+    if (!more) {
+        c->_recv_armed = false;
+        op_done(s, c);
+    }
+    int res = cqe->res;
+    if (res > 0) {
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        METRIC_ADD(s->metrics->bytes_received, res);
+        if (!c->_closing && !c->_lingering)
+            conn_on_data(c, s->_bufs + (size_t)bid * SHARD_BUF_SIZE, (size_t)res);
+        return_buffer(s, bid);
+        if (!more && !c->_closing) {
+            METRIC_INC(s->metrics->recv_rearms);
+            arm_recv(s, c);
+        }
+        conn_update_timer(s, c);
+    } else if (res == 0) {
+        /* EOF. A half-closed client still gets the responses already owed to it. */
+        if (c->_lingering || (c->out.len == 0 && !c->_send_inflight))
+            shard_close_conn(s, c, c->_lingering ? (enum metrics_close)c->close_reason : CLOSE_CLIENT);
+        else if (!c->close_after_send) {
+            c->close_after_send = true;
+            c->close_reason = CLOSE_CLIENT;
+        }
+    } else if (res == -ENOBUFS) {
+        /* Out of provided buffers this instant: never a reason to drop a healthy connection. */
+        METRIC_INC(s->metrics->recv_enobufs);
+        if (!more && !c->_closing) {
+            METRIC_INC(s->metrics->recv_rearms);
+            arm_recv(s, c);
+        }
+    } else if (res != -ECANCELED && !c->_closing) {
+        shard_close_conn(s, c, res == -ECONNRESET ? CLOSE_CLIENT : CLOSE_ERROR);
+    }
+}
+
+/* ---------- accepting ---------- */
+
+static void accept_fd(struct shard *s, int fd, enum listener_kind kind, bool reserved)
+{
+    struct server *srv = s->srv;
+    if (s->draining) {
+        close(fd);
+        if (reserved) {
+            load_add(s, s->id, -1);
+            atomic_fetch_sub_explicit(&srv->total_conns, 1, memory_order_relaxed);
+        }
+        return;
+    }
+    if (!reserved) {
+        /* One reservation per connection against the process-wide limit. */
+        unsigned total = atomic_fetch_add_explicit(&srv->total_conns, 1, memory_order_relaxed);
+        if (total >= s->cfg->max_conns) {
+            atomic_fetch_sub_explicit(&srv->total_conns, 1, memory_order_relaxed);
+            close(fd);
+            METRIC_INC(s->metrics->conns_rejected_limit);
+            METRIC_INC(s->metrics->conns_closed[CLOSE_LIMIT]);
+            return;
+        }
+        /* Balance: SO_REUSEPORT hashes flows and can pile them on one shard.
+         * Hand the socket to the least loaded shard when this one is ahead. */
+        if (kind == LISTENER_MAIN && srv->nshards > 1) {
+            unsigned mine = atomic_load_explicit(&srv->load[s->id].conns, memory_order_relaxed);
+            unsigned best = s->id, best_load = mine;
+            for (unsigned i = 0; i < srv->nshards; i++) {
+                unsigned l = atomic_load_explicit(&srv->load[i].conns, memory_order_relaxed);
+                if (l < best_load) {
+                    best = i;
+                    best_load = l;
+                }
+            }
+            if (best != s->id && mine > best_load + 1) {
+                load_add(s, best, 1);
+                struct io_uring_sqe *sqe = get_sqe(s);
+                io_uring_prep_msg_ring(sqe, srv->shards[best]->ring_fd, (unsigned)fd, tag_make(TAG_HANDOFF, kind), 0);
+                io_uring_sqe_set_data64(sqe, tag_make(TAG_HANDOFF_SENT, ((uint64_t)best << 32) | (uint32_t)fd));
+                return;
+            }
+        }
+        load_add(s, s->id, 1);
+    }
+    open_conn(s, fd, kind);
+}
+
+static void on_accept(struct shard *s, enum listener_kind kind, struct io_uring_cqe *cqe)
+{
+    bool more = cqe->flags & IORING_CQE_F_MORE;
+    if (!more)
+        s->accept_armed[kind] = false;
+    if (cqe->res >= 0) {
+        accept_fd(s, cqe->res, kind, false);
+    } else if (cqe->res != -ECANCELED) {
+        METRIC_INC(s->metrics->accept_errors);
+        if (cqe->res == -EMFILE || cqe->res == -ENFILE || cqe->res == -ENOMEM || cqe->res == -ENOBUFS) {
+            /* Out of descriptors: back off instead of spinning on the same error. */
+            if (!more) {
+                if (!timer_linked(&s->accept_retry))
+                    timer_add(&s->wheel, &s->accept_retry, s->clock.now_ms + ACCEPT_RETRY_MS);
+                return;
+            }
+        }
+    }
+    if (!more)
+        arm_accept(s, kind);
+}
+
+static void on_handoff_sent(struct shard *s, uint64_t payload, int res)
+{
+    unsigned target = (unsigned)(payload >> 32);
+    int fd = (int)(uint32_t)payload;
+    if (res >= 0) {
+        METRIC_INC(s->metrics->conns_handed_off);
+        return;
+    }
+    /* The target ring refused (e.g. it is gone): serve it here instead. */
+    load_add(s, target, -1);
+    load_add(s, s->id, 1);
+    open_conn(s, fd, LISTENER_MAIN);
+}
+
+/* ---------- timers ---------- */
+
+static void on_timer(struct timer_node *node, void *arg)
+{
+    struct shard *s = arg;
+    if (node == &s->accept_retry) {
+        for (int k = 0; k < LISTENER__COUNT; k++)
+            arm_accept(s, (enum listener_kind)k);
+        return;
+    }
+    struct conn *c = container_of(node, struct conn, _timer);
+    if (c->_closing)
+        return;
+    if (s->clock.now_ms < c->_deadline_ms) {
+        timer_add(&s->wheel, node, c->_deadline_ms);
+        return;
+    }
+    switch ((enum conn_timer)c->_timer_kind) {
+    case CT_HEADER:
+        shard_close_conn(s, c, CLOSE_HEADER_TIMEOUT);
+        break;
+    case CT_IDLE:
+        shard_close_conn(s, c, CLOSE_IDLE_TIMEOUT);
+        break;
+    case CT_WRITE:
+        shard_close_conn(s, c, CLOSE_WRITE_TIMEOUT);
+        break;
+    case CT_LINGER:
+        shard_close_conn(s, c, (enum metrics_close)c->close_reason);
+        break;
+    }
+}
+
+/* ---------- metrics hooks ---------- */
+
+void shard_count_request(struct shard *s, enum metrics_proto proto, enum metrics_route route, int status)
+{
+    METRIC_INC(s->metrics->requests[proto][route][metrics_code_of(status)]);
+    s->answered[route]++;
+    s->answered_any = true;
+}
+
+/* Latency of everything answered this turn: from the turn's reap (the
+ * requests' last bytes were read then) to now, just before the sends are
+ * handed to the kernel. Two clock reads per turn, whatever the request count. */
+static void observe_answered(struct shard *s)
+{
+    if (!s->answered_any)
+        return;
+    uint64_t ns = clock_now_ns() - s->turn_start_ns;
+    for (int r = 0; r < ROUTE__COUNT; r++) {
+        if (s->answered[r] != 0) {
+            metrics_observe(s->metrics, (enum metrics_route)r, ns, s->answered[r]);
+            s->answered[r] = 0;
+        }
+    }
+    s->answered_any = false;
+}
+
+/* ---------- drain ---------- */
+
+static void begin_drain(struct shard *s)
+{
+    s->draining = true;
+    s->drain_deadline_ms = s->clock.now_ms + s->cfg->drain_timeout_ms;
+    for (int k = 0; k < LISTENER__COUNT; k++) {
+        if (s->listen_fd[k] < 0)
+            continue;
+        if (s->accept_armed[k]) {
+            struct io_uring_sqe *sqe = get_sqe(s);
+            io_uring_prep_cancel64(sqe, tag_make(TAG_ACCEPT, (uint64_t)k), 0);
+            io_uring_sqe_set_data64(sqe, tag_make(TAG_IGNORE, 0));
+        }
+    }
+    timer_del(&s->wheel, &s->accept_retry);
+    struct conn *next;
+    for (struct conn *c = s->conns; c != NULL; c = next) {
+        next = c->_next;
+        if (c->_closing)
+            continue;
+        conn_begin_drain(c);
+        if (conn_is_idle(c))
+            shard_close_conn(s, c, CLOSE_SHUTDOWN);
+        else
+            shard_want_flush(s, c);
+    }
+}
+
+/* ---------- set-up and the loop ---------- */
+
+struct shard *shard_new(struct server *srv, unsigned id)
+{
+    struct shard *s = xcalloc(1, sizeof(*s));
+    s->id = id;
+    s->srv = srv;
+    s->cfg = srv->cfg;
+    s->ring_fd = -1;
+    s->listen_fd[LISTENER_MAIN] = srv->listen_fds[id];
+    s->listen_fd[LISTENER_ADMIN] = id == 0 ? srv->admin_fd : -1;
+    s->metrics = aligned_alloc(64, sizeof(struct metrics_shard));
+    if (s->metrics == NULL)
+        abort();
+    memset(s->metrics, 0, sizeof(*s->metrics));
+    return s;
+}
+
+static int setup_ring(struct shard *s)
+{
+    struct io_uring_params p;
+    memset(&p, 0, sizeof(p));
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
+    p.cq_entries = SHARD_CQ_ENTRIES;
+    int rc = io_uring_queue_init_params(SHARD_SQ_ENTRIES, &s->ring, &p);
+    if (rc < 0) {
+        log_error("io_uring_setup_failed", "shard=%u err=\"%s\"", s->id, strerror(-rc));
+        return rc;
+    }
+    s->ring_fd = s->ring.ring_fd;
+
+    size_t ring_bytes = SHARD_BUF_COUNT * sizeof(struct io_uring_buf);
+    void *br = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (br == MAP_FAILED) {
+        rc = -errno;
+        goto fail_ring;
+    }
+    s->_br = br;
+    s->_bufs = xmalloc((size_t)SHARD_BUF_COUNT * SHARD_BUF_SIZE);
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (uint64_t)(uintptr_t)br;
+    reg.ring_entries = SHARD_BUF_COUNT;
+    reg.bgid = SHARD_BGID;
+    rc = io_uring_register_buf_ring(&s->ring, &reg, 0);
+    if (rc < 0) {
+        log_error("buf_ring_register_failed", "shard=%u err=\"%s\"", s->id, strerror(-rc));
+        goto fail_bufs;
+    }
+    io_uring_buf_ring_init(s->_br);
+    for (unsigned i = 0; i < SHARD_BUF_COUNT; i++)
+        return_buffer(s, i);
+    io_uring_buf_ring_advance(s->_br, (int)s->_br_returned);
+    s->_br_returned = 0;
+    return 0;
+
+fail_bufs:
+    free(s->_bufs);
+    s->_bufs = NULL;
+    munmap(br, ring_bytes);
+    s->_br = NULL;
+fail_ring:
+    io_uring_queue_exit(&s->ring);
+    return rc;
+}
+
+static void teardown(struct shard *s)
+{
+    /* Exiting the ring cancels and reaps whatever the kernel still holds, so
+     * afterwards no operation can touch a connection: free them all. */
+    io_uring_queue_exit(&s->ring);
+    struct conn *next;
+    for (struct conn *c = s->conns; c != NULL; c = next) {
+        next = c->_next;
+        if (!c->_closing) {
+            METRIC_INC(s->metrics->conns_closed[CLOSE_SHUTDOWN]);
+            METRIC_SET(s->metrics->conns_active, METRIC_GET(s->metrics->conns_active) - 1);
+        }
+        close(c->fd);
+        conn_release(c);
+        free(c);
+    }
+    s->conns = NULL;
+    s->nconns = 0;
+    munmap(s->_br, SHARD_BUF_COUNT * sizeof(struct io_uring_buf));
+    free(s->_bufs);
+    s->_bufs = NULL;
+    store_reader_close(&s->reader);
+    buf_free(&s->scratch);
+}
+
+static void refresh_store(struct shard *s)
+{
+    if (s->clock.now_ms - s->last_refresh_ms < s->cfg->refresh_ms)
+        return;
+    s->last_refresh_ms = s->clock.now_ms;
+    if (!s->reader.active)
+        return; /* parked: the next lookup renews */
+    if (!s->looked_up) {
+        store_reader_park(&s->reader); /* idle: stop pinning old pages */
+        return;
+    }
+    s->looked_up = false;
+    int rc = store_reader_refresh(&s->reader);
+    if (rc != 0)
+        log_error("store_refresh_failed", "shard=%u err=\"%s\"", s->id, mdb_strerror(rc));
+    METRIC_INC(s->metrics->store_renewals);
+    METRIC_SET(s->metrics->store_txn_id, store_reader_txn_id(&s->reader));
+}
+
+static void dispatch(struct shard *s, struct io_uring_cqe *cqe)
+{
+    uint64_t tag = cqe->user_data;
+    switch (tag_kind(tag)) {
+    case TAG_ACCEPT:
+        on_accept(s, (enum listener_kind)tag_payload(tag), cqe);
+        break;
+    case TAG_RECV:
+        on_recv(s, tag_ptr(tag), cqe);
+        break;
+    case TAG_SEND:
+        on_send(s, tag_ptr(tag), cqe->res);
+        break;
+    case TAG_SHUTDOWN:
+        op_done(s, tag_ptr(tag));
+        break;
+    case TAG_HANDOFF:
+        if (cqe->res >= 0) {
+            METRIC_INC(s->metrics->conns_handed_in);
+            accept_fd(s, cqe->res, (enum listener_kind)tag_payload(tag), true);
+        }
+        break;
+    case TAG_HANDOFF_SENT:
+        on_handoff_sent(s, tag_payload(tag), cqe->res);
+        break;
+    case TAG_IGNORE:
+    case TAG_NONE:
+        break;
+    }
+}
+
+static void run(struct shard *s)
+{
+    for (;;) {
+        if (!s->draining && atomic_load_explicit(&s->srv->draining, memory_order_relaxed))
+            begin_drain(s);
+        if (s->draining && (s->nconns == 0 || s->clock.now_ms >= s->drain_deadline_ms))
+            break;
+        flush_all(s);
+        observe_answered(s);
+
+        uint64_t limit = s->clock.now_ms + (s->draining ? TIMER_TICK_MS : IDLE_WAIT_MS);
+        if (s->reader.active && s->last_refresh_ms + s->cfg->refresh_ms < limit)
+            limit = s->last_refresh_ms + s->cfg->refresh_ms;
+        uint64_t next = timer_next_ms(&s->wheel, limit);
+        uint64_t wait_ms = next > s->clock.now_ms ? next - s->clock.now_ms : 0;
+        struct __kernel_timespec ts = {.tv_sec = (long long)(wait_ms / 1000),
+                                       .tv_nsec = (long long)(wait_ms % 1000) * 1000000};
+        struct io_uring_cqe *cqe;
+        int rc = io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, &ts, NULL);
+        METRIC_INC(s->metrics->uring_submits);
+        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY)
+            log_warn("uring_wait_failed", "shard=%u err=\"%s\"", s->id, strerror(-rc));
+
+        clock_update(&s->clock);
+        s->turn_start_ns = s->clock.now_ns;
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(&s->ring, head, cqe)
+        {
+            dispatch(s, cqe);
+            n++;
+        }
+        io_uring_cq_advance(&s->ring, n);
+        METRIC_ADD(s->metrics->uring_cqes, n);
+        if (s->_br_returned != 0) {
+            io_uring_buf_ring_advance(s->_br, (int)s->_br_returned);
+            s->_br_returned = 0;
+        }
+        timer_advance(&s->wheel, s->clock.now_ms, on_timer, s);
+        refresh_store(s);
+        METRIC_SET(s->metrics->uring_cq_overflow, *s->ring.cq.koverflow);
+    }
+}
+
+static void pin(struct shard *s)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET((int)(s->id % (unsigned)(ncpu > 0 ? ncpu : 1)), &set);
+    int rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    if (rc != 0)
+        log_warn("pin_failed", "shard=%u err=\"%s\"", s->id, strerror(rc));
+}
+
+static void *shard_thread(void *arg)
+{
+    struct shard *s = arg;
+    pin(s);
+    clock_update(&s->clock);
+    timer_wheel_init(&s->wheel, s->clock.now_ms);
+    if (setup_ring(s) != 0) {
+        atomic_store(&s->srv->failed, true);
+        return NULL;
+    }
+    int rc = store_reader_open(&s->reader, &s->srv->store);
+    if (rc != 0) {
+        log_error("store_reader_failed", "shard=%u err=\"%s\"", s->id, mdb_strerror(rc));
+        atomic_store(&s->srv->failed, true);
+        teardown(s);
+        return NULL;
+    }
+    s->last_refresh_ms = s->clock.now_ms;
+    METRIC_SET(s->metrics->store_txn_id, store_reader_txn_id(&s->reader));
+    for (int k = 0; k < LISTENER__COUNT; k++)
+        arm_accept(s, (enum listener_kind)k);
+    atomic_fetch_add(&s->srv->shards_running, 1);
+    run(s);
+    teardown(s);
+    return NULL;
+}
+
+int shard_start(struct shard *s)
+{
+    int rc = pthread_create(&s->thread, NULL, shard_thread, s);
+    return -rc;
+}
+
+void shard_free(struct shard *s)
+{
+    free(s->metrics);
+    free(s);
+}

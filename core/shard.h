@@ -1,0 +1,86 @@
+/* shard.h - one reactor per core: a pinned thread driving its own io_uring ring.
+ *
+ * A shard owns its ring, its listener's multishot accept, a provided-buffer
+ * ring for multishot recv, its connections, a timer wheel, an LMDB read
+ * transaction and a metrics block. Nothing in it is touched by another thread
+ * except the metrics block (read-only, relaxed loads) and MSG_RING handoffs.
+ */
+#ifndef RINGD_SHARD_H
+#define RINGD_SHARD_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/metrics.h"
+#include "core/timer.h"
+#include "store/store.h"
+
+struct server;
+struct conn;
+
+enum listener_kind { LISTENER_MAIN = 0, LISTENER_ADMIN = 1, LISTENER__COUNT };
+
+#define SHARD_BUF_SIZE 4096   /* one provided recv buffer */
+#define SHARD_BUF_COUNT 1024  /* buffers in the ring (power of two) */
+#define SHARD_BGID 0
+
+struct shard {
+    unsigned id;
+    struct server *srv;
+    const struct config *cfg;
+    pthread_t thread;
+    struct io_uring ring;
+    int ring_fd; /* for MSG_RING from other shards; set before the shard is marked running */
+    int listen_fd[LISTENER__COUNT]; /* -1 when this shard has no such listener */
+    bool accept_armed[LISTENER__COUNT];
+    struct timer_node accept_retry; /* re-arms accept after EMFILE/ENFILE */
+
+    struct io_uring_buf_ring *_br;
+    char *_bufs;
+    unsigned _br_returned; /* buffers given back this turn, published once per turn */
+
+    struct clock_cache clock;
+    struct timer_wheel wheel;
+    struct store_reader reader;
+    uint64_t last_refresh_ms;
+    struct metrics_shard *metrics;
+
+    struct conn *conns;       /* every live connection (for drain) */
+    unsigned nconns;
+    struct conn *flush_head;  /* connections with output to send this turn */
+    uint64_t turn_start_ns;   /* when this turn's completions were reaped */
+    uint32_t answered[ROUTE__COUNT]; /* requests answered this turn, observed at submit */
+    bool answered_any;
+    bool looked_up;           /* a lookup used the read transaction since its last renew */
+    bool draining;
+    uint64_t drain_deadline_ms;
+    struct buf scratch;       /* response bodies built on the fly (metrics text) */
+};
+
+/* Allocates and initialises shard id (no thread, no ring yet). Aborts on OOM. */
+struct shard *shard_new(struct server *srv, unsigned id);
+
+/* Starts the pinned thread, which sets up its ring and runs the loop until the
+ * drain completes. Returns 0 or -errno. */
+int shard_start(struct shard *s);
+
+/* Frees a shard whose thread has been joined. */
+void shard_free(struct shard *s);
+
+/* --- used by net/ while handling a connection (owner thread only) --- */
+
+/* Queues c so its output is sent at the end of this loop turn (idempotent). */
+void shard_want_flush(struct shard *s, struct conn *c);
+
+/* Counts one answered request: status code, route, protocol, and latency
+ * observed when this turn's sends are submitted. */
+void shard_count_request(struct shard *s, enum metrics_proto proto, enum metrics_route route, int status);
+
+/* Closes c now: cancels its operations and frees it once the last one completes. */
+void shard_close_conn(struct shard *s, struct conn *c, enum metrics_close reason);
+
+#endif

@@ -1,0 +1,86 @@
+/* conn.h - one client connection: its buffers, timers and protocol state (HTTP/1.1 or HTTP/2).
+ *
+ * The shard (core/shard.c) owns the I/O: it feeds received bytes in with
+ * conn_on_data() and sends what the protocol appended to `out`. The protocol
+ * code here never touches the ring. Fields starting with _ belong to the shard.
+ */
+#ifndef RINGD_CONN_H
+#define RINGD_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/metrics.h"
+#include "core/timer.h"
+
+struct shard;
+struct h2_conn;
+
+enum conn_proto { CONN_H1, CONN_H2 };
+
+/* What the connection's single timer currently guards. */
+enum conn_timer { CT_HEADER, CT_IDLE, CT_WRITE, CT_LINGER };
+
+/* Output a connection may hold unsent before it stops reading requests. */
+#define CONN_OUT_HIGH_WATER (256u * 1024)
+/* Input it may buffer while paused before it is closed as abusive. */
+#define CONN_IN_MAX (2u * 1024 * 1024)
+/* Time a closing connection keeps reading after its last response (lingering close). */
+#define CONN_LINGER_MS 2000
+
+struct conn {
+    struct shard *shard;
+    int fd;
+    uint8_t listener;       /* enum listener_kind it was accepted on */
+    uint8_t proto;          /* enum conn_proto */
+    bool close_after_send;  /* protocol is done: close once `out` is sent */
+    bool paused;            /* too much output pending: input waits in `in` */
+    bool seen_request;      /* at least one request answered (for the timer choice) */
+    uint8_t close_reason;   /* enum metrics_close used by close_after_send */
+    uint64_t body_left;     /* HTTP/1.1: request body bytes still to discard */
+    uint64_t request_start_ms; /* first byte of the request being received */
+    struct buf in;          /* received bytes not yet consumed (a partial request) */
+    struct buf out;         /* responses produced, not yet handed to the kernel */
+    struct h2_conn *h2;     /* HTTP/2 state, NULL on HTTP/1.1 */
+
+    /* --- shard-owned I/O state --- */
+    uint8_t _inflight;      /* operations the kernel still holds (recv, send, shutdown) */
+    bool _recv_armed;
+    bool _send_inflight;
+    bool _closing;          /* shard_close_conn ran: free when _inflight reaches 0 */
+    bool _lingering;        /* SHUT_WR sent; reading until EOF or CONN_LINGER_MS */
+    bool _in_flush;
+    struct buf _sending;    /* bytes of the in-flight send: stable until its CQE */
+    size_t _sent;
+    uint8_t _timer_kind;    /* enum conn_timer */
+    uint64_t _deadline_ms;  /* lazily enforced: the wheel node may fire early, then re-arms */
+    struct timer_node _timer;
+    struct conn *_flush_next;
+    struct conn *_prev, *_next;
+};
+
+/* Feeds bytes received on c (they live only for this call: whatever must be
+ * kept is copied into c->in). Produces responses into c->out and may set
+ * close_after_send, or close c through the shard. */
+void conn_on_data(struct conn *c, const char *data, size_t len);
+
+/* Called by the shard when c's output went out and it is below the high-water
+ * mark again: resumes parsing what waits in c->in. */
+void conn_resume(struct conn *c);
+
+/* Whether c is between requests (nothing received, nothing to send): drain closes such connections at once. */
+bool conn_is_idle(const struct conn *c);
+
+/* The server begins draining: HTTP/1.1 closes after the current response,
+ * HTTP/2 sends GOAWAY and closes once its streams finish. */
+void conn_begin_drain(struct conn *c);
+
+/* Whether the protocol has nothing left to do and c may close after its output is sent. */
+bool conn_done(const struct conn *c);
+
+/* Frees protocol state (not the struct, not the fd). */
+void conn_release(struct conn *c);
+
+#endif

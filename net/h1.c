@@ -1,0 +1,86 @@
+/* h1.c - HTTP/1.1 connections: requests in, responses appended to the connection's output, pipelined in order. */
+#include "net/h1.h"
+
+#include "core/server.h"
+#include "core/shard.h"
+#include "net/conn.h"
+#include "net/h1_parser.h"
+#include "net/h2.h"
+#include "net/response.h"
+#include "net/router.h"
+
+/* Answers a request that could not be parsed or violates framing; the byte
+ * stream can no longer be trusted, so the connection closes after it. */
+static void answer_error(struct conn *c, int status)
+{
+    struct shard *s = c->shard;
+    struct response res = {.status = status, .route = ROUTE_OTHER, .content_type = "application/json"};
+    res.body = router_error_body(status, &res.body_len);
+    response_write_h1(&c->out, &res, false, RESP_CONN_CLOSE, s->clock.date);
+    shard_count_request(s, PROTO_HTTP1, ROUTE_OTHER, status);
+    c->close_after_send = true;
+    c->close_reason = CLOSE_ERROR;
+    shard_want_flush(s, c);
+}
+
+static void answer(struct conn *c, const struct h1_request *hr)
+{
+    struct shard *s = c->shard;
+    struct request req = {
+        .method = hr->method_kind == H1_GET ? METHOD_GET : hr->method_kind == H1_HEAD ? METHOD_HEAD : METHOD_OTHER,
+        .path = hr->path,
+        .path_len = hr->path_len,
+        .user_id = hr->user_id,
+        .user_id_len = hr->user_id_len,
+        .listener = c->listener,
+    };
+    struct response res;
+    router_handle(s, &req, &res);
+
+    enum response_connection ch = RESP_CONN_DEFAULT;
+    if (!hr->keep_alive || s->draining) {
+        ch = RESP_CONN_CLOSE;
+        c->close_after_send = true;
+        c->close_reason = s->draining ? CLOSE_SHUTDOWN : CLOSE_CLIENT;
+    } else if (hr->minor_version == 0) {
+        ch = RESP_CONN_KEEP_ALIVE;
+    }
+    response_write_h1(&c->out, &res, req.method == METHOD_HEAD, ch, s->clock.date);
+    shard_count_request(s, PROTO_HTTP1, res.route, res.status);
+    c->seen_request = true;
+    shard_want_flush(s, c);
+}
+
+size_t h1_process(struct conn *c, const char *data, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        if (c->close_after_send)
+            return len; /* nothing after the last response is read */
+        if (c->body_left > 0) {
+            size_t skip = len - off < c->body_left ? len - off : (size_t)c->body_left;
+            off += skip;
+            c->body_left -= skip;
+            continue;
+        }
+        if (c->out.len >= CONN_OUT_HIGH_WATER) {
+            c->paused = true;
+            break;
+        }
+        struct h1_request req;
+        int rc = h1_parse(data + off, len - off, &req);
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            answer_error(c, -rc);
+            return len;
+        }
+        off += (size_t)rc;
+        c->body_left = req.content_length;
+        if (req.upgrade_h2c && req.content_length == 0 && !c->shard->draining &&
+            h2_upgrade(c, &req) == 0)
+            return off; /* the rest of the bytes are HTTP/2 frames */
+        answer(c, &req);
+    }
+    return off;
+}

@@ -1,0 +1,16 @@
+/* h1.h - HTTP/1.1 on a connection: parse every complete request in the bytes, answer each in order into the output. */
+#ifndef RINGD_H1_H
+#define RINGD_H1_H
+
+#include <stddef.h>
+
+struct conn;
+
+/* Answers every complete request in data[0..len) into c->out, in order
+ * (pipelining), discarding request bodies. Stops early when c must close, when
+ * output passed CONN_OUT_HIGH_WATER (c->paused), or when an HTTP/2 upgrade
+ * switched c to HTTP/2 (the rest is then HTTP/2's). Returns the bytes
+ * consumed; data[ret..len) is an incomplete request the caller keeps. */
+size_t h1_process(struct conn *c, const char *data, size_t len);
+
+#endif

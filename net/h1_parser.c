@@ -1,0 +1,217 @@
+/* h1_parser.c - HTTP/1.1 request-head parsing: picohttpparser for the syntax, then the
+ * framing rules it leaves to the caller (Content-Length, Transfer-Encoding,
+ * Host, Connection, size limits). Never copies: every field points into the
+ * caller's buffer. */
+#include "net/h1_parser.h"
+
+#include <string.h>
+#include <strings.h>
+
+static inline bool name_is(const struct phr_header *h, const char *lit, size_t litlen)
+{
+    return h->name_len == litlen && strncasecmp(h->name, lit, litlen) == 0;
+}
+#define NAME_IS(h, lit) name_is((h), lit, sizeof(lit) - 1)
+
+/* Calls fn for each comma-separated token of a header value, trimmed of OWS. */
+static void each_token(const char *v, size_t len, void (*fn)(const char *, size_t, void *), void *arg)
+{
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < len && v[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+            end--;
+        if (end > start)
+            fn(v + start, end - start, arg);
+    }
+}
+
+struct conn_tokens {
+    bool close, keep_alive, upgrade;
+};
+
+static void connection_token(const char *t, size_t len, void *arg)
+{
+    struct conn_tokens *ct = arg;
+    if (len == 5 && strncasecmp(t, "close", 5) == 0)
+        ct->close = true;
+    else if (len == 10 && strncasecmp(t, "keep-alive", 10) == 0)
+        ct->keep_alive = true;
+    else if (len == 7 && strncasecmp(t, "upgrade", 7) == 0)
+        ct->upgrade = true;
+}
+
+/* Content-Length: 1*DIGIT. Returns 0 and sets *out, -400 when not decimal,
+ * -413 when above H1_MAX_BODY. */
+static int parse_content_length(const char *v, size_t len, uint64_t *out)
+{
+    if (len == 0)
+        return -400;
+    uint64_t n = 0;
+    bool big = false;
+    for (size_t i = 0; i < len; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -400;
+        if (!big) {
+            n = n * 10 + (uint64_t)(v[i] - '0');
+            if (n > H1_MAX_BODY)
+                big = true;
+        }
+    }
+    if (big)
+        return -413;
+    *out = n;
+    return 0;
+}
+
+/* RFC 9110 tchar: what a field name may contain. */
+static bool is_tchar(unsigned char c)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c != 0 && strchr(extra, c) != NULL);
+}
+
+/* After phr_parse_request said -1: more header lines than we allow is 431, the rest 400. */
+static int classify_failure(const char *buf, size_t len)
+{
+    size_t lines = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (buf[i] != '\n')
+            continue;
+        if (i + 1 < len && (buf[i + 1] == '\n' || (buf[i + 1] == '\r' && i + 2 < len && buf[i + 2] == '\n')))
+            break; /* end of head */
+        if (++lines > H1_MAX_HEADERS + 1)
+            return -431;
+    }
+    return -400;
+}
+
+/* After phr_parse_request said -2: wait, or refuse a head that can never fit. */
+static int classify_incomplete(const char *buf, size_t len)
+{
+    size_t scan = len < H1_MAX_REQUEST_LINE + 2 ? len : H1_MAX_REQUEST_LINE + 2;
+    if (memchr(buf, '\n', scan) == NULL)
+        return len > H1_MAX_REQUEST_LINE + 1 ? -414 : 0;
+    return len >= H1_MAX_HEAD ? -431 : 0;
+}
+
+/* Absolute-form targets ("http://host/p") route like their path ("/p"). */
+static void strip_absolute_form(struct h1_request *req)
+{
+    const char *p = req->path;
+    size_t n = req->path_len, skip;
+    if (n >= 7 && strncasecmp(p, "http://", 7) == 0)
+        skip = 7;
+    else if (n >= 8 && strncasecmp(p, "https://", 8) == 0)
+        skip = 8;
+    else
+        return;
+    const char *slash = memchr(p + skip, '/', n - skip);
+    if (slash == NULL) {
+        req->path = "/";
+        req->path_len = 1;
+    } else {
+        req->path_len = n - (size_t)(slash - p);
+        req->path = slash;
+    }
+}
+
+int h1_parse(const char *buf, size_t len, struct h1_request *req)
+{
+    req->num_headers = H1_MAX_HEADERS + 1;
+    int head = phr_parse_request(buf, len, &req->method, &req->method_len, &req->path, &req->path_len,
+                                 &req->minor_version, req->headers, &req->num_headers, 0);
+    if (head == -2)
+        return classify_incomplete(buf, len);
+    if (head < 0)
+        return classify_failure(buf, len);
+
+    size_t line_len = (size_t)(req->path + req->path_len - buf) + sizeof(" HTTP/1.1") - 1;
+    if (line_len > H1_MAX_REQUEST_LINE)
+        return -414;
+    if (req->num_headers > H1_MAX_HEADERS || (size_t)head - line_len > H1_MAX_HEADER_BYTES)
+        return -431;
+    if (req->path_len == 0 || (req->path[0] != '/' && req->path[0] != '*')) {
+        if (req->path[0] != 'h' && req->path[0] != 'H')
+            return -400;
+        strip_absolute_form(req);
+        if (req->path[0] != '/')
+            return -400;
+    }
+
+    if (req->method_len == 3 && memcmp(req->method, "GET", 3) == 0)
+        req->method_kind = H1_GET;
+    else if (req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0)
+        req->method_kind = H1_HEAD;
+    else
+        req->method_kind = H1_OTHER;
+
+    struct conn_tokens ct = {false, false, false};
+    bool has_cl = false, has_te = false, has_upgrade_h2c = false;
+    unsigned hosts = 0;
+    req->content_length = 0;
+    req->user_id = NULL;
+    req->user_id_len = 0;
+    req->h2_settings = NULL;
+    req->h2_settings_len = 0;
+
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const struct phr_header *h = &req->headers[i];
+        if (h->name == NULL || h->name_len == 0)
+            return -400; /* obs-fold continuation line */
+        for (size_t k = 0; k < h->name_len; k++)
+            if (!is_tchar((unsigned char)h->name[k]))
+                return -400; /* e.g. space before the colon */
+        switch (h->name_len) {
+        case 4:
+            if (NAME_IS(h, "host"))
+                hosts++;
+            break;
+        case 7:
+            if (NAME_IS(h, "user-id")) {
+                req->user_id = h->value;
+                req->user_id_len = h->value_len;
+            } else if (NAME_IS(h, "upgrade")) {
+                has_upgrade_h2c = h->value_len == 3 && strncasecmp(h->value, "h2c", 3) == 0;
+            }
+            break;
+        case 10:
+            if (NAME_IS(h, "connection"))
+                each_token(h->value, h->value_len, connection_token, &ct);
+            break;
+        case 14:
+            if (NAME_IS(h, "content-length")) {
+                uint64_t v = 0;
+                int rc = parse_content_length(h->value, h->value_len, &v);
+                if (rc != 0)
+                    return rc;
+                if (has_cl && v != req->content_length)
+                    return -400;
+                has_cl = true;
+                req->content_length = v;
+            } else if (NAME_IS(h, "http2-settings")) {
+                req->h2_settings = h->value;
+                req->h2_settings_len = h->value_len;
+            }
+            break;
+        case 17:
+            if (NAME_IS(h, "transfer-encoding"))
+                has_te = true;
+            break;
+        }
+    }
+    if (has_te)
+        return has_cl ? -400 : -501;
+    if (req->minor_version == 1 && hosts != 1)
+        return -400;
+    if (hosts > 1)
+        return -400;
+    req->keep_alive = req->minor_version == 1 ? !ct.close : (ct.keep_alive && !ct.close);
+    req->upgrade_h2c = has_upgrade_h2c && ct.upgrade && req->h2_settings != NULL;
+    return head;
+}

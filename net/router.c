@@ -1,0 +1,174 @@
+/* router.c - routes and handlers: users from LMDB, metrics, health. The request path does no JSON work. */
+#include "net/router.h"
+
+#include <string.h>
+
+#include "core/log.h"
+#include "core/server.h"
+#include "core/shard.h"
+
+#define JSON "application/json"
+
+struct error_body {
+    int status;
+    const char *body;
+};
+
+static const struct error_body error_bodies[] = {
+    {400, "{\"error\":\"bad request\"}"},
+    {401, "{\"error\":\"unauthorized\"}"},
+    {404, "{\"error\":\"not found\"}"},
+    {405, "{\"error\":\"method not allowed\"}"},
+    {408, "{\"error\":\"request timeout\"}"},
+    {413, "{\"error\":\"payload too large\"}"},
+    {414, "{\"error\":\"uri too long\"}"},
+    {431, "{\"error\":\"request header fields too large\"}"},
+    {500, "{\"error\":\"internal error\"}"},
+    {501, "{\"error\":\"not implemented\"}"},
+    {503, "{\"error\":\"unavailable\"}"},
+};
+
+const char *router_error_body(int status, size_t *len)
+{
+    for (size_t i = 0; i < sizeof(error_bodies) / sizeof(error_bodies[0]); i++)
+        if (error_bodies[i].status == status) {
+            *len = strlen(error_bodies[i].body);
+            return error_bodies[i].body;
+        }
+    *len = strlen(error_bodies[0].body);
+    return error_bodies[0].body;
+}
+
+int router_parse_id(const char *s, size_t len, uint64_t *id)
+{
+    if (len == 0 || len > 20)
+        return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned d = (unsigned)(unsigned char)s[i] - '0';
+        if (d > 9)
+            return -1;
+        if (v > (UINT64_MAX - d) / 10)
+            return -1; /* overflow */
+        v = v * 10 + d;
+    }
+    if (v == 0)
+        return -1;
+    *id = v;
+    return 0;
+}
+
+static void set(struct response *res, int status, const char *ctype, const char *body, size_t len)
+{
+    res->status = status;
+    res->content_type = ctype;
+    res->body = body;
+    res->body_len = len;
+}
+
+static void set_error(struct response *res, int status, const char *body)
+{
+    set(res, status, JSON, body, strlen(body));
+}
+
+static void lookup_user(struct shard *s, const char *id_s, size_t id_len, struct response *res)
+{
+    uint64_t id;
+    if (router_parse_id(id_s, id_len, &id) != 0) {
+        set_error(res, 400, "{\"error\":\"bad id\"}");
+        return;
+    }
+    const char *val;
+    size_t len;
+    s->looked_up = true;
+    int rc = store_get(&s->reader, id, &val, &len);
+    if (rc == 0) {
+        METRIC_INC(s->metrics->store_hits);
+        set(res, 200, JSON, val, len);
+    } else if (rc == MDB_NOTFOUND) {
+        METRIC_INC(s->metrics->store_misses);
+        set_error(res, 404, "{\"error\":\"not found\"}");
+    } else {
+        METRIC_INC(s->metrics->store_errors);
+        log_error("store_get_failed", "shard=%u id=%llu err=\"%s\"", s->id, (unsigned long long)id, mdb_strerror(rc));
+        set_error(res, 500, "{\"error\":\"internal error\"}");
+    }
+}
+
+static void render_metrics(struct shard *s, struct response *res)
+{
+    struct server *srv = s->srv;
+    MDB_envinfo info;
+    mdb_env_info(srv->store.env, &info);
+    struct metrics_scrape sc = {
+        .nshards = srv->nshards,
+        .store_used_bytes = store_used_bytes(&srv->store),
+        .store_map_bytes = info.me_mapsize,
+        .start_time_seconds = srv->start_time,
+    };
+    struct metrics_shard *blocks[256];
+    for (unsigned i = 0; i < srv->nshards; i++)
+        blocks[i] = srv->shards[i]->metrics;
+    sc.shards = blocks;
+    s->scratch.len = 0;
+    metrics_render(&s->scratch, &sc);
+    set(res, 200, "text/plain; version=0.0.4; charset=utf-8", s->scratch.data, s->scratch.len);
+}
+
+#define PATH_IS(p, n, lit) ((n) == sizeof(lit) - 1 && memcmp((p), lit, sizeof(lit) - 1) == 0)
+
+void router_handle(struct shard *s, const struct request *req, struct response *res)
+{
+    /* The query string never takes part in routing. */
+    const char *path = req->path;
+    size_t n = req->path_len;
+    const char *q = memchr(path, '?', n);
+    if (q != NULL)
+        n = (size_t)(q - path);
+
+    bool admin_only = s->cfg->admin_enabled;
+    bool on_admin = req->listener == LISTENER_ADMIN;
+    if (n > 7 && memcmp(path, "/users/", 7) == 0 && !on_admin)
+        res->route = ROUTE_USERS;
+    else if (PATH_IS(path, n, "/user") && !on_admin)
+        res->route = ROUTE_USER;
+    else if (PATH_IS(path, n, "/metrics") && (on_admin || !admin_only))
+        res->route = ROUTE_METRICS;
+    else if (PATH_IS(path, n, "/healthz"))
+        res->route = ROUTE_HEALTHZ;
+    else if (PATH_IS(path, n, "/readyz"))
+        res->route = ROUTE_READYZ;
+    else
+        res->route = ROUTE_OTHER;
+
+    if (req->method == METHOD_OTHER) {
+        set_error(res, 405, "{\"error\":\"method not allowed\"}");
+        return;
+    }
+    switch (res->route) {
+    case ROUTE_USERS:
+        lookup_user(s, path + 7, n - 7, res);
+        return;
+    case ROUTE_USER:
+        if (req->user_id == NULL)
+            set_error(res, 401, "{\"error\":\"unauthorized\"}");
+        else
+            lookup_user(s, req->user_id, req->user_id_len, res);
+        return;
+    case ROUTE_METRICS:
+        render_metrics(s, res);
+        return;
+    case ROUTE_HEALTHZ:
+        set(res, 200, "text/plain; charset=utf-8", "ok\n", 3);
+        return;
+    case ROUTE_READYZ:
+        if (server_ready(s->srv) && !s->draining)
+            set(res, 200, "text/plain; charset=utf-8", "ready\n", 6);
+        else
+            set_error(res, 503, s->draining ? "{\"error\":\"draining\"}" : "{\"error\":\"not ready\"}");
+        return;
+    default:
+        set_error(res, 404, "{\"error\":\"not found\"}");
+        return;
+    }
+}

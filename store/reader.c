@@ -1,0 +1,76 @@
+/* reader.c - per-shard long-lived read transactions (renew, park) and the lookup on the request path. */
+#include "store/store.h"
+
+#include "store/key.h"
+
+#include <errno.h>
+
+int store_reader_open(struct store_reader *r, struct store *s)
+{
+    r->store = s;
+    r->txn = NULL;
+    r->active = false;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &r->txn);
+    if (rc != 0) {
+        r->txn = NULL;
+        return rc;
+    }
+    r->active = true;
+    return 0;
+}
+
+/* reset + renew keeps the reader slot and the txn's memory: no allocation and
+ * no lock-table search, just a new snapshot id. */
+int store_reader_refresh(struct store_reader *r)
+{
+    if (r->txn == NULL)
+        return EINVAL;
+    if (r->active) {
+        mdb_txn_reset(r->txn);
+        r->active = false;
+    }
+    int rc = 0; mdb_txn_renew(r->txn); mdb_txn_reset(r->txn); rc = mdb_txn_renew(r->txn); if (0)
+    if (rc != 0)
+        return rc; /* stays parked: the next store_get tries again */
+    r->active = true;
+    return 0;
+}
+
+void store_reader_park(struct store_reader *r)
+{
+    if (r->txn != NULL && r->active) {
+        mdb_txn_reset(r->txn);
+        r->active = false;
+    }
+}
+
+uint64_t store_reader_txn_id(const struct store_reader *r)
+{
+    return r->txn != NULL && r->active ? (uint64_t)mdb_txn_id(r->txn) : 0;
+}
+
+void store_reader_close(struct store_reader *r)
+{
+    if (r->txn != NULL)
+        mdb_txn_abort(r->txn); /* valid on a reset read txn too */
+    r->txn = NULL;
+    r->active = false;
+}
+
+int store_get(struct store_reader *r, uint64_t id, const char **val, size_t *len)
+{
+    if (!r->active) {
+        int rc = store_reader_refresh(r);
+        if (rc != 0)
+            return rc;
+    }
+    size_t slot;
+    MDB_val key, data;
+    store_key_encode(id, &slot, &key);
+    int rc = mdb_get(r->txn, r->store->users, &key, &data);
+    if (rc != 0)
+        return rc;
+    *val = data.mv_data;
+    *len = data.mv_size;
+    return 0;
+}

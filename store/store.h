@@ -1,0 +1,101 @@
+/* store.h - the user store: one LMDB environment, per-shard read transactions, lookups.
+ *
+ * Error convention of this layer: functions return 0 on success or an error
+ * code as LMDB returns them (an errno value > 0, or an MDB_* code < 0; both
+ * print with mdb_strerror); start-up functions also fill the
+ * caller's err buffer with one human sentence. Allocation failure aborts.
+ */
+#ifndef RINGD_STORE_H
+#define RINGD_STORE_H
+
+#include <lmdb.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The one place that sizes every environment. The first process to open an
+ * environment fixes the reader table for everyone, so server, import, demo and
+ * tests all open through store_open() with these values.
+ * The map is sparse: 1 TiB of address space reserves no disk or memory, and a
+ * running server never sees MDB_MAP_RESIZED while the database grows up to it. */
+#define STORE_MAP_SIZE (1ULL << 40)
+#define STORE_MAX_READERS 512
+/* Name of the named database holding users, and of the one holding the format marker. */
+#define STORE_DB_USERS "users"
+#define STORE_DB_META "meta"
+#define STORE_FORMAT_KEY "format"
+#define STORE_FORMAT_VALUE "ringd-users-v1"
+
+struct store {
+    MDB_env *env;
+    MDB_dbi users; /* MDB_INTEGERKEY: key is a native-endian uint64_t (size_t on LP64) */
+    bool readonly;
+};
+
+/* Opens the environment in dir. readonly: MDB_RDONLY|MDB_NOTLS|MDB_NORDAHEAD
+ * (the server); otherwise read-write (import, demo), creating the directory,
+ * the named databases and the format marker when create is true.
+ * Checks the format marker: a directory that is not a ringd database, is
+ * corrupt, or holds another format version fails with a clear message in err.
+ * Runs mdb_reader_check once. Returns 0 or an error code; on error nothing
+ * stays open. The store must be closed with store_close(). */
+int store_open(struct store *s, const char *dir, bool readonly, bool create, char *err, size_t errlen);
+
+/* Closes the environment. Every reader must have been released first. */
+void store_close(struct store *s);
+
+/* Removes stale reader slots left by killed processes; returns how many were cleared. */
+int store_reader_check(struct store *s);
+
+/* Whether dir holds an LMDB data file (used by `serve` to decide to create the demo db). */
+bool store_exists(const char *dir);
+
+/* A long-lived read transaction owned by one shard (MDB_NOTLS lets it live on
+ * any thread, but only one thread uses a reader at a time). */
+struct store_reader {
+    struct store *store;
+    MDB_txn *txn;
+    bool active; /* false between mdb_txn_reset and mdb_txn_renew */
+};
+
+/* Begins the reader's read transaction. Returns 0 or an LMDB error. */
+int store_reader_open(struct store_reader *r, struct store *s);
+
+/* mdb_txn_reset + mdb_txn_renew: afterwards the reader sees the newest commit.
+ * Invalidates every pointer store_get() returned before. Returns 0 or an LMDB error. */
+int store_reader_refresh(struct store_reader *r);
+
+/* Resets the transaction without renewing (an idle shard stops pinning pages);
+ * the next store_get() renews it. */
+void store_reader_park(struct store_reader *r);
+
+/* The id of the snapshot the reader sees (mdb_txn_id), 0 when parked. */
+uint64_t store_reader_txn_id(const struct store_reader *r);
+
+/* Ends the transaction. */
+void store_reader_close(struct store_reader *r);
+
+/* Looks up user id. On success returns 0 and points *val and *len at the record's
+ * compact JSON inside the map: valid only until the next store_reader_refresh,
+ * store_reader_park or store_reader_close on this reader. Copy it before then.
+ * Returns MDB_NOTFOUND when absent, another LMDB code on error. */
+int store_get(struct store_reader *r, uint64_t id, const char **val, size_t *len);
+
+/* Bytes of the map in use (last page number * page size), for /metrics. */
+uint64_t store_used_bytes(struct store *s);
+
+/* Validates one JSON object and re-serialises it compactly (jansson).
+ * On success returns 0, sets *id and *out (malloc'd, NUL-terminated, caller
+ * frees) and *out_len. On failure returns -1 and writes the reason to err. */
+int store_record_normalize(const char *json, size_t len, uint64_t *id, char **out, size_t *out_len, char *err, size_t errlen);
+
+/* `ringd import --db DIR [--replace] FILE|-` and `ringd demo --db DIR [--users N]`:
+ * the subcommands' whole CLI (argv[0] is the subcommand name). Return the process exit code. */
+int store_import_main(int argc, char **argv);
+int store_demo_main(int argc, char **argv);
+
+/* Creates (or extends) dir with n generated users in one transaction. Returns 0
+ * or an error code with err filled. Used by `demo` and by `serve` on first run. */
+int store_demo_create(const char *dir, uint64_t n, char *err, size_t errlen);
+
+#endif
