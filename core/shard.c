@@ -238,6 +238,11 @@ static void flush_all(struct shard *s)
         if (c->proto == CONN_H2)
             h2_flush(c);
         start_send(s, c);
+        if (s->draining && !c->close_after_send && conn_is_idle(c)) {
+            /* Draining: a connection that just finished its last exchange closes. */
+            c->close_after_send = true;
+            c->close_reason = CLOSE_SHUTDOWN;
+        }
         if (!c->_send_inflight && c->out.len == 0 && c->close_after_send && conn_done(c))
             graceful_close(s, c);
     }

@@ -1,0 +1,155 @@
+/* test_server.c - process-level behaviour of `ringd serve`: io_uring refusal, port 0, shard balance, CLI errors. */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/support/server.h"
+
+/* Runs `ringd serve` with io_uring_setup failing with err (seccomp filter, as a
+ * container runtime would install), capturing stderr. Returns the exit status. */
+static int serve_without_io_uring(struct test_server *ts, int err, char *out, size_t outlen)
+{
+    char log[400];
+    snprintf(log, sizeof(log), "%s/refused.log", ts->dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 2);
+        struct sock_filter filter[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (unsigned)err),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = {.len = sizeof(filter) / sizeof(filter[0]), .filter = filter};
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+            _exit(99);
+        execl(RINGD_BIN, RINGD_BIN, "serve", "--listen", "127.0.0.1:0", "--db", ts->db, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    FILE *f = fopen(log, "r");
+    size_t n = f ? fread(out, 1, outlen - 1, f) : 0;
+    out[n] = '\0';
+    if (f)
+        fclose(f);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+Test(server, io_uring_denied_by_seccomp_exits_1_with_cause)
+{
+    struct test_server ts;
+    cr_assert_eq(ts_prepare(&ts, 10), 0);
+    char out[4096];
+    int rc = serve_without_io_uring(&ts, EPERM, out, sizeof(out));
+    cr_expect_eq(rc, 1, "exit status %d, stderr: %s", rc, out);
+    cr_expect(strstr(out, "msg=io_uring_unavailable") != NULL, "stderr: %s", out);
+    cr_expect(strstr(out, "seccomp") != NULL, "the message names the cause: %s", out);
+    cr_expect(strstr(out, "fix=") != NULL, "the message says how to allow it: %s", out);
+    ts_stop(&ts);
+}
+
+Test(server, io_uring_missing_exits_1_with_cause)
+{
+    struct test_server ts;
+    cr_assert_eq(ts_prepare(&ts, 10), 0);
+    char out[4096];
+    int rc = serve_without_io_uring(&ts, ENOSYS, out, sizeof(out));
+    cr_expect_eq(rc, 1, "exit status %d, stderr: %s", rc, out);
+    cr_expect(strstr(out, "ENOSYS") != NULL, "stderr: %s", out);
+    ts_stop(&ts);
+}
+
+Test(server, port_zero_is_shared_by_every_shard_and_logged)
+{
+    struct test_server ts;
+    const char *args[] = {"--shards", "2", NULL};
+    cr_assert_eq(ts_launch(&ts, 10, args), 0);
+    cr_expect(ts_log_contains(&ts, "msg=listening addr=127.0.0.1:"));
+    cr_expect(ts_log_contains(&ts, "shards=2"));
+    /* Connections spread over both shards' listeners; all of them answer on the one port. */
+    for (int i = 0; i < 20; i++) {
+        struct ts_response r;
+        cr_assert_eq(ts_get(ts.port, "/healthz", NULL, &r), 0);
+        cr_expect_eq(r.status, 200);
+    }
+    cr_expect_eq(ts_stop(&ts), 0);
+}
+
+Test(server, balance_64_connections_over_2_shards)
+{
+    struct test_server ts;
+    const char *args[] = {"--shards", "2", NULL};
+    cr_assert_eq(ts_launch(&ts, 10, args), 0);
+    enum { N = 64 };
+    int fds[N];
+    for (int i = 0; i < N; i++) {
+        fds[i] = ts_connect(ts.port);
+        cr_assert_geq(fds[i], 0);
+        /* A request on each proves the connection is adopted by a shard. */
+        const char *req = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        struct ts_response r;
+        cr_assert_eq(ts_send_all(fds[i], req, strlen(req)), 0);
+        cr_assert_eq(ts_read_response(fds[i], &r, false), 0);
+        cr_assert_eq(r.status, 200);
+    }
+    double s0 = ts_metric(ts.port, "ringd_connections_active{shard=\"0\"}");
+    double s1 = ts_metric(ts.port, "ringd_connections_active{shard=\"1\"}");
+    /* The scrapes' own connections count too (the first may still be closing). */
+    cr_expect(s0 + s1 >= N + 1 && s0 + s1 <= N + 2, "shard0=%.0f shard1=%.0f", s0, s1);
+    cr_expect_leq(s0, 0.6 * N + 1, "shard0=%.0f shard1=%.0f", s0, s1);
+    cr_expect_leq(s1, 0.6 * N + 1, "shard0=%.0f shard1=%.0f", s0, s1);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    cr_expect_eq(ts_stop(&ts), 0);
+}
+
+Test(server, bad_flag_exits_2_with_message)
+{
+    char out[2048];
+    FILE *p = popen(RINGD_BIN " serve --shards zero 2>&1; echo rc=$?", "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    pclose(p);
+    cr_expect(strstr(out, "--shards") != NULL, "%s", out);
+    cr_expect(strstr(out, "rc=2") != NULL, "%s", out);
+}
+
+Test(server, missing_db_dir_is_a_clear_error)
+{
+    char out[2048];
+    FILE *p = popen(RINGD_BIN " serve --listen 127.0.0.1:0 --db /nonexistent/ringd-db 2>&1; echo rc=$?", "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    pclose(p);
+    cr_expect(strstr(out, "msg=store_open_failed") != NULL, "%s", out);
+    cr_expect(strstr(out, "rc=1") != NULL, "%s", out);
+}
+
+Test(server, help_lists_every_flag)
+{
+    char out[4096];
+    FILE *p = popen(RINGD_BIN " serve --help; echo rc=$?", "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    pclose(p);
+    const char *flags[] = {"--listen", "--db", "--shards", "--admin-listen", "--max-conns", "--header-timeout-ms",
+                           "--idle-timeout-ms", "--drain-timeout-ms", "--refresh-ms", "rc=0"};
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+        cr_expect(strstr(out, flags[i]) != NULL, "missing %s in: %s", flags[i], out);
+}
