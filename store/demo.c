@@ -42,11 +42,11 @@ static size_t store_demo_record(uint64_t id, char *buf, size_t cap)
     time_t t = (time_t)(STORE_DEMO_EPOCH + (h >> 8) % (366u * 86400u));
     struct tm tm;
     gmtime_r(&t, &tm);
-    int n = snprintf(buf, cap,
-                     "{\"id\":%" PRIu64 ",\"name\":\"User %" PRIu64 "\",\"email\":\"user%" PRIu64
-                     "@example.com\",\"plan\":\"%s\",\"created_at\":\"%04d-%02d-%02dT%02d:%02d:%02dZ\"}",
-                     id, id, id, store_demo_plan(h), tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec);
+    int n =
+        snprintf(buf, cap,
+                 "{\"id\":%" PRIu64 ",\"name\":\"User %" PRIu64 "\",\"email\":\"user%" PRIu64
+                 "@example.com\",\"plan\":\"%s\",\"created_at\":\"%04d-%02d-%02dT%02d:%02d:%02dZ\"}",
+                 id, id, id, store_demo_plan(h), tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
     return (size_t)n; /* < cap: cap is sized for 20-digit ids */
 }
 

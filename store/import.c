@@ -236,10 +236,13 @@ static int store_import_run(const struct store_import_opts *o)
         goto cleanup;
     }
 
+    if (progress.on) /* the commit's fsync can take a moment on a large import */
+        fprintf(stderr, "import: %llu records read, committing\033[K", (unsigned long long)records);
     MDB_stat ms;
     uint64_t users = mdb_stat(txn, st.users, &ms) == 0 ? ms.ms_entries : 0;
     rc = mdb_txn_commit(txn);
     txn = NULL;
+    store_import_progress_end(&progress);
     if (rc != 0) {
         snprintf(err, sizeof(err), "commit failed: %s", mdb_strerror(rc));
         store_import_failed(o, 0, err);

@@ -29,7 +29,7 @@ int store_reader_refresh(struct store_reader *r)
         mdb_txn_reset(r->txn);
         r->active = false;
     }
-    int rc = 0; mdb_txn_renew(r->txn); mdb_txn_reset(r->txn); rc = mdb_txn_renew(r->txn); if (0)
+    int rc = mdb_txn_renew(r->txn);
     if (rc != 0)
         return rc; /* stays parked: the next store_get tries again */
     r->active = true;
