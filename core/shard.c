@@ -355,10 +355,11 @@ static void accept_fd(struct shard *s, int fd, enum listener_kind kind, bool res
                     best_load = l;
                 }
             }
-            if (best != s->id && mine > best_load + 1) {
+            int target_ring = atomic_load_explicit(&srv->shards[best]->ring_fd, memory_order_acquire);
+            if (best != s->id && mine > best_load + 1 && target_ring >= 0) {
                 load_add(s, best, 1);
                 struct io_uring_sqe *sqe = get_sqe(s);
-                io_uring_prep_msg_ring(sqe, srv->shards[best]->ring_fd, (unsigned)fd, tag_make(TAG_HANDOFF, kind), 0);
+                io_uring_prep_msg_ring(sqe, target_ring, (unsigned)fd, tag_make(TAG_HANDOFF, kind), 0);
                 io_uring_sqe_set_data64(sqe, tag_make(TAG_HANDOFF_SENT, ((uint64_t)best << 32) | (uint32_t)fd));
                 return;
             }
@@ -477,6 +478,10 @@ static void begin_drain(struct shard *s)
             io_uring_prep_cancel64(sqe, tag_make(TAG_ACCEPT, (uint64_t)k), 0);
             io_uring_sqe_set_data64(sqe, tag_make(TAG_IGNORE, 0));
         }
+        /* Stop listening now (the server closes the fd after the threads end):
+         * new clients are refused at once instead of waiting in a backlog that
+         * nobody will accept from. */
+        shutdown(s->listen_fd[k], SHUT_RDWR);
     }
     timer_del(&s->wheel, &s->accept_retry);
     struct conn *next;
@@ -521,7 +526,7 @@ static int setup_ring(struct shard *s)
         log_error("io_uring_setup_failed", "shard=%u err=\"%s\"", s->id, strerror(-rc));
         return rc;
     }
-    s->ring_fd = s->ring.ring_fd;
+    atomic_store_explicit(&s->ring_fd, s->ring.ring_fd, memory_order_release);
 
     size_t ring_bytes = SHARD_BUF_COUNT * sizeof(struct io_uring_buf);
     void *br = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
@@ -560,8 +565,10 @@ fail_ring:
 
 static void teardown(struct shard *s)
 {
-    /* Exiting the ring cancels and reaps whatever the kernel still holds, so
-     * afterwards no operation can touch a connection: free them all. */
+    /* Submit what is queued (closes of freed connections), then exiting the
+     * ring cancels and reaps whatever the kernel still holds, so afterwards no
+     * operation can touch a connection: free them all. */
+    io_uring_submit(&s->ring);
     io_uring_queue_exit(&s->ring);
     struct conn *next;
     for (struct conn *c = s->conns; c != NULL; c = next) {

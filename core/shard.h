@@ -10,6 +10,7 @@
 
 #include <liburing.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -34,7 +35,7 @@ struct shard {
     const struct config *cfg;
     pthread_t thread;
     struct io_uring ring;
-    int ring_fd; /* for MSG_RING from other shards; set before the shard is marked running */
+    _Atomic int ring_fd; /* for MSG_RING from other shards; -1 until the ring exists */
     int listen_fd[LISTENER__COUNT]; /* -1 when this shard has no such listener */
     bool accept_armed[LISTENER__COUNT];
     struct timer_node accept_retry; /* re-arms accept after EMFILE/ENFILE */

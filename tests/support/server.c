@@ -340,11 +340,11 @@ bool ts_wait_closed(int fd, int timeout_ms)
     return false;
 }
 
-double ts_metric(int port, const char *series)
+char *ts_metrics_text(int port)
 {
     int fd = ts_connect(port);
     if (fd < 0)
-        return -1;
+        return NULL;
     const char *req = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     ts_send_all(fd, req, strlen(req));
     size_t cap = 1 << 20, len = 0;
@@ -354,16 +354,27 @@ double ts_metric(int port, const char *series)
         len += (size_t)n;
     text[len] = '\0';
     close(fd);
-    double v = -1;
+    return text;
+}
+
+double ts_metric_in(const char *text, const char *series)
+{
     size_t sl = strlen(series);
-    for (char *line = text; line != NULL && *line != '\0';) {
-        char *nl = strchr(line, '\n');
-        if (strncmp(line, series, sl) == 0 && line[sl] == ' ') {
-            v = strtod(line + sl + 1, NULL);
-            break;
-        }
+    for (const char *line = text; line != NULL && *line != '\0';) {
+        const char *nl = strchr(line, '\n');
+        if (strncmp(line, series, sl) == 0 && line[sl] == ' ')
+            return strtod(line + sl + 1, NULL);
         line = nl ? nl + 1 : NULL;
     }
+    return -1;
+}
+
+double ts_metric(int port, const char *series)
+{
+    char *text = ts_metrics_text(port);
+    if (text == NULL)
+        return -1;
+    double v = ts_metric_in(text, series);
     free(text);
     return v;
 }

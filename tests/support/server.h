@@ -71,6 +71,12 @@ bool ts_wait_closed(int fd, int timeout_ms);
  * with `series` followed by a space (e.g. "ringd_connections_active{shard=\"0\"}"); -1 when absent. */
 double ts_metric(int port, const char *series);
 
+/* The whole /metrics text from port (malloc'd, caller frees), NULL on error. */
+char *ts_metrics_text(int port);
+
+/* The value of series (as in ts_metric) in a scrape's text; -1 when absent. */
+double ts_metric_in(const char *text, const char *series);
+
 /* Runs a shell command line; returns its exit status (0..255) or -1. */
 int ts_sh(const char *cmdline);
 
