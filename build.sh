@@ -57,10 +57,21 @@ test)
     install_pkgs "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
     cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DRINGD_SANITIZE=ON -DRINGD_TESTS=ON >/dev/null
     cmake --build build-asan -j "$(jobs)"
-    export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
-    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-    cd build-asan
-    ctest --output-on-failure -j 1 "${@:2}"
+    # Every sanitizer report, from a test process, a Criterion worker or a
+    # ringd under test, lands in its own file: a Criterion worker's leak report
+    # does not change the test's verdict, so the files decide as well.
+    logs="$PWD/build-asan/sanitizer-logs"
+    rm -rf "$logs" && mkdir -p "$logs"
+    export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:log_path=$logs/asan${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+    rc=0
+    (cd build-asan && ctest --output-on-failure -j 1 "${@:2}") || rc=$?
+    if [ -n "$(ls -A "$logs")" ]; then
+        echo "build.sh: sanitizer reports (leaks or errors) were written:" >&2
+        for f in "$logs"/*; do echo "--- $f" >&2; head -n 60 "$f" >&2; done
+        rc=1
+    fi
+    exit $rc
     ;;
 -h|--help|help)
     sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
