@@ -46,58 +46,93 @@ static void connection_token(const char *t, size_t len, void *arg)
         ct->upgrade = true;
 }
 
-/* Content-Length: 1*DIGIT. Returns 0 and sets *out, -400 when not decimal,
- * -413 when above H1_MAX_BODY. */
+/* Content-Length: 1*DIGIT. Returns 0 and sets *out (saturated at UINT64_MAX),
+ * -400 when not decimal. The size limit is checked by the caller once every
+ * framing header has been seen, so that CL with TE or differing CLs get 400. */
 static int parse_content_length(const char *v, size_t len, uint64_t *out)
 {
     if (len == 0)
         return -400;
     uint64_t n = 0;
-    bool big = false;
     for (size_t i = 0; i < len; i++) {
         if (v[i] < '0' || v[i] > '9')
             return -400;
-        if (!big) {
-            n = n * 10 + (uint64_t)(v[i] - '0');
-            if (n > H1_MAX_BODY)
-                big = true;
-        }
+        unsigned d = (unsigned)(v[i] - '0');
+        n = n > (UINT64_MAX - d) / 10 ? UINT64_MAX : n * 10 + d;
     }
-    if (big)
-        return -413;
     *out = n;
     return 0;
 }
 
-/* RFC 9110 tchar: what a field name may contain. */
+/* RFC 9110 tchar: what a field name or a method may contain. */
 static bool is_tchar(unsigned char c)
 {
     static const char extra[] = "!#$%&'*+-.^_`|~";
     return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c != 0 && strchr(extra, c) != NULL);
 }
 
-/* After phr_parse_request said -1: more header lines than we allow is 431, the rest 400. */
-static int classify_failure(const char *buf, size_t len)
+/* picohttpparser skips one empty line before the request line (RFC 9112 2.2). */
+static size_t leading_empty_line(const char *buf, size_t len)
+{
+    if (len >= 1 && buf[0] == '\n')
+        return 1;
+    if (len >= 2 && buf[0] == '\r' && buf[1] == '\n')
+        return 2;
+    return 0;
+}
+
+static int pico(const char *buf, size_t len, struct h1_request *req)
+{
+    req->num_headers = H1_MAX_HEADERS + 1;
+    return phr_parse_request(buf, len, &req->method, &req->method_len, &req->path, &req->path_len, &req->minor_version,
+                             req->headers, &req->num_headers, 0);
+}
+
+/* After phr_parse_request said -1 on buf[0..len): 431 when it failed only
+ * because a header beyond H1_MAX_HEADERS began (the first H1_MAX_HEADERS + 1
+ * header lines are well-formed), else 400. Deciding on the same lines whatever
+ * follows them keeps the answer the same for every read split. */
+static int classify_failure(const char *buf, size_t len, size_t lead, struct h1_request *req)
 {
     size_t lines = 0;
-    for (size_t i = 0; i < len; i++) {
+    for (size_t i = lead; i < len; i++) {
         if (buf[i] != '\n')
             continue;
-        if (i + 1 < len && (buf[i + 1] == '\n' || (buf[i + 1] == '\r' && i + 2 < len && buf[i + 2] == '\n')))
-            break; /* end of head */
-        if (++lines > H1_MAX_HEADERS + 1)
-            return -431;
+        if (lines > 0 && (buf[i - 1] == '\n' || (buf[i - 1] == '\r' && i >= 2 && buf[i - 2] == '\n')))
+            return -400;                   /* end of head before the header limit: a syntax error */
+        if (++lines == H1_MAX_HEADERS + 2) /* the request line and H1_MAX_HEADERS + 1 header lines */
+            return pico(buf, i + 1, req) == -2 ? -431 : -400;
+        if (i + 1 < len && (buf[i + 1] == ' ' || buf[i + 1] == '\t'))
+            return -400; /* obs-fold within the allowed fields: picohttpparser took it as a field */
     }
     return -400;
 }
 
-/* After phr_parse_request said -2: wait, or refuse a head that can never fit. */
-static int classify_incomplete(const char *buf, size_t len)
+/* The request line must end within H1_MAX_REQUEST_LINE bytes (plus CRLF).
+ * Returns 0 when that holds or cannot be decided yet, else -414, or -400 when
+ * a syntax error shows up within the part of the line that may be examined.
+ * Only the first H1_MAX_REQUEST_LINE + 2 bytes are ever looked at, so the
+ * answer does not depend on how the bytes were split across reads. */
+static int check_request_line(const char *buf, size_t len, size_t lead, struct h1_request *req)
 {
-    size_t scan = len < H1_MAX_REQUEST_LINE + 2 ? len : H1_MAX_REQUEST_LINE + 2;
-    if (memchr(buf, '\n', scan) == NULL)
-        return len > H1_MAX_REQUEST_LINE + 1 ? -414 : 0;
-    return len >= H1_MAX_HEAD ? -431 : 0;
+    const size_t limit = H1_MAX_REQUEST_LINE + 2;
+    size_t avail = len - lead;
+    size_t scan = avail < limit ? avail : limit;
+    const char *nl = memchr(buf + lead, '\n', scan);
+    size_t examined;
+    if (nl == NULL) {
+        if (avail < limit)
+            return 0;
+        examined = lead + limit;
+    } else {
+        size_t line = (size_t)(nl - (buf + lead));
+        if (line > 0 && nl[-1] == '\r')
+            line--;
+        if (line <= H1_MAX_REQUEST_LINE)
+            return 0;
+        examined = (size_t)(nl + 1 - buf);
+    }
+    return pico(buf, examined, req) == -1 ? -400 : -414;
 }
 
 /* Absolute-form targets ("http://host/p") route like their path ("/p"). */
@@ -123,26 +158,39 @@ static void strip_absolute_form(struct h1_request *req)
 
 int h1_parse(const char *buf, size_t len, struct h1_request *req)
 {
-    req->num_headers = H1_MAX_HEADERS + 1;
-    int head = phr_parse_request(buf, len, &req->method, &req->method_len, &req->path, &req->path_len,
-                                 &req->minor_version, req->headers, &req->num_headers, 0);
+    size_t lead = leading_empty_line(buf, len);
+    int rc = check_request_line(buf, len, lead, req);
+    if (rc != 0)
+        return rc;
+    /* Nothing past H1_MAX_HEAD can belong to an acceptable head. */
+    size_t win = len < H1_MAX_HEAD ? len : H1_MAX_HEAD;
+    int head = pico(buf, win, req);
     if (head == -2)
-        return classify_incomplete(buf, len);
+        return win >= H1_MAX_HEAD ? -431 : 0;
     if (head < 0)
-        return classify_failure(buf, len);
+        return classify_failure(buf, win, lead, req);
 
-    size_t line_len = (size_t)(req->path + req->path_len - buf) + sizeof(" HTTP/1.1") - 1;
+    size_t line_len = (size_t)(req->path + req->path_len - req->method) + sizeof(" HTTP/1.1") - 1;
     if (line_len > H1_MAX_REQUEST_LINE)
-        return -414;
-    if (req->num_headers > H1_MAX_HEADERS || (size_t)head - line_len > H1_MAX_HEADER_BYTES)
+        return -414; /* unreachable after check_request_line; kept as the rule's statement */
+    if (req->num_headers > H1_MAX_HEADERS || (size_t)head - lead - line_len > H1_MAX_HEADER_BYTES)
         return -431;
-    if (req->path_len == 0 || (req->path[0] != '/' && req->path[0] != '*')) {
+    if (req->method_len == 0)
+        return -400;
+    for (size_t k = 0; k < req->method_len; k++)
+        if (!is_tchar((unsigned char)req->method[k]))
+            return -400;
+    if (req->path_len == 0)
+        return -400;
+    if (req->path[0] != '/' && req->path[0] != '*') {
         if (req->path[0] != 'h' && req->path[0] != 'H')
             return -400;
         strip_absolute_form(req);
         if (req->path[0] != '/')
             return -400;
     }
+    if (req->minor_version > 1)
+        req->minor_version = 1; /* HTTP/1.x, x > 1: served as HTTP/1.1 (RFC 9112 2.3) */
 
     if (req->method_len == 3 && memcmp(req->method, "GET", 3) == 0)
         req->method_kind = H1_GET;
@@ -152,7 +200,7 @@ int h1_parse(const char *buf, size_t len, struct h1_request *req)
         req->method_kind = H1_OTHER;
 
     struct conn_tokens ct = {false, false, false};
-    bool has_cl = false, has_te = false, has_upgrade_h2c = false;
+    bool has_cl = false, has_te = false, cl_differ = false, has_upgrade_h2c = false;
     unsigned hosts = 0;
     req->content_length = 0;
     req->user_id = NULL;
@@ -161,12 +209,15 @@ int h1_parse(const char *buf, size_t len, struct h1_request *req)
     req->h2_settings_len = 0;
 
     for (size_t i = 0; i < req->num_headers; i++) {
-        const struct phr_header *h = &req->headers[i];
+        struct phr_header *h = &req->headers[i];
         if (h->name == NULL || h->name_len == 0)
             return -400; /* obs-fold continuation line */
         for (size_t k = 0; k < h->name_len; k++)
             if (!is_tchar((unsigned char)h->name[k]))
                 return -400; /* e.g. space before the colon */
+        /* picohttpparser drops leading OWS only; the field value excludes trailing OWS too (RFC 9110 5.5). */
+        while (h->value_len > 0 && (h->value[h->value_len - 1] == ' ' || h->value[h->value_len - 1] == '\t'))
+            h->value_len--;
         switch (h->name_len) {
         case 4:
             if (NAME_IS(h, "host"))
@@ -187,11 +238,10 @@ int h1_parse(const char *buf, size_t len, struct h1_request *req)
         case 14:
             if (NAME_IS(h, "content-length")) {
                 uint64_t v = 0;
-                int rc = parse_content_length(h->value, h->value_len, &v);
-                if (rc != 0)
-                    return rc;
-                if (has_cl && v != req->content_length)
+                if (parse_content_length(h->value, h->value_len, &v) != 0)
                     return -400;
+                if (has_cl && v != req->content_length)
+                    cl_differ = true;
                 has_cl = true;
                 req->content_length = v;
             } else if (NAME_IS(h, "http2-settings")) {
@@ -207,10 +257,14 @@ int h1_parse(const char *buf, size_t len, struct h1_request *req)
     }
     if (has_te)
         return has_cl ? -400 : -501;
+    if (cl_differ)
+        return -400;
     if (req->minor_version == 1 && hosts != 1)
         return -400;
     if (hosts > 1)
         return -400;
+    if (req->content_length > H1_MAX_BODY)
+        return -413;
     req->keep_alive = req->minor_version == 1 ? !ct.close : (ct.keep_alive && !ct.close);
     req->upgrade_h2c = has_upgrade_h2c && ct.upgrade && req->h2_settings != NULL;
     return head;

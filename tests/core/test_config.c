@@ -1,0 +1,248 @@
+/* test_config.c - core/config.c: `ringd serve` flags, RINGD_* variables (flags win), bad values, addresses. */
+#include "core/config.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <criterion/redirect.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const env_names[] = {
+    "RINGD_LISTEN",          "RINGD_ADMIN_LISTEN",     "RINGD_DB",
+    "RINGD_SHARDS",          "RINGD_MAX_CONNS",        "RINGD_HEADER_TIMEOUT_MS",
+    "RINGD_IDLE_TIMEOUT_MS", "RINGD_WRITE_TIMEOUT_MS", "RINGD_DRAIN_TIMEOUT_MS",
+    "RINGD_REFRESH_MS",      "RINGD_H2_MAX_STREAMS",
+};
+
+static void clean_env(void)
+{
+    for (size_t i = 0; i < sizeof(env_names) / sizeof(env_names[0]); i++)
+        unsetenv(env_names[i]);
+}
+
+static struct config c;
+static char err[256];
+
+/* Parses "serve" + the given flags (NULL-terminated). */
+static int parse_argv(const char *const *flags)
+{
+    char *argv[32];
+    int argc = 0;
+    argv[argc++] = "serve";
+    for (int i = 0; flags != NULL && flags[i] != NULL; i++)
+        argv[argc++] = (char *)flags[i];
+    argv[argc] = NULL;
+    err[0] = '\0';
+    return config_parse_serve(&c, argc, argv, err, sizeof(err));
+}
+#define PARSE(...) parse_argv((const char *const[]){__VA_ARGS__, NULL})
+
+static void fmt(const struct sockaddr_storage *ss, char *out, size_t n)
+{
+    config_format_addr(ss, out, n);
+}
+
+Test(config, defaults, .init = clean_env)
+{
+    cr_assert_eq(parse_argv(NULL), 0, "%s", err);
+    char a[64];
+    fmt(&c.listen_addr, a, sizeof(a));
+    cr_assert_str_eq(a, "0.0.0.0:8080");
+    cr_assert_eq(c.listen_len, sizeof(struct sockaddr_in));
+    cr_assert_str_eq(c.db, "./ringd-data");
+    cr_assert(c.db_is_default);
+    cr_assert_not(c.admin_enabled);
+    cr_assert_eq(c.shards, (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
+    cr_assert_eq(c.max_conns, 10000);
+    cr_assert_eq(c.header_timeout_ms, 10000);
+    cr_assert_eq(c.idle_timeout_ms, 60000);
+    cr_assert_eq(c.drain_timeout_ms, 5000);
+    cr_assert_gt(c.write_timeout_ms, 0);
+    cr_assert_gt(c.refresh_ms, 0);
+}
+
+Test(config, flags, .init = clean_env)
+{
+    cr_assert_eq(PARSE("--listen", "127.0.0.1:0", "--db", "/tmp/x", "--shards", "2", "--max-conns", "5", "--header-timeout-ms",
+                       "200", "--idle-timeout-ms", "300", "--drain-timeout-ms", "0", "--refresh-ms", "7", "--admin-listen",
+                       "127.0.0.1:9100"),
+                 0, "%s", err);
+    char a[64];
+    fmt(&c.listen_addr, a, sizeof(a));
+    cr_assert_str_eq(a, "127.0.0.1:0");
+    cr_assert_str_eq(c.db, "/tmp/x");
+    cr_assert_not(c.db_is_default);
+    cr_assert_eq(c.shards, 2);
+    cr_assert_eq(c.max_conns, 5);
+    cr_assert_eq(c.header_timeout_ms, 200);
+    cr_assert_eq(c.idle_timeout_ms, 300);
+    cr_assert_eq(c.drain_timeout_ms, 0);
+    cr_assert_eq(c.refresh_ms, 7);
+    cr_assert(c.admin_enabled);
+    fmt(&c.admin_addr, a, sizeof(a));
+    cr_assert_str_eq(a, "127.0.0.1:9100");
+}
+
+Test(config, flag_equals_form, .init = clean_env)
+{
+    cr_assert_eq(PARSE("--shards=3", "--listen=[::1]:0", "--db=/d"), 0, "%s", err);
+    cr_assert_eq(c.shards, 3);
+    cr_assert_eq(c.listen_addr.ss_family, AF_INET6);
+    cr_assert_str_eq(c.db, "/d");
+}
+
+Test(config, env_vars, .init = clean_env)
+{
+    setenv("RINGD_LISTEN", "127.0.0.1:1234", 1);
+    setenv("RINGD_DB", "/env/db", 1);
+    setenv("RINGD_SHARDS", "4", 1);
+    setenv("RINGD_MAX_CONNS", "77", 1);
+    setenv("RINGD_HEADER_TIMEOUT_MS", "1500", 1);
+    setenv("RINGD_IDLE_TIMEOUT_MS", "2500", 1);
+    setenv("RINGD_DRAIN_TIMEOUT_MS", "3500", 1);
+    setenv("RINGD_ADMIN_LISTEN", "[::1]:9", 1);
+    cr_assert_eq(parse_argv(NULL), 0, "%s", err);
+    char a[64];
+    fmt(&c.listen_addr, a, sizeof(a));
+    cr_assert_str_eq(a, "127.0.0.1:1234");
+    cr_assert_str_eq(c.db, "/env/db");
+    cr_assert_not(c.db_is_default);
+    cr_assert_eq(c.shards, 4);
+    cr_assert_eq(c.max_conns, 77);
+    cr_assert_eq(c.header_timeout_ms, 1500);
+    cr_assert_eq(c.idle_timeout_ms, 2500);
+    cr_assert_eq(c.drain_timeout_ms, 3500);
+    cr_assert(c.admin_enabled);
+    fmt(&c.admin_addr, a, sizeof(a));
+    cr_assert_str_eq(a, "[::1]:9");
+}
+
+Test(config, flags_win_over_env, .init = clean_env)
+{
+    setenv("RINGD_SHARDS", "4", 1);
+    setenv("RINGD_LISTEN", "127.0.0.1:1234", 1);
+    setenv("RINGD_MAX_CONNS", "77", 1);
+    cr_assert_eq(PARSE("--shards", "1", "--listen", "127.0.0.2:99"), 0, "%s", err);
+    cr_assert_eq(c.shards, 1);
+    char a[64];
+    fmt(&c.listen_addr, a, sizeof(a));
+    cr_assert_str_eq(a, "127.0.0.2:99");
+    cr_assert_eq(c.max_conns, 77, "untouched by flags: the env value stays");
+}
+
+Test(config, empty_env_is_unset, .init = clean_env)
+{
+    setenv("RINGD_SHARDS", "", 1);
+    setenv("RINGD_DB", "", 1);
+    cr_assert_eq(parse_argv(NULL), 0, "%s", err);
+    cr_assert(c.db_is_default);
+}
+
+Test(config, bad_env_value_names_the_variable, .init = clean_env)
+{
+    setenv("RINGD_MAX_CONNS", "lots", 1);
+    cr_assert_eq(parse_argv(NULL), -1);
+    cr_assert_not_null(strstr(err, "RINGD_MAX_CONNS"), "%s", err);
+    /* A bad env value is an error even when the flag would override it: it is reported, not ignored. */
+}
+
+Test(config, bad_values, .init = clean_env)
+{
+    static const char *const bad[][2] = {
+        {"--shards", "0"},
+        {"--shards", "257"},
+        {"--shards", "abc"},
+        {"--shards", "-1"},
+        {"--shards", "+2"},
+        {"--shards", " 2"},
+        {"--shards", "2 "},
+        {"--shards", "2x"},
+        {"--shards", ""},
+        {"--shards", "99999999999999999999999"},
+        {"--max-conns", "0"},
+        {"--max-conns", "4294967297"},
+        {"--header-timeout-ms", "5"},
+        {"--idle-timeout-ms", "1.5"},
+        {"--drain-timeout-ms", "-5"},
+        {"--refresh-ms", "0"},
+        {"--db", ""},
+        {"--listen", ""},
+        {"--listen", "127.0.0.1"},
+        {"--listen", "127.0.0.1:"},
+        {"--listen", "127.0.0.1:65536"},
+        {"--listen", "127.0.0.1:99999999999999999999"},
+        {"--listen", "127.0.0.1:-1"},
+        {"--listen", "127.0.0.1:80x"},
+        {"--listen", "256.0.0.1:80"},
+        {"--listen", "example.invalid:80"},
+        {"--listen", "[::1]"},
+        {"--listen", "[::1:80"},
+        {"--listen", "[::1]80"},
+        {"--listen", "[127.0.0.1]:80x"},
+        {"--listen", "[zz::1]:80"},
+        {"--admin-listen", "nope"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int rc = PARSE(bad[i][0], bad[i][1]);
+        cr_assert_eq(rc, -1, "%s '%s' accepted", bad[i][0], bad[i][1]);
+        cr_assert_neq(err[0], '\0', "%s '%s': no message", bad[i][0], bad[i][1]);
+    }
+}
+
+Test(config, usage_errors, .init = clean_env)
+{
+    cr_assert_eq(PARSE("--shards"), -1, "missing value");
+    cr_assert_neq(err[0], '\0');
+    cr_assert_eq(PARSE("--bogus"), -1);
+    cr_assert_not_null(strstr(err, "--bogus"), "%s", err);
+    cr_assert_eq(PARSE("positional"), -1);
+    cr_assert_eq(PARSE("--listen-x=1"), -1);
+}
+
+Test(config, help, .init = clean_env)
+{
+    cr_redirect_stdout();
+    cr_assert_eq(PARSE("--help"), 1);
+    cr_assert_eq(PARSE("--shards", "2", "-h"), 1);
+}
+
+static int addr(const char *s, char *out, size_t n)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = 0;
+    int rc = config_parse_addr(s, &ss, &len);
+    if (rc == 0) {
+        config_format_addr(&ss, out, n);
+        cr_assert_eq(len, ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+    }
+    return rc;
+}
+
+Test(config, addresses)
+{
+    static const char *const cases[][2] = {
+        {"127.0.0.1:8080", "127.0.0.1:8080"},
+        {"0.0.0.0:0", "0.0.0.0:0"},
+        {"[::1]:0", "[::1]:0"},
+        {"[::]:443", "[::]:443"},
+        {"[fe80::1]:65535", "[fe80::1]:65535"},
+        {":8081", "0.0.0.0:8081"},
+        {"8082", "0.0.0.0:8082"},
+        {"localhost:9", "127.0.0.1:9"},
+        {"10.1.2.3:1", "10.1.2.3:1"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[80];
+        cr_assert_eq(addr(cases[i][0], out, sizeof(out)), 0, "%s rejected", cases[i][0]);
+        cr_assert_str_eq(out, cases[i][1], "%s", cases[i][0]);
+    }
+    struct sockaddr_storage ss;
+    socklen_t len;
+    cr_assert_eq(config_parse_addr("[::1]:0", &ss, &len), 0);
+    cr_assert_eq(ss.ss_family, AF_INET6);
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+    cr_assert_eq(ntohs(in6->sin6_port), 0);
+    cr_assert(IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr));
+}
