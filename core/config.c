@@ -54,8 +54,10 @@ int config_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len
     }
     char *end;
     errno = 0;
+    if (*port_s < '0' || *port_s > '9')
+        return -1;
     unsigned long port = strtoul(port_s, &end, 10);
-    if (*port_s == '\0' || *end != '\0' || errno != 0 || port > 65535)
+    if (*end != '\0' || errno != 0 || port > 65535)
         return -1;
     struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;

@@ -24,24 +24,22 @@ static const char *const code_names[CODE__COUNT] = {"200", "400", "401", "404", 
 static const char *const close_names[CLOSE__COUNT] = {"client", "idle_timeout", "header_timeout", "write_timeout",
                                                       "error",  "limit",        "shutdown"};
 
-enum metrics_code metrics_code_of(int status)
-{
-    switch (status) {
-    case 200: return CODE_200;
-    case 400: return CODE_400;
-    case 401: return CODE_401;
-    case 404: return CODE_404;
-    case 405: return CODE_405;
-    case 408: return CODE_408;
-    case 413: return CODE_413;
-    case 414: return CODE_414;
-    case 431: return CODE_431;
-    case 500: return CODE_500;
-    case 501: return CODE_501;
-    case 503: return CODE_503;
-    default: return CODE_OTHER;
-    }
-}
+/* The (route, code) pairs the router answers in normal operation, per route a
+ * bit set over enum metrics_code. Their series are exported from the first
+ * scrape on, at 0, so rate()/increase() also count a series' first requests
+ * (a series that appears at 5 reads as "no increase" to Prometheus). Any other
+ * pair appears once it is non-zero; the label set stays bounded by the enums. */
+#define C(code) (1u << (code))
+static const uint32_t expected_codes[ROUTE__COUNT] = {
+    [ROUTE_USERS] = C(CODE_200) | C(CODE_400) | C(CODE_404) | C(CODE_405) | C(CODE_500),
+    [ROUTE_USER] = C(CODE_200) | C(CODE_400) | C(CODE_401) | C(CODE_404) | C(CODE_405) | C(CODE_500),
+    [ROUTE_METRICS] = C(CODE_200) | C(CODE_405),
+    [ROUTE_HEALTHZ] = C(CODE_200) | C(CODE_405),
+    [ROUTE_READYZ] = C(CODE_200) | C(CODE_405) | C(CODE_503),
+    [ROUTE_OTHER] = C(CODE_400) | C(CODE_404) | C(CODE_405),
+};
+#undef C
+_Static_assert(CODE__COUNT <= 32, "expected_codes is a 32-bit set");
 
 void metrics_observe(struct metrics_shard *m, enum metrics_route route, uint64_t ns, uint64_t n)
 {
@@ -124,7 +122,7 @@ void metrics_render(struct buf *out, const struct metrics_scrape *sc)
         for (int r = 0; r < ROUTE__COUNT; r++)
             for (int c = 0; c < CODE__COUNT; c++) {
                 uint64_t v = SUM(sc, requests[p][r][c]);
-                if (v != 0)
+                if (v != 0 || (expected_codes[r] & (1u << c)) != 0)
                     buf_printf(out, "ringd_requests_processed_total{protocol=\"%s\",route=\"%s\",code=\"%s\"} %llu\n",
                                proto_names[p], route_names[r], code_names[c], (unsigned long long)v);
             }
@@ -148,8 +146,10 @@ void metrics_render(struct buf *out, const struct metrics_scrape *sc)
 
     family(out, "ringd_connections_active", "gauge", "Open client connections, by shard.");
     for (unsigned i = 0; i < sc->nshards; i++)
-        buf_printf(out, "ringd_connections_active{shard=\"%u\"} %llu\n", i,
-                   (unsigned long long)METRIC_GET(sc->shards[i]->conns_active));
+        /* Signed: the gauge is stored as a wrapped uint64, so a close counted
+         * twice would show as -1 rather than as 1.8e19. */
+        buf_printf(out, "ringd_connections_active{shard=\"%u\"} %lld\n", i,
+                   (long long)METRIC_GET(sc->shards[i]->conns_active));
     family(out, "ringd_connections_accepted_total", "counter", "Connections accepted, by the shard that serves them.");
     for (unsigned i = 0; i < sc->nshards; i++)
         buf_printf(out, "ringd_connections_accepted_total{shard=\"%u\"} %llu\n", i,

@@ -18,9 +18,14 @@
 
 typedef _Atomic uint64_t metric_t;
 
-#define METRIC_ADD(field, n)                                                                                               \
-    atomic_store_explicit(&(field), atomic_load_explicit(&(field), memory_order_relaxed) + (uint64_t)(n),              \
-                          memory_order_relaxed)
+/* Single-writer add: relaxed load, relaxed store of the sum. A function, not an
+ * expression repeating `field`, so the lvalue (e.g. an index computed by
+ * metrics_code_of) is evaluated once. */
+static inline void metric_add(metric_t *field, uint64_t n)
+{
+    atomic_store_explicit(field, atomic_load_explicit(field, memory_order_relaxed) + n, memory_order_relaxed);
+}
+#define METRIC_ADD(field, n) metric_add(&(field), (uint64_t)(n))
 #define METRIC_INC(field) METRIC_ADD(field, 1)
 #define METRIC_SET(field, v) atomic_store_explicit(&(field), (uint64_t)(v), memory_order_relaxed)
 #define METRIC_GET(field) atomic_load_explicit(&(field), memory_order_relaxed)
@@ -68,8 +73,25 @@ struct metrics_shard {
     metric_t h2_goaways_sent;
 };
 
-/* Maps an HTTP status to its label slot. */
-enum metrics_code metrics_code_of(int status);
+/* Maps an HTTP status to its label slot (inline: it is on the request path). */
+static inline enum metrics_code metrics_code_of(int status)
+{
+    switch (status) {
+    case 200: return CODE_200;
+    case 400: return CODE_400;
+    case 401: return CODE_401;
+    case 404: return CODE_404;
+    case 405: return CODE_405;
+    case 408: return CODE_408;
+    case 413: return CODE_413;
+    case 414: return CODE_414;
+    case 431: return CODE_431;
+    case 500: return CODE_500;
+    case 501: return CODE_501;
+    case 503: return CODE_503;
+    default: return CODE_OTHER;
+    }
+}
 
 /* Adds n requests of one route that took ns each to the histogram (owner only). */
 void metrics_observe(struct metrics_shard *m, enum metrics_route route, uint64_t ns, uint64_t n);

@@ -238,10 +238,17 @@ static void flush_all(struct shard *s)
         if (c->proto == CONN_H2)
             h2_flush(c);
         start_send(s, c);
-        if (s->draining && !c->close_after_send && conn_is_idle(c)) {
-            /* Draining: a connection that just finished its last exchange closes. */
-            c->close_after_send = true;
-            c->close_reason = CLOSE_SHUTDOWN;
+        if (!c->close_after_send && !c->_send_inflight && c->out.len == 0) {
+            if (c->peer_eof && !c->paused) {
+                /* The client sent all it will and has every answer: what may
+                 * remain in c->in is a request that can never complete. */
+                c->close_after_send = true;
+                c->close_reason = CLOSE_CLIENT;
+            } else if (s->draining && conn_is_idle(c)) {
+                /* Draining: a connection that just finished its last exchange closes. */
+                c->close_after_send = true;
+                c->close_reason = CLOSE_SHUTDOWN;
+            }
         }
         if (!c->_send_inflight && c->out.len == 0 && c->close_after_send && conn_done(c))
             graceful_close(s, c);
@@ -301,12 +308,14 @@ static void on_recv(struct shard *s, struct conn *c, struct io_uring_cqe *cqe)
         }
         conn_update_timer(s, c);
     } else if (res == 0) {
-        /* EOF. A half-closed client still gets the responses already owed to it. */
-        if (c->_lingering || (c->out.len == 0 && !c->_send_inflight))
-            shard_close_conn(s, c, c->_lingering ? (enum metrics_close)c->close_reason : CLOSE_CLIENT);
-        else if (!c->close_after_send) {
-            c->close_after_send = true;
-            c->close_reason = CLOSE_CLIENT;
+        /* EOF. A half-closed client still gets every response owed to it,
+         * including those for requests waiting in c->in while output is
+         * paused; flush_all closes once nothing is left to answer. */
+        if (c->_lingering) {
+            shard_close_conn(s, c, (enum metrics_close)c->close_reason);
+        } else {
+            c->peer_eof = true;
+            shard_want_flush(s, c);
         }
     } else if (res == -ENOBUFS) {
         /* Out of provided buffers this instant: never a reason to drop a healthy connection. */
@@ -466,9 +475,10 @@ static void observe_answered(struct shard *s)
 
 /* ---------- drain ---------- */
 
+/* Called after the turn's completions were handled (s->draining is already
+ * set, so responses produced in that turn said Connection: close). */
 static void begin_drain(struct shard *s)
 {
-    s->draining = true;
     s->drain_deadline_ms = s->clock.now_ms + s->cfg->drain_timeout_ms;
     for (int k = 0; k < LISTENER__COUNT; k++) {
         if (s->listen_fd[k] < 0)
@@ -634,6 +644,7 @@ static void dispatch(struct shard *s, struct io_uring_cqe *cqe)
     case TAG_HANDOFF_SENT:
         on_handoff_sent(s, tag_payload(tag), cqe->res);
         break;
+    case TAG_WAKE: /* the flags are read after every wait */
     case TAG_IGNORE:
     case TAG_NONE:
         break;
@@ -643,8 +654,6 @@ static void dispatch(struct shard *s, struct io_uring_cqe *cqe)
 static void run(struct shard *s)
 {
     for (;;) {
-        if (!s->draining && atomic_load_explicit(&s->srv->draining, memory_order_relaxed))
-            begin_drain(s);
         if (s->draining && (s->nconns == 0 || s->clock.now_ms >= s->drain_deadline_ms))
             break;
         flush_all(s);
@@ -665,6 +674,10 @@ static void run(struct shard *s)
 
         clock_update(&s->clock);
         s->turn_start_ns = s->clock.now_ns;
+        /* The main thread wakes every shard (MSG_RING) when a drain begins. */
+        bool drain_now = !s->draining && atomic_load_explicit(&s->srv->draining, memory_order_relaxed);
+        if (drain_now)
+            s->draining = true;
         unsigned head, n = 0;
         io_uring_for_each_cqe(&s->ring, head, cqe)
         {
@@ -677,6 +690,8 @@ static void run(struct shard *s)
             io_uring_buf_ring_advance(s->_br, (int)s->_br_returned);
             s->_br_returned = 0;
         }
+        if (drain_now)
+            begin_drain(s);
         timer_advance(&s->wheel, s->clock.now_ms, on_timer, s);
         refresh_store(s);
         METRIC_SET(s->metrics->uring_cq_overflow, *s->ring.cq.koverflow);

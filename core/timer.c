@@ -44,10 +44,10 @@ size_t timer_advance(struct timer_wheel *w, uint64_t now_ms, timer_fire_fn fire,
 {
     uint64_t now_tick = now_ms / TIMER_TICK_MS;
     size_t fired = 0;
-    /* Visiting more than one revolution would see the same slots again: cap it. */
-    if (now_tick > w->_tick + TIMER_SLOTS)
-        w->_tick = now_tick - TIMER_SLOTS;
-    while (w->_tick < now_tick) {
+    /* After a stall longer than a revolution every slot is due: visit each
+     * once, starting where the wheel stopped, so nodes still fire in tick order. */
+    uint64_t last_visit = now_tick < w->_tick + TIMER_SLOTS ? now_tick : w->_tick + TIMER_SLOTS;
+    while (w->_tick < last_visit) {
         uint64_t tick = ++w->_tick;
         struct timer_node *head = &w->_slots[tick % TIMER_SLOTS];
         /* Detach the slot's list first: fire() may re-add nodes to this very slot. */
@@ -78,6 +78,8 @@ size_t timer_advance(struct timer_wheel *w, uint64_t now_ms, timer_fire_fn fire,
             fire(n, arg);
         }
     }
+    if (w->_tick < now_tick)
+        w->_tick = now_tick;
     return fired;
 }
 

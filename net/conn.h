@@ -38,6 +38,7 @@ struct conn {
     bool close_after_send;  /* protocol is done: close once `out` is sent */
     bool paused;            /* too much output pending: input waits in `in` */
     bool seen_request;      /* at least one request answered (for the timer choice) */
+    bool peer_eof;          /* the client half-closed: answer what is buffered, then close */
     uint8_t close_reason;   /* enum metrics_close used by close_after_send */
     uint64_t body_left;     /* HTTP/1.1: request body bytes still to discard */
     uint64_t request_start_ms; /* first byte of the request being received */

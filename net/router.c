@@ -41,7 +41,13 @@ const char *router_error_body(int status, size_t *len)
 
 int router_parse_id(const char *s, size_t len, uint64_t *id)
 {
-    if (len == 0 || len > 20)
+    if (len == 0)
+        return -1;
+    while (len > 1 && s[0] == '0') { /* leading zeros: same id, any length */
+        s++;
+        len--;
+    }
+    if (len > 20)
         return -1;
     uint64_t v = 0;
     for (size_t i = 0; i < len; i++) {
@@ -128,7 +134,7 @@ void router_handle(struct shard *s, const struct request *req, struct response *
 
     bool admin_only = s->cfg->admin_enabled;
     bool on_admin = req->listener == LISTENER_ADMIN;
-    if (n > 7 && memcmp(path, "/users/", 7) == 0 && !on_admin)
+    if (n >= 7 && memcmp(path, "/users/", 7) == 0 && !on_admin)
         res->route = ROUTE_USERS;
     else if (PATH_IS(path, n, "/user") && !on_admin)
         res->route = ROUTE_USER;
