@@ -1,0 +1,466 @@
+/* test_h2.c - net/h2.c against the real server: prior knowledge, h2c upgrade, streams, flow control, limits, abuse, drain. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/support/h2client.h"
+#include "tests/support/server.h"
+
+#define USERS 1000
+
+static struct test_server ts;
+
+static void start_with(const char *const *args)
+{
+    cr_assert_eq(ts_launch(&ts, USERS, args), 0, "server starts");
+}
+
+static void start(void)
+{
+    start_with(NULL);
+}
+
+/* Cleanup for a test that stopped early (its assertion already failed). */
+static void stop(void)
+{
+    ts_stop(&ts);
+}
+
+/* The end of every test: the server exits 0 on SIGTERM. A sanitizer report
+ * (leak, overflow) makes the status non-zero and prints the server's log.
+ * (Criterion does not fail a test for an assertion in .fini, hence here.) */
+static void finish(void)
+{
+    cr_assert_eq(ts_stop(&ts), 0, "server exit status");
+}
+
+/* The body a user record starts with. */
+static void expect_user(const struct h2c_stream *st, unsigned id)
+{
+    char prefix[32];
+    snprintf(prefix, sizeof(prefix), "{\"id\":%u,", id);
+    cr_assert_eq(st->status, 200, "stream %d: status %d", st->id, st->status);
+    cr_assert_not_null(st->body, "stream %d has a body", st->id);
+    cr_assert_eq(strncmp(st->body, prefix, strlen(prefix)), 0, "stream %d body: %s", st->id, st->body);
+    cr_assert_eq((size_t)atol(st->content_length), st->body_len, "content-length matches the body");
+}
+
+/* A fresh prior-knowledge connection still gets /users/1: the server survived. */
+static void expect_served(void)
+{
+    struct h2c cl;
+    cr_assert_eq(h2c_connect(&cl, ts.port, NULL, 0, false), 0, "a new client connects");
+    int32_t id = h2c_request(&cl, "GET", "/users/1", NULL);
+    cr_assert_eq(h2c_run(&cl), 0);
+    expect_user(h2c_stream(&cl, id), 1);
+    h2c_close(&cl);
+}
+
+static double metric(const char *series)
+{
+    return ts_metric(ts.port, series);
+}
+
+TestSuite(h2, .init = start, .fini = stop, .timeout = 120);
+
+Test(h2, prior_knowledge_get)
+{
+    struct h2c cl;
+    cr_assert_eq(h2c_connect(&cl, ts.port, NULL, 0, false), 0);
+    cr_assert_eq(nghttp2_session_get_remote_settings(cl.ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS), 100);
+    int32_t id = h2c_request(&cl, "GET", "/users/5", NULL);
+    cr_assert_eq(h2c_run(&cl), 0);
+    struct h2c_stream *st = h2c_stream(&cl, id);
+    expect_user(st, 5);
+    cr_assert_str_eq(st->content_type, "application/json");
+    cr_assert_str_eq(st->server, "ringd");
+    cr_assert_eq(strlen(st->date), 29, "IMF-fixdate: %s", st->date);
+    cr_assert(strstr(st->date, " GMT") != NULL);
+    h2c_close(&cl);
+    cr_assert_geq(metric("ringd_requests_processed_total{protocol=\"http2\",route=\"users\",code=\"200\"}"), 1);
+    cr_assert_geq(metric("ringd_http2_streams_opened_total"), 1);
+    finish();
+}
+
+Test(h2, head_has_headers_no_body)
+{
+    struct h2c cl;
+    cr_assert_eq(h2c_connect(&cl, ts.port, NULL, 0, false), 0);
+    int32_t get = h2c_request(&cl, "GET", "/users/9", NULL);
+    int32_t head = h2c_request(&cl, "HEAD", "/users/9", NULL);
+    cr_assert_eq(h2c_run(&cl), 0);
+    struct h2c_stream *g = h2c_stream(&cl, get), *h = h2c_stream(&cl, head);
+    expect_user(g, 9);
+    cr_assert_eq(h->status, 200);
+    cr_assert_str_eq(h->content_length, g->content_length, "HEAD announces the GET's length");
+    cr_assert_eq(h->body_len, 0);
+    cr_assert_eq(h->data_frames, 0, "no DATA frame on HEAD");
+    cr_assert(!h->reset);
+    h2c_close(&cl);
+    finish();
+}
+
+Test(h2, errors_are_json)
+{
+    struct h2c cl;
+    cr_assert_eq(h2c_connect(&cl, ts.port, NULL, 0, false), 0);
+    const char *uid[] = {"user-id", "7", NULL};
+    int32_t missing = h2c_request(&cl, "GET", "/users/999999", NULL);
+    int32_t bad = h2c_request(&cl, "GET", "/users/abc", NULL);
+    int32_t unauth = h2c_request(&cl, "GET", "/user", NULL);
+    int32_t byhdr = h2c_request(&cl, "GET", "/user", uid);
+    int32_t post = h2c_request(&cl, "POST", "/users/5", NULL);
+    int32_t other = h2c_request(&cl, "GET", "/nope", NULL);
+    cr_assert_eq(h2c_run(&cl), 0);
+    struct {
+        int32_t id;
+        int status;
+        const char *body;
+    } want[] = {
+        {missing, 404, "{\"error\":\"not found\"}"},   {bad, 400, "{\"error\":\"bad id\"}"},
+        {unauth, 401, "{\"error\":\"unauthorized\"}"}, {post, 405, "{\"error\":\"method not allowed\"}"},
+        {other, 404, "{\"error\":\"not found\"}"},
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        struct h2c_stream *st = h2c_stream(&cl, want[i].id);
+        cr_assert_eq(st->status, want[i].status, "stream %d: %d", st->id, st->status);
+        cr_assert_str_eq(st->content_type, "application/json");
+        cr_assert_str_eq(st->body, want[i].body);
+        cr_assert_eq((size_t)atol(st->content_length), st->body_len);
+    }
+    cr_assert_str_eq(h2c_stream(&cl, post)->allow, "GET, HEAD");
+    cr_assert_str_eq(h2c_stream(&cl, missing)->allow, "", "Allow only on 405");
+    expect_user(h2c_stream(&cl, byhdr), 7);
+    h2c_close(&cl);
+    finish();
+}
+
+Test(h2, upgrade_h2c)
+{
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100}};
+    struct h2c cl;
+    int h1 = 0;
+    cr_assert_eq(h2c_upgrade(&cl, ts.port, "GET", "/users/5", iv, 1, &h1), 0, "101 expected, got %d", h1);
+    cr_assert_eq(h2c_run(&cl), 0);
+    expect_user(h2c_stream(&cl, 1), 5);
+    int32_t id = h2c_request(&cl, "GET", "/users/6", NULL);
+    cr_assert_eq(id, 3);
+    cr_assert_eq(h2c_run(&cl), 0);
+    expect_user(h2c_stream(&cl, id), 6);
+    h2c_close(&cl);
+    finish();
+}
+
+Test(h2, upgrade_head)
+{
+    struct h2c cl;
+    int h1 = 0;
+    cr_assert_eq(h2c_upgrade(&cl, ts.port, "HEAD", "/users/5", NULL, 0, &h1), 0, "101 expected, got %d", h1);
+    cr_assert_eq(h2c_run(&cl), 0);
+    struct h2c_stream *st = h2c_stream(&cl, 1);
+    cr_assert_eq(st->status, 200);
+    cr_assert_gt(atol(st->content_length), 0);
+    cr_assert_eq(st->body_len, 0);
+    h2c_close(&cl);
+    finish();
+}
+
+Test(h2, upgrade_with_bad_settings_stays_http1)
+{
+    struct ts_response r;
+    cr_assert_eq(ts_roundtrip(ts.port,
+                              "GET /users/5 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                              "Upgrade: h2c\r\nHTTP2-Settings: !!not-base64!!\r\n\r\n",
+                              &r),
+                 0);
+    cr_assert_eq(r.status, 200, "answered as HTTP/1.1, got %d", r.status);
+    cr_assert(strncmp(r.body, "{\"id\":5,", 8) == 0);
+    finish();
+}
+
+Test(h2, thousand_streams_one_connection)
+{
+    struct h2c cl;
+    cr_assert_eq(h2c_connect(&cl, ts.port, NULL, 0, false), 0);
+    int32_t ids[1000];
+    char path[32];
+    for (unsigned i = 0; i < 1000; i++) {
+        snprintf(path, sizeof(path), "/users/%u", i + 1);
+        ids[i] = h2c_request(&cl, "GET", path, NULL);
+        cr_assert_gt(ids[i], 0);
+    }
+    cr_assert_eq(h2c_run(&cl), 0, "all streams done (eof=%d goaway=%d)", cl.eof, cl.goaway);
+    for (unsigned i = 0; i < 1000; i++)
+        expect_user(h2c_stream(&cl, ids[i]), i + 1);
+    cr_assert_leq(cl.max_open, 100, "never more than MAX_CONCURRENT_STREAMS open: %u", cl.max_open);
+    cr_assert(!cl.goaway);
+    h2c_close(&cl);
+    cr_assert_geq(metric("ringd_http2_streams_opened_total"), 1000);
+    finish();
+}
+
+Test(h2_config, max_concurrent_streams_is_configurable, .fini = stop, .timeout = 120)
+{
+    const char *args[] = {"--h2-max-streams", "10", NULL};
+    start_with(args);
+    struct h2raw r;
+    cr_assert_eq(h2raw_connect(&r, ts.port), 0);
+    uint8_t block[256];
+    /* Eleven streams opened and left open (no END_STREAM): the eleventh is refused. */
+    for (int32_t sid = 1; sid <= 21; sid += 2) {
+        const char *nv[] = {":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/users/3", NULL};
+        int n = h2raw_encode(&r, nv, block, sizeof(block));
+        cr_assert_gt(n, 0);
+        cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, sid, block, (size_t)n), 0);
+    }
+    struct h2raw_result res = {0};
+    cr_assert_eq(h2raw_wait(&r, 21, &res), 0);
+    cr_assert(res.reset, "stream 21 refused");
+    cr_assert_eq(res.rst_error, NGHTTP2_REFUSED_STREAM);
+    /* The open ones are still served once the client ends them. */
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, 1, NULL, 0), 0);
+    memset(&res, 0, sizeof(res));
+    cr_assert_eq(h2raw_wait(&r, 1, &res), 0);
+    cr_assert_eq(res.status, 200);
+    cr_assert(strncmp(res.body, "{\"id\":3,", 8) == 0, "body: %s", res.body);
+    h2raw_close(&r);
+    finish();
+}
+
+Test(h2, tiny_client_window_completes_via_window_update)
+{
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 16}};
+    struct h2c cl;
+    cr_assert_eq(h2c_connect(&cl, ts.port, iv, 1, false), 0);
+    int32_t ids[20];
+    char path[32];
+    for (unsigned i = 0; i < 20; i++) {
+        snprintf(path, sizeof(path), "/users/%u", 100 + i);
+        ids[i] = h2c_request(&cl, "GET", path, NULL);
+    }
+    cr_assert_eq(h2c_run(&cl), 0);
+    for (unsigned i = 0; i < 20; i++) {
+        struct h2c_stream *st = h2c_stream(&cl, ids[i]);
+        expect_user(st, 100 + i);
+        cr_assert_gt(st->body_len, 64, "records are bigger than the window");
+        cr_assert_leq(st->max_data_frame, 16, "DATA frames respect the 16-byte window: %zu", st->max_data_frame);
+        cr_assert_geq(st->data_frames, (st->body_len + 15) / 16);
+    }
+    h2c_close(&cl);
+    finish();
+}
+
+Test(h2, headers_split_into_continuation_frames)
+{
+    struct h2raw r;
+    cr_assert_eq(h2raw_connect(&r, ts.port), 0);
+    const char *nv[] = {":method",    "GET",
+                        ":scheme",    "http",
+                        ":authority", "127.0.0.1",
+                        ":path",      "/users/42",
+                        "user-agent", "ringd-test-continuation",
+                        "accept",     "application/json",
+                        NULL};
+    uint8_t block[512];
+    int n = h2raw_encode(&r, nv, block, sizeof(block));
+    cr_assert_gt(n, 9);
+    size_t a = (size_t)n / 3, b = 2 * (size_t)n / 3;
+    /* HEADERS (END_STREAM, no END_HEADERS), CONTINUATION, CONTINUATION (END_HEADERS): sent in one write. */
+    uint8_t wire[1024];
+    size_t len = h2raw_frame(wire, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_STREAM, 1, block, a);
+    len += h2raw_frame(wire + len, NGHTTP2_CONTINUATION, 0, 1, block + a, b - a);
+    len += h2raw_frame(wire + len, NGHTTP2_CONTINUATION, NGHTTP2_FLAG_END_HEADERS, 1, block + b, (size_t)n - b);
+    cr_assert_eq(ts_send_all(r.fd, wire, len), 0);
+    struct h2raw_result res = {0};
+    cr_assert_eq(h2raw_wait(&r, 1, &res), 0, "stream 1 ends (goaway=%d eof=%d)", res.goaway, res.eof);
+    cr_assert_eq(res.status, 200);
+    cr_assert(strncmp(res.body, "{\"id\":42,", 9) == 0, "body: %s", res.body);
+    h2raw_close(&r);
+    finish();
+}
+
+Test(h2, oversized_header_list_gets_431)
+{
+    struct h2c cl;
+    cr_assert_eq(h2c_connect(&cl, ts.port, NULL, 0, false), 0);
+    /* Too many fields. */
+    static char names[150][16];
+    const char *many[2 * 150 + 1];
+    for (int i = 0; i < 150; i++) {
+        snprintf(names[i], sizeof(names[i]), "x-h%d", i);
+        many[2 * i] = names[i];
+        many[2 * i + 1] = "v";
+    }
+    many[300] = NULL;
+    int32_t a = h2c_request(&cl, "GET", "/users/5", many);
+    /* Too many bytes, in few fields. */
+    static char big[40000];
+    memset(big, 'a', sizeof(big) - 1);
+    const char *large[] = {"x-big", big, NULL};
+    int32_t b = h2c_request(&cl, "GET", "/users/5", large);
+    cr_assert_eq(h2c_run(&cl), 0);
+    struct h2c_stream *sa = h2c_stream(&cl, a), *sb = h2c_stream(&cl, b);
+    cr_assert(sa->status == 431 || sa->reset, "many fields: status %d", sa->status);
+    cr_assert(sb->status == 431 || sb->reset, "many bytes: status %d", sb->status);
+    cr_assert_eq(sa->status, 431, "answered, not just reset");
+    cr_assert_str_eq(sa->body, "{\"error\":\"request header fields too large\"}");
+    /* The connection itself is fine. */
+    int32_t c = h2c_request(&cl, "GET", "/users/5", NULL);
+    cr_assert_eq(h2c_run(&cl), 0);
+    expect_user(h2c_stream(&cl, c), 5);
+    h2c_close(&cl);
+    finish();
+}
+
+Test(h2, rapid_reset_closes_connection)
+{
+    struct h2raw r;
+    cr_assert_eq(h2raw_connect(&r, ts.port), 0);
+    const char *nv[] = {":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/users/5", NULL};
+    static uint8_t wire[100 * 64];
+    uint8_t block[128];
+    struct h2raw_result res = {0};
+    const uint8_t cancel[4] = {0, 0, 0, NGHTTP2_CANCEL};
+    int32_t sid = 1;
+    unsigned pairs = 0;
+    /* HEADERS + RST_STREAM pairs, 100 per write, reading what comes back in between. */
+    while (pairs < 20000 && !res.eof) {
+        size_t len = 0;
+        for (int i = 0; i < 100; i++, sid += 2, pairs++) {
+            int n = h2raw_encode(&r, nv, block, sizeof(block));
+            cr_assert_gt(n, 0);
+            len +=
+                h2raw_frame(wire + len, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_STREAM | NGHTTP2_FLAG_END_HEADERS, sid, block, (size_t)n);
+            len += h2raw_frame(wire + len, NGHTTP2_RST_STREAM, 0, sid, cancel, 4);
+        }
+        if (ts_send_all(r.fd, wire, len) != 0)
+            break; /* reset by the server */
+        h2raw_poll(&r, &res);
+    }
+    h2raw_wait(&r, 0, &res); /* to the end of the connection */
+    cr_assert(res.eof, "the server closed the connection after %u pairs", pairs);
+    cr_assert(res.goaway, "with a GOAWAY");
+    cr_assert_neq(res.goaway_error, NGHTTP2_NO_ERROR);
+    cr_assert_geq(pairs, 1000, "the token bucket allows a burst first");
+    h2raw_close(&r);
+    expect_served();
+    cr_assert_geq(metric("ringd_http2_resets_received_total"), 1000);
+    cr_assert_geq(metric("ringd_http2_goaways_sent_total"), 1);
+    finish();
+}
+
+Test(h2, continuation_flood_closes_connection)
+{
+    struct h2raw r;
+    cr_assert_eq(h2raw_connect(&r, ts.port), 0);
+    const char *nv[] = {":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/users/5", NULL};
+    uint8_t block[128];
+    int n = h2raw_encode(&r, nv, block, sizeof(block));
+    cr_assert_gt(n, 0);
+    static uint8_t wire[200 * 16];
+    size_t len = h2raw_frame(wire, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_STREAM, 1, block, (size_t)n);
+    const uint8_t junk[4] = {0x40, 0x01, 'a', 0x01}; /* a literal, never finished: the block never ends */
+    for (int i = 0; i < 150; i++)
+        len += h2raw_frame(wire + len, NGHTTP2_CONTINUATION, 0, 1, junk, i == 0 ? 2 : 0);
+    ts_send_all(r.fd, wire, len);
+    struct h2raw_result res = {0};
+    h2raw_wait(&r, 0, &res);
+    cr_assert(res.eof, "connection closed");
+    cr_assert(res.goaway, "GOAWAY first");
+    cr_assert_eq(res.goaway_error, NGHTTP2_ENHANCE_YOUR_CALM, "error %u", res.goaway_error);
+    cr_assert_eq(res.status, 0, "the request was never answered");
+    h2raw_close(&r);
+    expect_served();
+    finish();
+}
+
+Test(h2, garbage_after_preface_gets_goaway)
+{
+    static const char garbage[] = "GARBAGE GARBAGE GARBAGE GARBAGE\r\n\r\n";
+    for (int with_settings = 0; with_settings <= 1; with_settings++) {
+        struct h2raw r;
+        if (with_settings) {
+            cr_assert_eq(h2raw_connect(&r, ts.port), 0);
+        } else {
+            memset(&r, 0, sizeof(r));
+            r.fd = ts_connect(ts.port);
+            cr_assert_geq(r.fd, 0);
+            cr_assert_eq(ts_send_all(r.fd, NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN), 0);
+        }
+        cr_assert_eq(ts_send_all(r.fd, garbage, sizeof(garbage) - 1), 0);
+        struct h2raw_result res = {0};
+        h2raw_wait(&r, 0, &res);
+        cr_assert(res.eof, "closed (settings first: %d)", with_settings);
+        cr_assert(res.goaway, "GOAWAY before closing (settings first: %d)", with_settings);
+        cr_assert_neq(res.goaway_error, NGHTTP2_NO_ERROR);
+        h2raw_close(&r);
+    }
+    expect_served();
+    finish();
+}
+
+Test(h2, metrics_over_h2)
+{
+    struct h2c cl;
+    cr_assert_eq(h2c_connect(&cl, ts.port, NULL, 0, false), 0);
+    int32_t id = h2c_request(&cl, "GET", "/metrics", NULL);
+    cr_assert_eq(h2c_run(&cl), 0);
+    struct h2c_stream *st = h2c_stream(&cl, id);
+    cr_assert_eq(st->status, 200);
+    cr_assert(strncmp(st->content_type, "text/plain", 10) == 0);
+    cr_assert_not_null(strstr(st->body, "ringd_http2_streams_opened_total"));
+    cr_assert_eq((size_t)atol(st->content_length), st->body_len, "a multi-frame body arrives whole");
+    h2c_close(&cl);
+    finish();
+}
+
+Test(h2, drain_sends_goaway_and_finishes_streams)
+{
+    /* A stream held in flight by the client's 16-byte window, SIGTERM, then the window opens. */
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 16}};
+    struct h2c cl;
+    cr_assert_eq(h2c_connect(&cl, ts.port, iv, 1, true), 0);
+    int32_t id = h2c_request(&cl, "GET", "/users/8", NULL);
+    struct h2c_stream *st;
+    do {
+        cr_assert_eq(h2c_step(&cl), 0);
+        st = h2c_stream(&cl, id);
+    } while (st->body_len < 16);
+    cr_assert(!st->done, "held by flow control");
+    cr_assert_eq(kill(ts.pid, SIGTERM), 0);
+    while (!cl.goaway)
+        cr_assert_eq(h2c_step(&cl), 0, "GOAWAY arrives while the stream is open");
+    cr_assert_eq(cl.goaway_error, NGHTTP2_NO_ERROR);
+    cr_assert_geq(cl.goaway_last_id, id, "the in-flight stream is covered");
+    /* Open the window as the bytes arrive, like an application reading them. */
+    size_t consumed = 0;
+    for (st = h2c_stream(&cl, id); !st->done; st = h2c_stream(&cl, id)) {
+        if (st->body_len > consumed) {
+            h2c_consume(&cl, id, st->body_len - consumed);
+            consumed = st->body_len;
+        }
+        cr_assert_eq(h2c_step(&cl), 0, "the stream finishes after GOAWAY (%zu bytes so far)", st->body_len);
+    }
+    expect_user(st, 8);
+    cr_assert(!st->reset);
+    cr_assert(h2c_run_until_closed(&cl), "the server closes after the last stream");
+    h2c_close(&cl);
+    cr_assert_eq(ts_terminate(&ts, 10000), 0, "exit status 0 after drain");
+}
+
+Test(h2, drain_closes_idle_connection)
+{
+    struct h2c cl;
+    cr_assert_eq(h2c_connect(&cl, ts.port, NULL, 0, false), 0);
+    int32_t id = h2c_request(&cl, "GET", "/users/2", NULL);
+    cr_assert_eq(h2c_run(&cl), 0);
+    expect_user(h2c_stream(&cl, id), 2);
+    cr_assert_eq(kill(ts.pid, SIGTERM), 0);
+    cr_assert(h2c_run_until_closed(&cl), "closed on drain");
+    cr_assert(cl.goaway, "with a GOAWAY");
+    cr_assert_eq(cl.goaway_error, NGHTTP2_NO_ERROR);
+    h2c_close(&cl);
+    cr_assert_eq(ts_terminate(&ts, 10000), 0);
+}
