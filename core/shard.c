@@ -280,6 +280,9 @@ static void on_send(struct shard *s, struct conn *c, int res)
     c->_sending.len = 0;
     if (c->_sending.cap > SEND_BUF_KEEP)
         buf_free(&c->_sending);
+    /* Hand what accumulated meanwhile to the kernel first, so a paused
+     * connection resumes with an empty output buffer. */
+    start_send(s, c);
     if (c->paused)
         conn_resume(c);
     shard_want_flush(s, c); /* more output (or an HTTP/2 window update) goes out this turn */
@@ -436,6 +439,14 @@ static void on_timer(struct timer_node *node, void *arg)
         shard_close_conn(s, c, CLOSE_HEADER_TIMEOUT);
         break;
     case CT_IDLE:
+        if (c->proto == CONN_H2 && !c->close_after_send) {
+            /* Say goodbye properly: GOAWAY, then the lingering close. */
+            h2_drain(c);
+            c->close_reason = CLOSE_IDLE_TIMEOUT;
+            conn_set_timer(s, c, CT_LINGER, s->clock.now_ms + CONN_LINGER_MS);
+            shard_want_flush(s, c);
+            break;
+        }
         shard_close_conn(s, c, CLOSE_IDLE_TIMEOUT);
         break;
     case CT_WRITE:
