@@ -79,6 +79,26 @@ static int store_env_open_error(const char *dir, int rc, char *err, size_t errle
     return store_fail(err, errlen, rc, "%s: cannot open the LMDB environment: %s", dir, mdb_strerror(rc));
 }
 
+/* A data file shorter than its own meta page says (a partial copy, a full disk,
+ * a truncation) would make the first lookup past its end die of SIGBUS inside
+ * LMDB: refuse it here with a sentence instead. Committed pages are always on
+ * disk before the meta page that names them, so a live writer never trips this. */
+static int store_check_size(MDB_env *env, const char *dir, char *err, size_t errlen)
+{
+    MDB_envinfo info;
+    MDB_stat ms;
+    struct stat st;
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    if (n < 0 || (size_t)n >= sizeof(path) || stat(path, &st) != 0 || mdb_env_info(env, &info) != 0 || mdb_env_stat(env, &ms) != 0)
+        return 0; /* nothing to compare: LMDB's own errors follow */
+    uint64_t need = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+    if ((uint64_t)st.st_size < need)
+        return store_fail(err, errlen, MDB_CORRUPTED, "%s: data.mdb is corrupt: truncated to %lld bytes, its pages need %llu", dir,
+                          (long long)st.st_size, (unsigned long long)need);
+    return 0;
+}
+
 /* Whether the environment holds nothing yet (no named database, no key): only
  * then may a creating opener stamp it as ours. An LMDB file made by someone
  * else keeps failing with "not a ringd database". */
@@ -168,6 +188,10 @@ int store_open(struct store *s, const char *dir, bool readonly, bool create, cha
         store_env_open_error(dir, rc, err, errlen);
         goto cleanup;
     }
+
+    rc = store_check_size(env, dir, err, errlen);
+    if (rc != 0)
+        goto cleanup;
 
     /* DBI handles opened in a transaction that commits stay valid for the
      * environment's lifetime, so this is the only dbi_open ever done. */
