@@ -108,7 +108,7 @@ static const struct opt opts[] = {
     {"--listen", "RINGD_LISTEN", OPT_ADDR, OFF(listen_addr), 0, 0},
     {"--admin-listen", "RINGD_ADMIN_LISTEN", OPT_ADMIN_ADDR, OFF(admin_addr), 0, 0},
     {"--db", "RINGD_DB", OPT_STR, OFF(db), 0, 0},
-    {"--shards", "RINGD_SHARDS", OPT_UINT, OFF(shards), 1, 256},
+    {"--shards", "RINGD_SHARDS", OPT_UINT, OFF(shards), 1, CONFIG_MAX_SHARDS},
     {"--max-conns", "RINGD_MAX_CONNS", OPT_UINT, OFF(max_conns), 1, 1000000},
     {"--header-timeout-ms", "RINGD_HEADER_TIMEOUT_MS", OPT_UINT, OFF(header_timeout_ms), 10, 3600000},
     {"--idle-timeout-ms", "RINGD_IDLE_TIMEOUT_MS", OPT_UINT, OFF(idle_timeout_ms), 10, 86400000},
@@ -163,6 +163,8 @@ int config_parse_serve(struct config *c, int argc, char **argv, char *err, size_
     c->db_is_default = true;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     c->shards = cpus > 0 ? (unsigned)cpus : 1;
+    if (c->shards > CONFIG_MAX_SHARDS)
+        c->shards = CONFIG_MAX_SHARDS;
     c->max_conns = 10000;
     c->header_timeout_ms = 10000;
     c->idle_timeout_ms = 60000;

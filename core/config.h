@@ -6,6 +6,9 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+/* Shards at most (the default, one per online CPU, is capped here too). */
+#define CONFIG_MAX_SHARDS 256
+
 struct config {
     struct sockaddr_storage listen_addr;
     socklen_t listen_len;

@@ -154,7 +154,8 @@ void metrics_render(struct buf *out, const struct metrics_scrape *sc)
     for (unsigned i = 0; i < sc->nshards; i++)
         buf_printf(out, "ringd_connections_accepted_total{shard=\"%u\"} %llu\n", i,
                    (unsigned long long)METRIC_GET(sc->shards[i]->conns_accepted));
-    family(out, "ringd_connections_closed_total", "counter", "Connections closed, by reason.");
+    family(out, "ringd_connections_closed_total", "counter",
+           "Connections closed, by reason; limit: refused at accept over --max-conns (never counted as accepted).");
     for (int c = 0; c < CLOSE__COUNT; c++)
         buf_printf(out, "ringd_connections_closed_total{reason=\"%s\"} %llu\n", close_names[c],
                    (unsigned long long)SUM(sc, conns_closed[c]));
@@ -181,7 +182,8 @@ void metrics_render(struct buf *out, const struct metrics_scrape *sc)
     simple(out, "ringd_store_map_size_bytes", "gauge", "Size of the LMDB map (sparse address space).",
            sc->store_map_bytes);
 
-    simple(out, "ringd_uring_submit_calls_total", "counter", "io_uring submit-and-wait calls (one per loop turn).",
+    simple(out, "ringd_uring_submit_calls_total", "counter",
+           "io_uring submit calls: one submit-and-wait per loop turn, plus a submit when the SQ fills.",
            SUM(sc, uring_submits));
     simple(out, "ringd_uring_cqes_total", "counter", "Completions handled.", SUM(sc, uring_cqes));
     simple(out, "ringd_uring_cq_overflows_total", "counter", "Completions the kernel could not post (CQ overflow).",

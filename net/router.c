@@ -112,7 +112,7 @@ static void render_metrics(struct shard *s, struct response *res)
         .store_map_bytes = info.me_mapsize,
         .start_time_seconds = srv->start_time,
     };
-    struct metrics_shard *blocks[256];
+    struct metrics_shard *blocks[CONFIG_MAX_SHARDS];
     for (unsigned i = 0; i < srv->nshards; i++)
         blocks[i] = srv->shards[i]->metrics;
     sc.shards = blocks;
