@@ -25,6 +25,7 @@ struct config {
     unsigned drain_timeout_ms;
     unsigned refresh_ms;
     unsigned h2_max_streams;
+    unsigned batch_wait_us; /* at most this long a busy shard waits to gather completions; 0: wake per completion */
 };
 
 /* Fills c from defaults, then RINGD_* variables, then flags (flags win).

@@ -25,14 +25,17 @@
 #include "core/log.h"
 #include "core/server.h"
 #include "core/tag.h"
+#include "core/uring.h"
 #include "net/conn.h"
 #include "net/h2.h"
 
 #define SHARD_SQ_ENTRIES 4096
 #define SHARD_CQ_ENTRIES 65536 /* room for a completion per connection and more: no overflow */
 #define ACCEPT_RETRY_MS 100
-#define IDLE_WAIT_MS 250
+#define IDLE_WAIT_MS 1000 /* nothing due: the drain wakes shards over MSG_RING */
 #define SEND_BUF_KEEP (64u * 1024) /* larger send buffers are freed once sent */
+/* Completions a busy shard gathers per wakeup (with --batch-wait-us). */
+#define SHARD_BATCH 32
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -547,6 +550,7 @@ static int setup_ring(struct shard *s)
         log_error("io_uring_setup_failed", "shard=%u err=\"%s\"", s->id, strerror(-rc));
         return rc;
     }
+    s->min_wait_ok = p.features & URING_FEAT_MIN_TIMEOUT;
     atomic_store_explicit(&s->ring_fd, s->ring.ring_fd, memory_order_release);
 
     size_t ring_bytes = SHARD_BUF_COUNT * sizeof(struct io_uring_buf);
@@ -675,10 +679,8 @@ static void run(struct shard *s)
             limit = s->last_refresh_ms + s->cfg->refresh_ms;
         uint64_t next = timer_next_ms(&s->wheel, limit);
         uint64_t wait_ms = next > s->clock.now_ms ? next - s->clock.now_ms : 0;
-        struct __kernel_timespec ts = {.tv_sec = (long long)(wait_ms / 1000),
-                                       .tv_nsec = (long long)(wait_ms % 1000) * 1000000};
-        struct io_uring_cqe *cqe;
-        int rc = io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, &ts, NULL);
+        int rc = uring_submit_and_wait(&s->ring, SHARD_BATCH, (unsigned)wait_ms, s->cfg->batch_wait_us,
+                                       s->min_wait_ok);
         METRIC_INC(s->metrics->uring_submits);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY)
             log_warn("uring_wait_failed", "shard=%u err=\"%s\"", s->id, strerror(-rc));
@@ -689,6 +691,7 @@ static void run(struct shard *s)
         bool drain_now = !s->draining && atomic_load_explicit(&s->srv->draining, memory_order_relaxed);
         if (drain_now)
             s->draining = true;
+        struct io_uring_cqe *cqe;
         unsigned head, n = 0;
         io_uring_for_each_cqe(&s->ring, head, cqe)
         {

@@ -57,6 +57,7 @@ struct shard {
     uint32_t answered[ROUTE__COUNT]; /* requests answered this turn, observed at submit */
     bool answered_any;
     bool looked_up;           /* a lookup used the read transaction since its last renew */
+    bool min_wait_ok; /* the kernel honours min_wait_usec (batched wakeups) */
     bool draining;
     uint64_t drain_deadline_ms;
     struct buf scratch;       /* response bodies built on the fly (metrics text) */
