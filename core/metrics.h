@@ -52,9 +52,7 @@ struct metrics_shard {
     metric_t conns_active; /* a gauge, still single-writer */
     metric_t conns_accepted;
     metric_t conns_closed[CLOSE__COUNT];
-    metric_t conns_rejected_limit;
     metric_t conns_handed_off;
-    metric_t conns_handed_in;
     metric_t accept_errors;
     metric_t bytes_received;
     metric_t bytes_sent;

@@ -18,6 +18,7 @@
 #include "core/tag.h"
 
 #define LISTEN_BACKLOG 4096
+#define LISTEN_RCVBUF (256 * 1024)
 #define DEMO_USERS 100000
 
 bool server_ready(struct server *srv)
@@ -78,6 +79,12 @@ static int open_listener(const struct sockaddr_storage *addr, socklen_t len)
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     /* Accepted sockets inherit TCP_NODELAY: each response is one send already. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* A fixed receive buffer (inherited too) bounds what a multishot recv can
+     * pull in after a connection pauses for backpressure: without it TCP
+     * autotuning lets a client park up to tcp_rmem[2] (32 MiB here) per
+     * connection. Requests are small GETs; 256 KiB is ample for them. */
+    int rcvbuf = LISTEN_RCVBUF;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     if (bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
         int e = errno;
         close(fd);

@@ -84,7 +84,9 @@ static void return_buffer(struct shard *s, unsigned bid)
 
 /* ---------- timers ---------- */
 
-static void conn_set_timer(struct shard *s, struct conn *c, enum conn_timer kind, uint64_t deadline_ms)
+static void sync_recv(struct shard *s, struct conn *c);
+
+static void arm_timer(struct shard *s, struct conn *c, enum conn_timer kind, uint64_t deadline_ms)
 {
     c->_timer_kind = kind;
     c->_deadline_ms = deadline_ms;
@@ -95,14 +97,14 @@ static void conn_set_timer(struct shard *s, struct conn *c, enum conn_timer kind
 }
 
 /* Picks the timer for c's state after it received or sent something. */
-static void conn_update_timer(struct shard *s, struct conn *c)
+static void update_timer(struct shard *s, struct conn *c)
 {
     if (c->_closing || c->_lingering || c->_send_inflight)
         return; /* linger and write deadlines were set when those began */
     if (c->proto == CONN_H1 && (c->in.len > 0 || c->body_left > 0 || !c->seen_request))
-        conn_set_timer(s, c, CT_HEADER, c->request_start_ms + s->cfg->header_timeout_ms);
+        arm_timer(s, c, CT_HEADER, c->request_start_ms + s->cfg->header_timeout_ms);
     else
-        conn_set_timer(s, c, CT_IDLE, s->clock.now_ms + s->cfg->idle_timeout_ms);
+        arm_timer(s, c, CT_IDLE, s->clock.now_ms + s->cfg->idle_timeout_ms);
 }
 
 /* ---------- connection lifetime ---------- */
@@ -115,12 +117,21 @@ static void load_add(struct shard *s, unsigned shard_id, int delta)
         atomic_fetch_sub_explicit(&s->srv->load[shard_id].conns, (unsigned)-delta, memory_order_relaxed);
 }
 
+/* Gives back a main-listener connection's place: in this shard's load and in
+ * the --max-conns budget. (Admin connections hold neither.) */
+static void release_slot(struct shard *s)
+{
+    load_add(s, s->id, -1);
+    atomic_fetch_sub_explicit(&s->srv->total_conns, 1, memory_order_relaxed);
+}
+
 /* Frees c once it is closing and the kernel holds none of its operations.
  * Called only from flush_all, so no handler further up the stack still holds c. */
 static void maybe_free(struct shard *s, struct conn *c)
 {
     if (!c->_closing || c->_inflight != 0 || c->_in_flush)
         return;
+    timer_del(&s->wheel, &c->_timer); /* a freed conn never stays in the wheel */
     struct io_uring_sqe *sqe = get_sqe(s);
     io_uring_prep_close(sqe, c->fd);
     io_uring_sqe_set_data64(sqe, tag_make(TAG_IGNORE, 0));
@@ -142,8 +153,8 @@ void shard_close_conn(struct shard *s, struct conn *c, enum metrics_close reason
     c->_closing = true;
     METRIC_INC(s->metrics->conns_closed[reason]);
     METRIC_SET(s->metrics->conns_active, METRIC_GET(s->metrics->conns_active) - 1);
-    load_add(s, s->id, -1);
-    atomic_fetch_sub_explicit(&s->srv->total_conns, 1, memory_order_relaxed);
+    if (c->listener == LISTENER_MAIN)
+        release_slot(s);
     timer_del(&s->wheel, &c->_timer);
     if (c->_recv_armed || c->_send_inflight) {
         struct io_uring_sqe *sqe = get_sqe(s);
@@ -177,7 +188,7 @@ static void graceful_close(struct shard *s, struct conn *c)
     io_uring_sqe_set_data64(sqe, tag_make_ptr(TAG_SHUTDOWN, c));
     c->_inflight++;
     c->_lingering = true;
-    conn_set_timer(s, c, CT_LINGER, s->clock.now_ms + CONN_LINGER_MS);
+    arm_timer(s, c, CT_LINGER, s->clock.now_ms + CONN_LINGER_MS);
 }
 
 static void open_conn(struct shard *s, int fd, enum listener_kind kind)
@@ -196,7 +207,7 @@ static void open_conn(struct shard *s, int fd, enum listener_kind kind)
     METRIC_INC(s->metrics->conns_accepted);
     METRIC_SET(s->metrics->conns_active, METRIC_GET(s->metrics->conns_active) + 1);
     arm_recv(s, c);
-    conn_update_timer(s, c);
+    update_timer(s, c);
 }
 
 /* ---------- sending ---------- */
@@ -212,7 +223,7 @@ void shard_want_flush(struct shard *s, struct conn *c)
 
 static void start_send(struct shard *s, struct conn *c)
 {
-    if (c->_send_inflight || c->out.len == 0 || c->_closing)
+    if (c->_send_inflight || c->out.len == 0 || c->_closing || c->_lingering)
         return;
     /* Swap buffers: the kernel reads _sending until the CQE; new responses go to out. */
     struct buf t = c->_sending;
@@ -225,7 +236,7 @@ static void start_send(struct shard *s, struct conn *c)
     io_uring_sqe_set_data64(sqe, tag_make_ptr(TAG_SEND, c));
     c->_send_inflight = true;
     c->_inflight++;
-    conn_set_timer(s, c, CT_WRITE, s->clock.now_ms + s->cfg->write_timeout_ms);
+    arm_timer(s, c, CT_WRITE, s->clock.now_ms + s->cfg->write_timeout_ms);
 }
 
 static void flush_all(struct shard *s)
@@ -277,7 +288,7 @@ static void on_send(struct shard *s, struct conn *c, int res)
         io_uring_sqe_set_data64(sqe, tag_make_ptr(TAG_SEND, c));
         c->_send_inflight = true;
         c->_inflight++;
-        conn_set_timer(s, c, CT_WRITE, s->clock.now_ms + s->cfg->write_timeout_ms);
+        arm_timer(s, c, CT_WRITE, s->clock.now_ms + s->cfg->write_timeout_ms);
         return;
     }
     c->_sending.len = 0;
@@ -288,17 +299,42 @@ static void on_send(struct shard *s, struct conn *c, int res)
     start_send(s, c);
     if (c->paused)
         conn_resume(c);
+    sync_recv(s, c);
     shard_want_flush(s, c); /* more output (or an HTTP/2 window update) goes out this turn */
-    conn_update_timer(s, c);
+    update_timer(s, c);
 }
 
 /* ---------- receiving ---------- */
+
+/* Backpressure: a paused connection (too much output unsent) stops reading,
+ * so TCP flow control slows the client instead of ringd buffering without
+ * bound; the multishot recv is cancelled and armed again on resume. While the
+ * cancel is in flight, arriving bytes still land in c->in (CONN_IN_MAX caps them). */
+static void sync_recv(struct shard *s, struct conn *c)
+{
+    if (c->_closing || c->_lingering)
+        return;
+    if (c->paused) {
+        if (c->_recv_armed && !c->_recv_stopping) {
+            struct io_uring_sqe *sqe = get_sqe(s);
+            io_uring_prep_cancel64(sqe, tag_make_ptr(TAG_RECV, c), 0);
+            io_uring_sqe_set_data64(sqe, tag_make(TAG_IGNORE, 0));
+            c->_recv_stopping = true;
+        }
+    } else if (!c->_recv_armed && !c->peer_eof) {
+        METRIC_INC(s->metrics->recv_rearms);
+        arm_recv(s, c);
+    }
+}
 
 static void on_recv(struct shard *s, struct conn *c, struct io_uring_cqe *cqe)
 {
     bool more = cqe->flags & IORING_CQE_F_MORE;
     if (!more) {
+        /* The multishot recv ended (cancelled, out of buffers, EOF, error):
+         * sync_recv below arms a new one unless the connection must not read. */
         c->_recv_armed = false;
+        c->_recv_stopping = false;
         op_done(s, c);
     }
     int res = cqe->res;
@@ -308,11 +344,8 @@ static void on_recv(struct shard *s, struct conn *c, struct io_uring_cqe *cqe)
         if (!c->_closing && !c->_lingering)
             conn_on_data(c, s->_bufs + (size_t)bid * SHARD_BUF_SIZE, (size_t)res);
         return_buffer(s, bid);
-        if (!more && !c->_closing) {
-            METRIC_INC(s->metrics->recv_rearms);
-            arm_recv(s, c);
-        }
-        conn_update_timer(s, c);
+        sync_recv(s, c);
+        update_timer(s, c);
     } else if (res == 0) {
         /* EOF. A half-closed client still gets every response owed to it,
          * including those for requests waiting in c->in while output is
@@ -326,62 +359,78 @@ static void on_recv(struct shard *s, struct conn *c, struct io_uring_cqe *cqe)
     } else if (res == -ENOBUFS) {
         /* Out of provided buffers this instant: never a reason to drop a healthy connection. */
         METRIC_INC(s->metrics->recv_enobufs);
-        if (!more && !c->_closing) {
-            METRIC_INC(s->metrics->recv_rearms);
-            arm_recv(s, c);
-        }
-    } else if (res != -ECANCELED && !c->_closing) {
+        sync_recv(s, c);
+    } else if (res == -ECANCELED) {
+        sync_recv(s, c); /* paused (stays stopped) or resumed meanwhile (armed again) */
+    } else if (!c->_closing) {
         shard_close_conn(s, c, res == -ECONNRESET ? CLOSE_CLIENT : CLOSE_ERROR);
     }
 }
 
 /* ---------- accepting ---------- */
 
+/* Least-loaded shard other than s when s holds clearly more than it: the
+ * slack (2 + 1/8) keeps shards from handing bursts back and forth. -1 when
+ * s should keep the connection. */
+static int pick_handoff_target(struct shard *s)
+{
+    struct server *srv = s->srv;
+    unsigned mine = atomic_load_explicit(&srv->load[s->id].conns, memory_order_relaxed);
+    unsigned best = s->id, best_load = mine;
+    for (unsigned i = 0; i < srv->nshards; i++) {
+        unsigned l = atomic_load_explicit(&srv->load[i].conns, memory_order_relaxed);
+        if (l < best_load) {
+            best = i;
+            best_load = l;
+        }
+    }
+    if (best == s->id || mine <= best_load + 2 + best_load / 8)
+        return -1;
+    return (int)best;
+}
+
+/* Adopts an accepted fd. reserved: its --max-conns place and this shard's
+ * load were already taken (a handoff). Admin connections take neither, so
+ * /metrics and /readyz still answer when the main listener is at its limit. */
 static void accept_fd(struct shard *s, int fd, enum listener_kind kind, bool reserved)
 {
     struct server *srv = s->srv;
     if (s->draining) {
         close(fd);
-        if (reserved) {
-            load_add(s, s->id, -1);
-            atomic_fetch_sub_explicit(&srv->total_conns, 1, memory_order_relaxed);
-        }
+        if (reserved)
+            release_slot(s);
         return;
     }
-    if (!reserved) {
+    if (kind == LISTENER_MAIN && !reserved) {
         /* One reservation per connection against the process-wide limit. */
         unsigned total = atomic_fetch_add_explicit(&srv->total_conns, 1, memory_order_relaxed);
         if (total >= s->cfg->max_conns) {
             atomic_fetch_sub_explicit(&srv->total_conns, 1, memory_order_relaxed);
             close(fd);
-            METRIC_INC(s->metrics->conns_rejected_limit);
             METRIC_INC(s->metrics->conns_closed[CLOSE_LIMIT]);
             return;
         }
         /* Balance: SO_REUSEPORT hashes flows and can pile them on one shard.
          * Hand the socket to the least loaded shard when this one is ahead. */
-        if (kind == LISTENER_MAIN && srv->nshards > 1) {
-            unsigned mine = atomic_load_explicit(&srv->load[s->id].conns, memory_order_relaxed);
-            unsigned best = s->id, best_load = mine;
-            for (unsigned i = 0; i < srv->nshards; i++) {
-                unsigned l = atomic_load_explicit(&srv->load[i].conns, memory_order_relaxed);
-                if (l < best_load) {
-                    best = i;
-                    best_load = l;
-                }
-            }
-            int target_ring = atomic_load_explicit(&srv->shards[best]->ring_fd, memory_order_acquire);
-            if (best != s->id && mine > best_load + 1 && target_ring >= 0) {
-                load_add(s, best, 1);
-                struct io_uring_sqe *sqe = get_sqe(s);
-                io_uring_prep_msg_ring(sqe, target_ring, (unsigned)fd, tag_make(TAG_HANDOFF, kind), 0);
-                io_uring_sqe_set_data64(sqe, tag_make(TAG_HANDOFF_SENT, ((uint64_t)best << 32) | (uint32_t)fd));
-                return;
-            }
+        int best = srv->nshards > 1 ? pick_handoff_target(s) : -1;
+        int target_ring = best >= 0 ? atomic_load_explicit(&srv->shards[best]->ring_fd, memory_order_acquire) : -1;
+        if (target_ring >= 0) {
+            load_add(s, (unsigned)best, 1);
+            struct io_uring_sqe *sqe = get_sqe(s);
+            io_uring_prep_msg_ring(sqe, target_ring, (unsigned)fd, tag_make(TAG_HANDOFF, kind), 0);
+            io_uring_sqe_set_data64(sqe, tag_make(TAG_HANDOFF_SENT, ((uint64_t)best << 32) | (uint32_t)fd));
+            return;
         }
         load_add(s, s->id, 1);
     }
     open_conn(s, fd, kind);
+}
+
+/* Accept errors a client causes (it went away before we accepted): try again at once. */
+static bool accept_error_transient(int err)
+{
+    return err == ECONNABORTED || err == EINTR || err == EAGAIN || err == EPROTO || err == ENETDOWN ||
+           err == EHOSTUNREACH || err == ENETUNREACH;
 }
 
 static void on_accept(struct shard *s, enum listener_kind kind, struct io_uring_cqe *cqe)
@@ -393,13 +442,12 @@ static void on_accept(struct shard *s, enum listener_kind kind, struct io_uring_
         accept_fd(s, cqe->res, kind, false);
     } else if (cqe->res != -ECANCELED) {
         METRIC_INC(s->metrics->accept_errors);
-        if (cqe->res == -EMFILE || cqe->res == -ENFILE || cqe->res == -ENOMEM || cqe->res == -ENOBUFS) {
-            /* Out of descriptors: back off instead of spinning on the same error. */
-            if (!more) {
-                if (!timer_linked(&s->accept_retry))
-                    timer_add(&s->wheel, &s->accept_retry, s->clock.now_ms + ACCEPT_RETRY_MS);
-                return;
-            }
+        if (!more && !accept_error_transient(-cqe->res)) {
+            /* Out of descriptors or memory, or a persistent error: back off
+             * instead of spinning on the same failure. */
+            if (!timer_linked(&s->accept_retry))
+                timer_add(&s->wheel, &s->accept_retry, s->clock.now_ms + ACCEPT_RETRY_MS);
+            return;
         }
     }
     if (!more)
@@ -417,7 +465,7 @@ static void on_handoff_sent(struct shard *s, uint64_t payload, int res)
     /* The target ring refused (e.g. it is gone): serve it here instead. */
     load_add(s, target, -1);
     load_add(s, s->id, 1);
-    open_conn(s, fd, LISTENER_MAIN);
+    accept_fd(s, fd, LISTENER_MAIN, true);
 }
 
 /* ---------- timers ---------- */
@@ -446,7 +494,7 @@ static void on_timer(struct timer_node *node, void *arg)
             /* Say goodbye properly: GOAWAY, then the lingering close. */
             h2_drain(c);
             c->close_reason = CLOSE_IDLE_TIMEOUT;
-            conn_set_timer(s, c, CT_LINGER, s->clock.now_ms + CONN_LINGER_MS);
+            arm_timer(s, c, CT_LINGER, s->clock.now_ms + CONN_LINGER_MS);
             shard_want_flush(s, c);
             break;
         }
@@ -511,8 +559,8 @@ static void begin_drain(struct shard *s)
     struct conn *next;
     for (struct conn *c = s->conns; c != NULL; c = next) {
         next = c->_next;
-        if (c->_closing)
-            continue;
+        if (c->_closing || c->_lingering)
+            continue; /* already on its way out: let the linger finish */
         conn_begin_drain(c);
         if (conn_is_idle(c))
             shard_close_conn(s, c, CLOSE_SHUTDOWN);
@@ -584,6 +632,7 @@ fail_bufs:
     munmap(br, ring_bytes);
     s->_br = NULL;
 fail_ring:
+    atomic_store_explicit(&s->ring_fd, -1, memory_order_release);
     io_uring_queue_exit(&s->ring);
     return rc;
 }
@@ -593,6 +642,7 @@ static void teardown(struct shard *s)
     /* Submit what is queued (closes of freed connections), then exiting the
      * ring cancels and reaps whatever the kernel still holds, so afterwards no
      * operation can touch a connection: free them all. */
+    atomic_store_explicit(&s->ring_fd, -1, memory_order_release); /* no more handoffs to us */
     io_uring_submit(&s->ring);
     io_uring_queue_exit(&s->ring);
     struct conn *next;
@@ -651,10 +701,8 @@ static void dispatch(struct shard *s, struct io_uring_cqe *cqe)
         op_done(s, tag_ptr(tag));
         break;
     case TAG_HANDOFF:
-        if (cqe->res >= 0) {
-            METRIC_INC(s->metrics->conns_handed_in);
+        if (cqe->res >= 0)
             accept_fd(s, cqe->res, (enum listener_kind)tag_payload(tag), true);
-        }
         break;
     case TAG_HANDOFF_SENT:
         on_handoff_sent(s, tag_payload(tag), cqe->res);

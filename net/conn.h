@@ -25,8 +25,11 @@ enum conn_timer { CT_HEADER, CT_IDLE, CT_WRITE, CT_LINGER };
 
 /* Output a connection may hold unsent before it stops reading requests. */
 #define CONN_OUT_HIGH_WATER (256u * 1024)
-/* Input it may buffer while paused before it is closed as abusive. */
-#define CONN_IN_MAX (2u * 1024 * 1024)
+/* Input it may buffer while paused before it is closed as abusive. A paused
+ * connection stops reading (its recv is cancelled), but what the multishot
+ * recv delivered in the turn that paused it must be kept: up to the whole
+ * provided-buffer ring (SHARD_BUF_COUNT * SHARD_BUF_SIZE = 4 MiB). */
+#define CONN_IN_MAX (8u * 1024 * 1024)
 /* Time a closing connection keeps reading after its last response (lingering close). */
 #define CONN_LINGER_MS 2000
 
@@ -49,6 +52,7 @@ struct conn {
     /* --- shard-owned I/O state --- */
     uint8_t _inflight;      /* operations the kernel still holds (recv, send, shutdown) */
     bool _recv_armed;
+    bool _recv_stopping;    /* a cancel of the recv is in flight (backpressure) */
     bool _send_inflight;
     bool _closing;          /* shard_close_conn ran: free when _inflight reaches 0 */
     bool _lingering;        /* SHUT_WR sent; reading until EOF or CONN_LINGER_MS */

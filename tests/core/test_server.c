@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -194,5 +196,63 @@ Test(server, out_of_descriptors_on_accept_neither_spins_nor_stops_serving)
     }
     cr_expect_eq(ok, 1);
     cr_expect_gt(ts_metric(ts.port, "ringd_accept_errors_total"), 0.0);
+    cr_expect_eq(ts_stop(&ts), 0);
+}
+
+struct flood {
+    int fd;
+    int requests;
+    int sent;
+};
+
+static void *flood_writer(void *arg)
+{
+    struct flood *f = arg;
+    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    char batch[64 * (sizeof(req) - 1)];
+    for (int i = 0; i < 64; i++)
+        memcpy(batch + i * (sizeof(req) - 1), req, sizeof(req) - 1);
+    for (f->sent = 0; f->sent < f->requests; f->sent += 64)
+        if (ts_send_all(f->fd, batch, sizeof(batch)) != 0)
+            break;
+    return NULL;
+}
+
+/* A client that pipelines far more than ringd buffers (CONN_IN_MAX) before
+ * reading anything is slowed by TCP flow control, not disconnected: the shard
+ * stops reading while its output is backed up, and every request is answered. */
+Test(server, pipelining_flood_is_slowed_not_dropped)
+{
+    struct test_server ts;
+    const char *args[] = {"--shards", "1", NULL};
+    cr_assert_eq(ts_launch(&ts, 10, args), 0);
+    struct flood f = {.fd = ts_connect(ts.port), .requests = 64 * 1600}; /* whole batches */
+    cr_assert_geq(f.fd, 0);
+    pthread_t writer;
+    pthread_create(&writer, NULL, flood_writer, &f);
+    /* Let the writer run ahead until both directions' socket buffers are full. */
+    usleep(500000);
+    static const char mark[] = "HTTP/1.1 200 OK\r\n";
+    const size_t ml = sizeof(mark) - 1;
+    char buf[65536 + sizeof(mark)];
+    size_t keep = 0;
+    long seen = 0;
+    while (seen < f.requests) {
+        ssize_t n = recv(f.fd, buf + keep, sizeof(buf) - keep - 1, 0);
+        if (n <= 0)
+            break;
+        size_t len = keep + (size_t)n;
+        buf[len] = '\0';
+        for (char *p = buf; (p = memmem(p, len - (size_t)(p - buf), mark, ml)) != NULL; p += ml)
+            seen++;
+        keep = len < ml - 1 ? len : ml - 1; /* a mark split across reads */
+        memmove(buf, buf + len - keep, keep);
+    }
+    pthread_join(writer, NULL);
+    cr_expect_eq(seen, f.requests, "answered %ld of %d", seen, f.requests);
+    close(f.fd);
+    cr_expect_eq(ts_metric(ts.port, "ringd_connections_closed_total{reason=\"error\"}"), 0.0);
+    /* The connection did stop reading and start again (the backpressure path ran). */
+    cr_expect_gt(ts_metric(ts.port, "ringd_recv_rearms_total"), 0.0);
     cr_expect_eq(ts_stop(&ts), 0);
 }
