@@ -27,6 +27,7 @@
 #include "core/tag.h"
 #include "core/uring.h"
 #include "net/conn.h"
+#include "net/h1.h"
 #include "net/h2.h"
 
 #define SHARD_SQ_ENTRIES 4096
@@ -487,12 +488,20 @@ static void on_timer(struct timer_node *node, void *arg)
     }
     switch ((enum conn_timer)c->_timer_kind) {
     case CT_HEADER:
+        if (c->proto == CONN_H1 && c->in.len > 0 && !c->close_after_send && !c->_send_inflight) {
+            /* Part of a request came: tell the client why before closing. */
+            h1_header_timeout(c);
+            arm_timer(s, c, CT_LINGER, s->clock.now_ms + s->cfg->write_timeout_ms);
+            break;
+        }
         shard_close_conn(s, c, CLOSE_HEADER_TIMEOUT);
         break;
     case CT_IDLE:
         if (c->proto == CONN_H2 && !c->close_after_send) {
             /* Say goodbye properly: GOAWAY, then the lingering close. */
             h2_drain(c);
+            if (c->_closing)
+                break; /* the GOAWAY could not even be produced */
             c->close_reason = CLOSE_IDLE_TIMEOUT;
             arm_timer(s, c, CT_LINGER, s->clock.now_ms + CONN_LINGER_MS);
             shard_want_flush(s, c);

@@ -5,6 +5,7 @@
 
 #include "core/shard.h"
 #include "net/h1.h"
+#include "net/h1_parser.h"
 #include "net/h2.h"
 
 /* Runs the connection's protocol over data[0..len); returns the bytes consumed. */
@@ -30,6 +31,22 @@ static size_t process(struct conn *c, const char *data, size_t len)
     return used;
 }
 
+/* Whether the bytes added at buf[old..len) may end a request head or push it
+ * past a size limit, i.e. whether parsing again can tell anything new. Keeps
+ * a head trickled in byte by byte from being re-parsed from the start on every
+ * read (quadratic work). The parser's verdict for a prefix is the same as for
+ * the whole (h1_parser.c), so deferring the parse never changes the answer. */
+static bool head_may_be_complete(const char *buf, size_t old, size_t len)
+{
+    if ((old <= H1_MAX_REQUEST_LINE + 2 && len > H1_MAX_REQUEST_LINE + 2) || len >= H1_MAX_HEAD)
+        return true;
+    size_t from = old >= 3 ? old - 3 : 0;
+    for (size_t i = from; i + 1 < len; i++)
+        if (buf[i] == '\n' && (buf[i + 1] == '\n' || (buf[i + 1] == '\r' && i + 2 < len && buf[i + 2] == '\n')))
+            return true;
+    return false;
+}
+
 void conn_on_data(struct conn *c, const char *data, size_t len)
 {
     if (c->_closing)
@@ -44,7 +61,10 @@ void conn_on_data(struct conn *c, const char *data, size_t len)
         if (used < len && !c->_closing)
             buf_append(&c->in, data + used, len - used);
     } else {
+        size_t old = c->in.len;
         buf_append(&c->in, data, len);
+        if (c->proto == CONN_H1 && c->body_left == 0 && !head_may_be_complete(c->in.data, old, c->in.len))
+            return; /* a head trickling in: no re-parse until it can have ended */
         if (!c->paused) {
             size_t used = process(c, c->in.data, c->in.len);
             buf_consume(&c->in, used);

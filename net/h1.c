@@ -1,6 +1,8 @@
 /* h1.c - HTTP/1.1 connections: requests in, responses appended to the connection's output, pipelined in order. */
 #include "net/h1.h"
 
+#include <string.h>
+
 #include "core/server.h"
 #include "core/shard.h"
 #include "net/conn.h"
@@ -11,16 +13,22 @@
 
 /* Answers a request that could not be parsed or violates framing; the byte
  * stream can no longer be trusted, so the connection closes after it. */
-static void answer_error(struct conn *c, int status)
+static void answer_error(struct conn *c, int status, bool head_only, enum metrics_close reason)
 {
     struct shard *s = c->shard;
     struct response res = {.status = status, .route = ROUTE_OTHER, .content_type = "application/json"};
     res.body = router_error_body(status, &res.body_len);
-    response_write_h1(&c->out, &res, false, RESP_CONN_CLOSE, s->clock.date);
+    response_write_h1(&c->out, &res, head_only, RESP_CONN_CLOSE, s->clock.date);
     shard_count_request(s, PROTO_HTTP1, ROUTE_OTHER, status);
     c->close_after_send = true;
-    c->close_reason = CLOSE_ERROR;
+    c->close_reason = reason;
     shard_want_flush(s, c);
+}
+
+void h1_header_timeout(struct conn *c)
+{
+    bool head = c->in.len >= 5 && memcmp(c->in.data, "HEAD ", 5) == 0;
+    answer_error(c, 408, head, CLOSE_HEADER_TIMEOUT);
 }
 
 static void answer(struct conn *c, const struct h1_request *hr)
@@ -61,6 +69,8 @@ size_t h1_process(struct conn *c, const char *data, size_t len)
             size_t skip = len - off < c->body_left ? len - off : (size_t)c->body_left;
             off += skip;
             c->body_left -= skip;
+            if (c->body_left == 0)
+                c->request_start_ms = c->shard->clock.now_ms; /* the next head starts here */
             continue;
         }
         if (c->out.len >= CONN_OUT_HIGH_WATER) {
@@ -72,7 +82,8 @@ size_t h1_process(struct conn *c, const char *data, size_t len)
         if (rc == 0)
             break;
         if (rc < 0) {
-            answer_error(c, -rc);
+            bool head = len - off >= 5 && memcmp(data + off, "HEAD ", 5) == 0;
+            answer_error(c, -rc, head, CLOSE_ERROR);
             return len;
         }
         off += (size_t)rc;
@@ -81,6 +92,7 @@ size_t h1_process(struct conn *c, const char *data, size_t len)
             h2_upgrade(c, &req) == 0)
             return off; /* the rest of the bytes are HTTP/2 frames */
         answer(c, &req);
+        c->request_start_ms = c->shard->clock.now_ms; /* the next head starts here */
     }
     return off;
 }

@@ -13,4 +13,8 @@ struct conn;
  * consumed; data[ret..len) is an incomplete request the caller keeps. */
 size_t h1_process(struct conn *c, const char *data, size_t len);
 
+/* The header timeout hit c with a partial request buffered: answers 408 with
+ * Connection: close and marks c to close once it is sent. */
+void h1_header_timeout(struct conn *c);
+
 #endif
