@@ -3,6 +3,7 @@
 #define RINGD_BUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 struct buf {
@@ -21,6 +22,26 @@ static inline void buf_append(struct buf *b, const void *p, size_t n)
         buf_reserve(b, n);
     memcpy(b->data + b->len, p, n);
     b->len += n;
+}
+
+/* Writes v in decimal at the end of out[20]; returns the digit count
+ * (the digits are out[20 - n .. 20)). No printf on the request path. */
+static inline size_t buf_fmt_u64(char out[20], uint64_t v)
+{
+    size_t n = 0;
+    do {
+        out[19 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return n;
+}
+
+/* Appends v in decimal. */
+static inline void buf_append_u64(struct buf *b, uint64_t v)
+{
+    char tmp[20];
+    size_t n = buf_fmt_u64(tmp, v);
+    buf_append(b, tmp + sizeof(tmp) - n, n);
 }
 
 /* Drops the first n bytes, moving the rest to the front. */

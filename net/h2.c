@@ -54,6 +54,7 @@ struct h2_stream {
     bool has_method, has_path, has_user_id;
     bool too_large; /* header list over the caps: answered 431 */
     bool answered;
+    bool request_done; /* the client's END_STREAM came: it sends nothing more on this stream */
     uint32_t hdr_bytes, hdr_fields;
     uint64_t body_in; /* request body bytes received (discarded) */
     size_t path_off, path_len, user_id_off, user_id_len;
@@ -117,17 +118,6 @@ static ssize_t read_body(nghttp2_session *ng, int32_t sid, uint8_t *out, size_t 
     return (ssize_t)n;
 }
 
-/* Writes v in decimal at the end of out[20]; returns the digit count (no printf on the request path). */
-static size_t fmt_u64(char out[20], uint64_t v)
-{
-    size_t n = 0;
-    do {
-        out[19 - n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return n;
-}
-
 #define NV_STATIC(n, v)                                                                                                            \
     {                                                                                                                              \
         (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE \
@@ -169,12 +159,14 @@ static void answer(struct h2_conn *h, struct h2_stream *st, int status)
     status_s[0] = (char)('0' + res.status / 100 % 10); /* statuses are three digits */
     status_s[1] = (char)('0' + res.status / 10 % 10);
     status_s[2] = (char)('0' + res.status % 10);
-    size_t len_n = fmt_u64(len_s, res.body_len);
+    size_t len_n = buf_fmt_u64(len_s, res.body_len);
     nghttp2_nv nva[6] = {
         {(uint8_t *)":status", (uint8_t *)status_s, 7, 3, NGHTTP2_NV_FLAG_NO_COPY_NAME},
         NV_STATIC("server", "ringd"),
         {(uint8_t *)"date", (uint8_t *)s->clock.date, 4, CLOCK_DATE_LEN, NGHTTP2_NV_FLAG_NO_COPY_NAME},
-        {(uint8_t *)"content-type", (uint8_t *)res.content_type, 12, strlen(res.content_type), NGHTTP2_NV_FLAG_NO_COPY_NAME},
+        /* content types are string literals: no copy */
+        {(uint8_t *)"content-type", (uint8_t *)res.content_type, 12, strlen(res.content_type),
+         NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE},
         {(uint8_t *)"content-length", (uint8_t *)len_s + sizeof(len_s) - len_n, 14, len_n, NGHTTP2_NV_FLAG_NO_COPY_NAME},
         NV_STATIC("allow", "GET, HEAD"),
     };
@@ -255,6 +247,8 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     case NGHTTP2_HEADERS:
     case NGHTTP2_DATA: {
         struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+        if (st != NULL && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+            st->request_done = true;
         if (st == NULL || st->answered)
             return 0;
         if (st->too_large)
@@ -274,6 +268,15 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
 {
     struct h2_conn *h = ud;
+    if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        /* Answered early (413, 431) while the client may still be sending:
+         * RST_STREAM(NO_ERROR) after our last frame frees the stream's slot
+         * and stops the upload (RFC 9113, 8.1). */
+        struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+        if (st != NULL && !st->request_done)
+            nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+    }
     if (frame->hd.type == NGHTTP2_GOAWAY) {
         METRIC_INC(h->c->shard->metrics->h2_goaways_sent);
         if (frame->goaway.error_code != NGHTTP2_NO_ERROR)

@@ -24,8 +24,10 @@ int h2_start(struct conn *c);
 int h2_upgrade(struct conn *c, const struct h1_request *req);
 
 /* Feeds received bytes to nghttp2 and drains its output into c->out. Returns
- * len (HTTP/2 keeps no partial input outside nghttp2). On a protocol error or
- * flood the session's GOAWAY is queued and c->close_after_send set. */
+ * the bytes consumed: len, or less when output passed CONN_OUT_HIGH_WATER
+ * (c->paused; the caller keeps the rest). On a protocol error a GOAWAY is
+ * queued and c->close_after_send set; a flood (NGHTTP2_ERR_FLOODED) closes c
+ * at once through the shard. */
 size_t h2_process(struct conn *c, const char *data, size_t len);
 
 /* Drains nghttp2's pending output into c->out (after a send completed: flow

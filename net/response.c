@@ -25,18 +25,6 @@ const char *response_reason(int status)
     }
 }
 
-/* Appends a decimal without printf on the hot path. */
-static void append_u64(struct buf *out, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[sizeof(tmp) - 1 - n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    buf_append(out, tmp + sizeof(tmp) - n, n);
-}
-
 #define APPEND_LIT(out, lit) buf_append((out), lit, sizeof(lit) - 1)
 
 void response_write_h1(struct buf *out, const struct response *res, bool head_only, enum response_connection conn,
@@ -48,7 +36,7 @@ void response_write_h1(struct buf *out, const struct response *res, bool head_on
         APPEND_LIT(out, "HTTP/1.1 200 OK\r\n");
     } else {
         APPEND_LIT(out, "HTTP/1.1 ");
-        append_u64(out, (uint64_t)res->status);
+        buf_append_u64(out, (uint64_t)res->status);
         buf_append(out, " ", 1);
         const char *reason = response_reason(res->status);
         buf_append(out, reason, strlen(reason));
@@ -59,7 +47,7 @@ void response_write_h1(struct buf *out, const struct response *res, bool head_on
     APPEND_LIT(out, "\r\nContent-Type: ");
     buf_append(out, res->content_type, strlen(res->content_type));
     APPEND_LIT(out, "\r\nContent-Length: ");
-    append_u64(out, res->body_len);
+    buf_append_u64(out, res->body_len);
     if (res->status == 405)
         APPEND_LIT(out, "\r\nAllow: GET, HEAD");
     if (conn == RESP_CONN_CLOSE)
