@@ -43,3 +43,13 @@ char *xstrdup(const char *s)
         oom(strlen(s) + 1);
     return p;
 }
+
+void *xaligned_zalloc(size_t align, size_t n)
+{
+    size_t rounded = (n + align - 1) / align * align;
+    void *p = aligned_alloc(align, rounded ? rounded : align);
+    if (p == NULL)
+        oom(rounded);
+    memset(p, 0, rounded);
+    return p;
+}

@@ -9,5 +9,7 @@ void *xmalloc(size_t n);
 void *xcalloc(size_t count, size_t n);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
+/* Zeroed memory aligned to align (a power of two; n is rounded up to it). */
+void *xaligned_zalloc(size_t align, size_t n);
 
 #endif

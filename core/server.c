@@ -209,10 +209,7 @@ int server_main(int argc, char **argv)
     srv->listen_fds = xcalloc(cfg.shards, sizeof(int));
     for (unsigned i = 0; i < cfg.shards; i++)
         srv->listen_fds[i] = -1;
-    srv->load = aligned_alloc(64, sizeof(struct server_load) * cfg.shards);
-    if (srv->load == NULL)
-        abort();
-    memset(srv->load, 0, sizeof(struct server_load) * cfg.shards);
+    srv->load = xaligned_zalloc(64, sizeof(struct server_load) * cfg.shards);
     srv->shards = xcalloc(cfg.shards, sizeof(struct shard *));
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);

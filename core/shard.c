@@ -589,10 +589,7 @@ struct shard *shard_new(struct server *srv, unsigned id)
     s->ring_fd = -1;
     s->listen_fd[LISTENER_MAIN] = srv->listen_fds[id];
     s->listen_fd[LISTENER_ADMIN] = id == 0 ? srv->admin_fd : -1;
-    s->metrics = aligned_alloc(64, sizeof(struct metrics_shard));
-    if (s->metrics == NULL)
-        abort();
-    memset(s->metrics, 0, sizeof(*s->metrics));
+    s->metrics = xaligned_zalloc(64, sizeof(struct metrics_shard));
     return s;
 }
 

@@ -72,7 +72,16 @@ static void set(struct response *res, int status, const char *ctype, const char 
     res->body_len = len;
 }
 
-static void set_error(struct response *res, int status, const char *body)
+/* The status's generic error body (router_error_body). */
+static void set_error(struct response *res, int status)
+{
+    size_t len;
+    const char *body = router_error_body(status, &len);
+    set(res, status, JSON, body, len);
+}
+
+/* An error whose body says more than the status's generic one. */
+static void set_error_body(struct response *res, int status, const char *body)
 {
     set(res, status, JSON, body, strlen(body));
 }
@@ -81,7 +90,7 @@ static void lookup_user(struct shard *s, const char *id_s, size_t id_len, struct
 {
     uint64_t id;
     if (router_parse_id(id_s, id_len, &id) != 0) {
-        set_error(res, 400, "{\"error\":\"bad id\"}");
+        set_error_body(res, 400, "{\"error\":\"bad id\"}");
         return;
     }
     const char *val;
@@ -93,11 +102,11 @@ static void lookup_user(struct shard *s, const char *id_s, size_t id_len, struct
         set(res, 200, JSON, val, len);
     } else if (rc == MDB_NOTFOUND) {
         METRIC_INC(s->metrics->store_misses);
-        set_error(res, 404, "{\"error\":\"not found\"}");
+        set_error(res, 404);
     } else {
         METRIC_INC(s->metrics->store_errors);
         log_error("store_get_failed", "shard=%u id=%llu err=\"%s\"", s->id, (unsigned long long)id, mdb_strerror(rc));
-        set_error(res, 500, "{\"error\":\"internal error\"}");
+        set_error(res, 500);
     }
 }
 
@@ -148,7 +157,7 @@ void router_handle(struct shard *s, const struct request *req, struct response *
         res->route = ROUTE_OTHER;
 
     if (req->method == METHOD_OTHER) {
-        set_error(res, 405, "{\"error\":\"method not allowed\"}");
+        set_error(res, 405);
         return;
     }
     switch (res->route) {
@@ -157,7 +166,7 @@ void router_handle(struct shard *s, const struct request *req, struct response *
         return;
     case ROUTE_USER:
         if (req->user_id == NULL)
-            set_error(res, 401, "{\"error\":\"unauthorized\"}");
+            set_error(res, 401);
         else
             lookup_user(s, req->user_id, req->user_id_len, res);
         return;
@@ -171,10 +180,10 @@ void router_handle(struct shard *s, const struct request *req, struct response *
         if (server_ready(s->srv) && !s->draining)
             set(res, 200, "text/plain; charset=utf-8", "ready\n", 6);
         else
-            set_error(res, 503, s->draining ? "{\"error\":\"draining\"}" : "{\"error\":\"not ready\"}");
+            set_error_body(res, 503, s->draining ? "{\"error\":\"draining\"}" : "{\"error\":\"not ready\"}");
         return;
     default:
-        set_error(res, 404, "{\"error\":\"not found\"}");
+        set_error(res, 404);
         return;
     }
 }
