@@ -37,6 +37,7 @@
 #define SEND_BUF_KEEP (64u * 1024) /* larger send buffers are freed once sent */
 /* Completions a busy shard gathers per wakeup (with --batch-wait-us). */
 #define SHARD_BATCH 32
+#define READER_CHECK_MS 10000 /* how often shard 0 clears stale LMDB reader slots */
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -676,6 +677,12 @@ static void refresh_store(struct shard *s)
     if (s->clock.now_ms - s->last_refresh_ms < s->cfg->refresh_ms)
         return;
     s->last_refresh_ms = s->clock.now_ms;
+    /* Stale reader slots of killed processes (an import, another server)
+     * would pin old pages forever: shard 0 sweeps them now and then. */
+    if (s->id == 0 && s->clock.now_ms - s->last_reader_check_ms >= READER_CHECK_MS) {
+        s->last_reader_check_ms = s->clock.now_ms;
+        store_reader_check(&s->srv->store);
+    }
     if (!s->reader.active)
         return; /* parked: the next lookup renews */
     if (!s->looked_up) {

@@ -48,6 +48,7 @@ struct shard {
     struct timer_wheel wheel;
     struct store_reader reader;
     uint64_t last_refresh_ms;
+    uint64_t last_reader_check_ms;
     struct metrics_shard *metrics;
 
     struct conn *conns;       /* every live connection (for drain) */
