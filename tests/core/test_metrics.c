@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tests/support/server.h"
+
 #include "core/buf.h"
 #include "core/metrics.h"
 
@@ -30,14 +32,7 @@ static struct metrics_shard *new_block(void)
 /* Value of the sample line "<series> <value>", or -1 when absent. */
 static double sample(const char *text, const char *series)
 {
-    size_t sl = strlen(series);
-    for (const char *line = text; line != NULL && *line != '\0';) {
-        const char *nl = strchr(line, '\n');
-        if (strncmp(line, series, sl) == 0 && line[sl] == ' ')
-            return strtod(line + sl + 1, NULL);
-        line = nl ? nl + 1 : NULL;
-    }
-    return -1;
+    return ts_metric_in(text, series);
 }
 
 static const char *const les[] = {"2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025",

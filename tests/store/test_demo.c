@@ -1,9 +1,10 @@
 /* test_demo.c - store/demo.c: generated users are valid, canonical, deterministic, and `ringd demo` parses its flags. */
 #include "store/store.h"
 
+#include "tests/support/tmpdir.h"
+
 #include <criterion/criterion.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,23 +14,16 @@
 static char tmp[64];
 static char db[128];
 
-static int tmp_rm(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(p);
-}
-
 static void tmp_setup(void)
 {
-    strcpy(tmp, "/tmp/ringd-test-demo-XXXXXX");
-    if (mkdtemp(tmp) == NULL)
-        abort();
+    ts_mkdtemp(tmp, sizeof(tmp), "demo");
     snprintf(db, sizeof(db), "%s/db", tmp);
     unsetenv("RINGD_DB");
 }
 
 static void tmp_teardown(void)
 {
-    nftw(tmp, tmp_rm, 16, FTW_DEPTH | FTW_PHYS);
+    ts_rmtree(tmp);
 }
 
 /* A copy of user id's record in dir, or NULL when absent (caller frees). */

@@ -1,11 +1,12 @@
 /* test_import.c - store/import.c: `ringd import` is all or nothing, upserts by default, replaces with --replace. */
 #include "store/store.h"
 
+#include "tests/support/tmpdir.h"
+
 #include "store/key.h"
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,16 +17,9 @@ static char db[128];
 static char input[128];
 static char errlog[128];
 
-static int tmp_rm(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(p);
-}
-
 static void tmp_setup(void)
 {
-    strcpy(tmp, "/tmp/ringd-test-import-XXXXXX");
-    if (mkdtemp(tmp) == NULL)
-        abort();
+    ts_mkdtemp(tmp, sizeof(tmp), "import");
     snprintf(db, sizeof(db), "%s/db", tmp);
     snprintf(input, sizeof(input), "%s/in.jsonl", tmp);
     snprintf(errlog, sizeof(errlog), "%s/stderr", tmp);
@@ -34,7 +28,7 @@ static void tmp_setup(void)
 
 static void tmp_teardown(void)
 {
-    nftw(tmp, tmp_rm, 16, FTW_DEPTH | FTW_PHYS);
+    ts_rmtree(tmp);
 }
 
 static void write_input(const char *text)

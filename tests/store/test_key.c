@@ -2,29 +2,23 @@
 #include "store/key.h"
 #include "store/store.h"
 
+#include "tests/support/tmpdir.h"
+
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static char tmp[64];
 
-static int tmp_rm(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static void tmp_setup(void)
 {
-    strcpy(tmp, "/tmp/ringd-test-key-XXXXXX");
-    if (mkdtemp(tmp) == NULL)
-        abort();
+    ts_mkdtemp(tmp, sizeof(tmp), "key");
 }
 
 static void tmp_teardown(void)
 {
-    nftw(tmp, tmp_rm, 16, FTW_DEPTH | FTW_PHYS);
+    ts_rmtree(tmp);
 }
 
 Test(key, round_trip_edges)

@@ -1,10 +1,11 @@
 /* test_reader.c - store/reader.c: a shard's read transaction sees one snapshot until refreshed; parking and lookups. */
 #include "store/store.h"
 
+#include "tests/support/tmpdir.h"
+
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,22 +15,15 @@
 static char tmp[64];
 static char db[128];
 
-static int tmp_rm(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(p);
-}
-
 static void tmp_setup(void)
 {
-    strcpy(tmp, "/tmp/ringd-test-reader-XXXXXX");
-    if (mkdtemp(tmp) == NULL)
-        abort();
+    ts_mkdtemp(tmp, sizeof(tmp), "reader");
     snprintf(db, sizeof(db), "%s/db", tmp);
 }
 
 static void tmp_teardown(void)
 {
-    nftw(tmp, tmp_rm, 16, FTW_DEPTH | FTW_PHYS);
+    ts_rmtree(tmp);
 }
 
 /* Imports text in a child process, as `ringd import` would run beside a server.

@@ -2,10 +2,11 @@
  * at start-up with exit 1 and a clear message; no --db creates ./ringd-data with 100,000 demo users. */
 #include "tests/support/server.h"
 
+#include "tests/support/tmpdir.h"
+
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <lmdb.h>
 #include <signal.h>
@@ -20,21 +21,14 @@
 
 static char tmp[64];
 
-static int tmp_rm(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(p);
-}
-
 static void tmp_setup(void)
 {
-    strcpy(tmp, "/tmp/ringd-test-serve-open-XXXXXX");
-    if (mkdtemp(tmp) == NULL)
-        abort();
+    ts_mkdtemp(tmp, sizeof(tmp), "serve-open");
 }
 
 static void tmp_teardown(void)
 {
-    nftw(tmp, tmp_rm, 16, FTW_DEPTH | FTW_PHYS);
+    ts_rmtree(tmp);
 }
 
 static uint64_t now_ms(void)

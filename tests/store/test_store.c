@@ -1,10 +1,11 @@
 /* test_store.c - store/store.c: opening environments, the format marker, and the clear errors for everything else. */
 #include "store/store.h"
 
+#include "tests/support/tmpdir.h"
+
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,21 +15,14 @@
 static char tmp[64];
 static char path[256];
 
-static int tmp_rm(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(p);
-}
-
 static void tmp_setup(void)
 {
-    strcpy(tmp, "/tmp/ringd-test-store-XXXXXX");
-    if (mkdtemp(tmp) == NULL)
-        abort();
+    ts_mkdtemp(tmp, sizeof(tmp), "store");
 }
 
 static void tmp_teardown(void)
 {
-    nftw(tmp, tmp_rm, 16, FTW_DEPTH | FTW_PHYS);
+    ts_rmtree(tmp);
 }
 
 static const char *sub(const char *name)
