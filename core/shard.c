@@ -2,7 +2,7 @@
  *
  * One loop turn: observe the latency of last turn's answers, submit every
  * queued SQE and wait for at least one CQE in a single io_uring_enter
- * (io_uring_submit_and_wait_timeout), then drain all CQEs, dispatching on the
+ * (uring_submit_and_wait, core/uring.c), then drain all CQEs, dispatching on the
  * user_data tag (core/tag.h), give the recv buffers back to the buffer ring,
  * queue one send per connection with output, run due timers, renew the LMDB
  * read transaction when due. Under load that is one syscall per turn.
