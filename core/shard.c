@@ -103,10 +103,17 @@ static void update_timer(struct shard *s, struct conn *c)
 {
     if (c->_closing || c->_lingering || c->_send_inflight)
         return; /* linger and write deadlines were set when those began */
-    if (c->proto == CONN_H1 && (c->in.len > 0 || c->body_left > 0 || !c->seen_request))
+    if (c->proto == CONN_H2) {
+        /* Only streams move HTTP/2's deadline: a peer that just PINGs, or
+         * holds streams open without reading, is idle after the idle timeout
+         * (or the header timeout while streams are open) and gets a GOAWAY. */
+        unsigned ms = h2_idle(c) ? s->cfg->idle_timeout_ms : s->cfg->header_timeout_ms;
+        arm_timer(s, c, CT_IDLE, c->request_start_ms + ms);
+    } else if (c->in.len > 0 || c->body_left > 0 || !c->seen_request) {
         arm_timer(s, c, CT_HEADER, c->request_start_ms + s->cfg->header_timeout_ms);
-    else
+    } else {
         arm_timer(s, c, CT_IDLE, s->clock.now_ms + s->cfg->idle_timeout_ms);
+    }
 }
 
 /* ---------- connection lifetime ---------- */

@@ -53,8 +53,8 @@ void conn_on_data(struct conn *c, const char *data, size_t len)
         return;
     if (c->close_after_send && c->proto == CONN_H1)
         return; /* the last response is written: lingering, ignore the rest */
-    if (c->in.len == 0 && c->body_left == 0)
-        c->request_start_ms = c->shard->clock.now_ms;
+    if (c->proto == CONN_H1 && c->in.len == 0 && c->body_left == 0)
+        c->request_start_ms = c->shard->clock.now_ms; /* a new head starts */
     if (c->in.len == 0 && !c->paused) {
         /* Fast path: parse straight from the provided buffer; copy only a partial tail. */
         size_t used = process(c, data, len);

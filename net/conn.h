@@ -44,7 +44,9 @@ struct conn {
     bool peer_eof;          /* the client half-closed: answer what is buffered, then close */
     uint8_t close_reason;   /* enum metrics_close used by close_after_send */
     uint64_t body_left;     /* HTTP/1.1: request body bytes still to discard */
-    uint64_t request_start_ms; /* first byte of the request being received */
+    uint64_t request_start_ms; /* HTTP/1.1: first byte of the request being received;
+                                * HTTP/2: the last stream opened or answered (PINGs
+                                * and SETTINGS do not count as progress) */
     struct buf in;          /* received bytes not yet consumed (a partial request) */
     struct buf out;         /* responses produced, not yet handed to the kernel */
     struct h2_conn *h2;     /* HTTP/2 state, NULL on HTTP/1.1 */

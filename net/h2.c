@@ -85,6 +85,7 @@ static struct h2_stream *stream_new(struct h2_conn *h, int32_t id)
         h->streams->prev = st;
     h->streams = st;
     h->nstreams++;
+    h->c->request_start_ms = h->c->shard->clock.now_ms; /* stream progress (see conn.h) */
     METRIC_INC(h->c->shard->metrics->h2_streams);
     return st;
 }
@@ -177,6 +178,7 @@ static void answer(struct h2_conn *h, struct h2_stream *st, int status)
         return;
     shard_count_request(s, PROTO_HTTP2, res.route, res.status);
     c->seen_request = true;
+    c->request_start_ms = s->clock.now_ms; /* stream progress */
 }
 
 /* ---------- nghttp2 callbacks ---------- */

@@ -464,3 +464,41 @@ Test(h2, drain_closes_idle_connection)
     h2c_close(&cl);
     cr_assert_eq(ts_terminate(&ts, 10000), 0);
 }
+
+/* PINGs are not progress: a client that only pings is idle, gets a GOAWAY
+ * (NO_ERROR) after the idle timeout and is closed, while a client doing
+ * requests at the same pace keeps its connection. */
+Test(h2_idle, pings_alone_do_not_keep_a_connection, .fini = stop, .timeout = 120)
+{
+    const char *args[] = {"--idle-timeout-ms", "300", NULL};
+    start_with(args);
+    struct h2raw pinger;
+    cr_assert_eq(h2raw_connect(&pinger, ts.port), 0);
+    struct h2c worker;
+    cr_assert_eq(h2c_connect(&worker, ts.port, NULL, 0, false), 0);
+    struct h2raw_result res;
+    memset(&res, 0, sizeof(res));
+    const uint8_t opaque[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    bool ended = false;
+    int worker_ok = 0;
+    /* At most 100 x 100 ms; the worker runs at least 10 rounds (past 3 idle timeouts). */
+    for (int i = 0; i < 100 && (!ended || i < 10); i++) {
+        if (!ended && h2raw_send_frame(&pinger, NGHTTP2_PING, 0, 0, opaque, sizeof(opaque)) != 0)
+            ended = true;
+        int32_t id = h2c_request(&worker, "GET", "/healthz", NULL);
+        if (h2c_run(&worker) == 0 && h2c_stream(&worker, id)->status == 200)
+            worker_ok++;
+        usleep(100000);
+        if (!ended && (h2raw_poll(&pinger, &res) != 0 || res.goaway))
+            ended = true;
+    }
+    cr_expect(ended, "a ping-only connection was never closed");
+    cr_expect(res.goaway, "it got a GOAWAY first");
+    cr_expect_eq(res.goaway_error, NGHTTP2_NO_ERROR);
+    cr_expect_geq(worker_ok, 5, "the requesting client kept being served (%d)", worker_ok);
+    cr_expect(!worker.goaway, "the requesting client was not sent away");
+    h2raw_close(&pinger);
+    h2c_close(&worker);
+    cr_expect_gt(ts_metric(ts.port, "ringd_connections_closed_total{reason=\"idle_timeout\"}"), 0.0);
+    finish();
+}
