@@ -2,7 +2,8 @@
 # build.sh - install what is missing, build, run or test ringd.
 #   ./build.sh          install dependencies, Release build into build/
 #   ./build.sh run      ... then start `ringd serve --listen 127.0.0.1:8080` on ./ringd-data
-#   ./build.sh test     ASan+UBSan Debug build into build-asan/ and run every test through ctest
+#   ./build.sh test     ASan+UBSan Debug build into build-asan/, every test through ctest,
+#                       then a ThreadSanitizer build driven with real clients (build-tsan/)
 #   ./build.sh deps     only install the Debian packages
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -71,6 +72,14 @@ test)
         echo "build.sh: sanitizer reports (leaks or errors) were written:" >&2
         for f in "$logs"/*; do echo "--- $f" >&2; head -n 60 "$f" >&2; done
         rc=1
+    fi
+    # ThreadSanitizer on what shards share (Criterion cannot run under TSan,
+    # so a TSan server is driven by real clients): skipped when ctest was
+    # narrowed with extra arguments.
+    if [ $# -le 1 ]; then
+        cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DRINGD_TSAN=ON -DRINGD_TESTS=OFF >/dev/null
+        cmake --build build-tsan -j "$(jobs)" >/dev/null
+        tests/core/tsan_shards.sh build-tsan || rc=1
     fi
     exit $rc
     ;;
