@@ -67,24 +67,24 @@ test)
     export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:log_path=$logs/asan${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
     rc=0
+    # ThreadSanitizer on what shards share (Criterion cannot run under TSan,
+    # so a TSan server is driven by real clients): skipped when ctest is
+    # narrowed with extra arguments. Runs first so ctest's summary ends the output.
+    if [ $# -le 1 ]; then
+        cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DRINGD_TSAN=ON -DRINGD_TESTS=OFF >/dev/null
+        cmake --build build-tsan -j "$(jobs)" >/dev/null
+        tests/core/tsan_shards.sh build-tsan || rc=1
+    fi
     (cd build-asan && ctest --output-on-failure -j 1 "${@:2}") || rc=$?
     if [ -n "$(ls -A "$logs")" ]; then
         echo "build.sh: sanitizer reports (leaks or errors) were written:" >&2
         for f in "$logs"/*; do echo "--- $f" >&2; head -n 60 "$f" >&2; done
         rc=1
     fi
-    # ThreadSanitizer on what shards share (Criterion cannot run under TSan,
-    # so a TSan server is driven by real clients): skipped when ctest was
-    # narrowed with extra arguments.
-    if [ $# -le 1 ]; then
-        cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DRINGD_TSAN=ON -DRINGD_TESTS=OFF >/dev/null
-        cmake --build build-tsan -j "$(jobs)" >/dev/null
-        tests/core/tsan_shards.sh build-tsan || rc=1
-    fi
     exit $rc
     ;;
 -h|--help|help)
-    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
     ;;
 *)
     echo "build.sh: unknown command '$cmd' (build, run, test, deps)" >&2
