@@ -25,7 +25,7 @@ const char config_serve_usage[] =
     "  --refresh-ms N             read-transaction renew interval (RINGD_REFRESH_MS, default 50)\n"
     "  --h2-max-streams N         HTTP/2 MAX_CONCURRENT_STREAMS (RINGD_H2_MAX_STREAMS, default 100)\n"
     "  --batch-wait-us N          a busy shard waits up to N us to gather completions per wakeup\n"
-    "                             (RINGD_BATCH_WAIT_US, default 20; 0: wake per completion; Linux 6.12+)\n"
+    "                             (RINGD_BATCH_WAIT_US, default 0 = off; 0: wake per completion; Linux 6.12+)\n"
     "  -h, --help                 this text\n";
 
 int config_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
@@ -175,7 +175,7 @@ int config_parse_serve(struct config *c, int argc, char **argv, char *err, size_
     c->drain_timeout_ms = 5000;
     c->refresh_ms = 50;
     c->h2_max_streams = 100;
-    c->batch_wait_us = 20;
+    c->batch_wait_us = 0;
 
     const size_t nopts = sizeof(opts) / sizeof(opts[0]);
     for (size_t i = 0; i < nopts; i++) {
