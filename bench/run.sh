@@ -12,7 +12,7 @@
 #   --peers-only        same as --servers nginx,h2o (no ringd build needed)
 #   --server-cpu N      CPU the server is pinned to (default 0; env BENCH_SERVER_CPU)
 #   --load-cpu N        CPU the load generator is pinned to (default 1; env BENCH_LOAD_CPU)
-#   --port N            HTTP port on 127.0.0.1 (default 39080; nginx h2c uses N+1; env BENCH_PORT)
+#   --port N            HTTP port on 127.0.0.1 (default 29080, below the ephemeral range so no client socket holds it; nginx h2c uses N+1; env BENCH_PORT)
 #   --duration S        seconds per scenario (default 10, --quick 3, --smoke 1)
 #   --users N           users in the demo DB (default 1000000, --smoke 10000)
 #   --no-build          use the existing build/ringd (env RINGD_BIN overrides the path)
@@ -35,7 +35,7 @@ USERS=""
 SERVERS="ringd,nginx,h2o"
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
-PORT=${BENCH_PORT:-39080}
+PORT=${BENCH_PORT:-29080}
 DO_BUILD=1
 DO_PROFILE=1
 WAIT_IDLE=${BENCH_WAIT_IDLE:-60}

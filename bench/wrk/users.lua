@@ -1,5 +1,5 @@
 -- bench/wrk/users.lua: GET /users/{id} with uniformly random ids.
---   env WRK_USERS=1000000 WRK_DEPTH=1 wrk -t1 -c64 -d10s -s users.lua http://127.0.0.1:39080
+--   env WRK_USERS=1000000 WRK_DEPTH=1 wrk -t1 -c64 -d10s -s users.lua http://127.0.0.1:29080
 -- WRK_USERS: ids are drawn from 1..WRK_USERS.
 -- WRK_DEPTH: requests per write; > 1 pipelines that many requests in one write.
 -- Settings come from the environment, not script arguments, because wrk
