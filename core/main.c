@@ -1,4 +1,5 @@
 /* main.c - the ringd binary: dispatches to the serve, import and demo subcommands. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,11 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "serve") == 0) {
 #ifdef RINGD_WITH_MIMALLOC
-        log_info("allocator", "name=mimalloc version=%d", mi_version());
+        bool help = false;
+        for (int i = 2; i < argc; i++)
+            help = help || strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0;
+        if (!help)
+            log_info("allocator", "name=mimalloc version=%d", mi_version());
 #endif
         return server_main(argc - 1, argv + 1);
     }
