@@ -134,22 +134,7 @@ static ssize_t cl_fill(struct client *c)
 
 static int resp_header(const struct resp *r, const char *name, char *out, size_t outlen)
 {
-    size_t nl = strlen(name);
-    for (const char *p = strstr(r->head, "\r\n"); p != NULL; p = strstr(p + 2, "\r\n")) {
-        const char *line = p + 2;
-        if (strncasecmp(line, name, nl) == 0 && line[nl] == ':') {
-            const char *v = line + nl + 1;
-            while (*v == ' ')
-                v++;
-            size_t n = strcspn(v, "\r\n");
-            if (n >= outlen)
-                n = outlen - 1;
-            memcpy(out, v, n);
-            out[n] = '\0';
-            return 0;
-        }
-    }
-    return -1;
+    return ts_header_in(r->head, name, out, outlen);
 }
 
 /* Reads one Content-Length-framed response (no body for HEAD). Returns 0, or -1 on EOF/timeout/garbage. */

@@ -1,5 +1,6 @@
 /* server.c - test support: spawn ringd, wait for its listening line, HTTP/1.1 over raw sockets. */
 #include "server.h"
+#include "tmpdir.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,9 +31,7 @@ int ts_prepare(struct test_server *ts, unsigned users)
 {
     memset(ts, 0, sizeof(*ts));
     ts->pid = -1;
-    strcpy(ts->dir, "/tmp/ringd-test-XXXXXX");
-    if (mkdtemp(ts->dir) == NULL)
-        return -1;
+    ts_mkdtemp(ts->dir, sizeof(ts->dir), "serve");
     snprintf(ts->db, sizeof(ts->db), "%s/db", ts->dir);
     snprintf(ts->log, sizeof(ts->log), "%s/server.log", ts->dir);
     char cmd[1024];
@@ -233,14 +232,13 @@ static void unread(int fd, const char *p, size_t n)
     pending[fd].len += n;
 }
 
-int ts_header(const struct ts_response *r, const char *name, char *out, size_t outlen)
+int ts_header_in(const char *head, const char *name, char *out, size_t outlen)
 {
     size_t nl = strlen(name);
-    const char *p = r->headers;
-    while ((p = strchr(p, '\n')) != NULL) {
-        p++;
-        if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
-            const char *v = p + nl + 1;
+    for (const char *p = strchr(head, '\n'); p != NULL; p = strchr(p + 1, '\n')) {
+        const char *line = p + 1;
+        if (strncasecmp(line, name, nl) == 0 && line[nl] == ':') {
+            const char *v = line + nl + 1;
             while (*v == ' ')
                 v++;
             size_t n = strcspn(v, "\r\n");
@@ -252,6 +250,11 @@ int ts_header(const struct ts_response *r, const char *name, char *out, size_t o
         }
     }
     return -1;
+}
+
+int ts_header(const struct ts_response *r, const char *name, char *out, size_t outlen)
+{
+    return ts_header_in(r->headers, name, out, outlen);
 }
 
 int ts_read_response(int fd, struct ts_response *r, bool head_only)

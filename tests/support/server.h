@@ -61,6 +61,10 @@ int ts_roundtrip(int port, const char *raw, struct ts_response *r);
 /* GET path with optional extra header lines ("Name: v\r\n..." or NULL) on a new connection. */
 int ts_get(int port, const char *path, const char *extra_headers, struct ts_response *r);
 
+/* Value of header name (case-insensitive) in a raw response head ("HTTP/1.1 ...\r\nName: v\r\n...")
+ * copied into out; returns 0 or -1 when absent. */
+int ts_header_in(const char *head, const char *name, char *out, size_t outlen);
+
 /* Value of header name in r (case-insensitive) copied into out; returns 0 or -1 when absent. */
 int ts_header(const struct ts_response *r, const char *name, char *out, size_t outlen);
 
