@@ -26,6 +26,8 @@ const char config_serve_usage[] =
     "  --h2-max-streams N         HTTP/2 MAX_CONCURRENT_STREAMS (RINGD_H2_MAX_STREAMS, default 100)\n"
     "  --batch-wait-us N          a busy shard waits up to N us to gather completions per wakeup\n"
     "                             (RINGD_BATCH_WAIT_US, default 0 = off; 0: wake per completion; Linux 6.12+)\n"
+    "  --index-max-mb N           memory the in-memory id index may take (RINGD_INDEX_MAX_MB, default 1024;\n"
+    "                             0 = off: every lookup walks the LMDB B-tree)\n"
     "  -h, --help                 this text\n";
 
 int config_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
@@ -119,6 +121,7 @@ static const struct opt opts[] = {
     {"--refresh-ms", "RINGD_REFRESH_MS", OPT_UINT, OFF(refresh_ms), 1, 60000},
     {"--h2-max-streams", "RINGD_H2_MAX_STREAMS", OPT_UINT, OFF(h2_max_streams), 1, 10000},
     {"--batch-wait-us", "RINGD_BATCH_WAIT_US", OPT_UINT, OFF(batch_wait_us), 0, 10000},
+    {"--index-max-mb", "RINGD_INDEX_MAX_MB", OPT_UINT, OFF(index_max_mb), 0, 1048576},
 };
 
 static int apply(struct config *c, const struct opt *o, const char *value, const char *src, char *err, size_t errlen)
@@ -176,6 +179,7 @@ int config_parse_serve(struct config *c, int argc, char **argv, char *err, size_
     c->refresh_ms = 50;
     c->h2_max_streams = 100;
     c->batch_wait_us = 0;
+    c->index_max_mb = 1024;
 
     const size_t nopts = sizeof(opts) / sizeof(opts[0]);
     for (size_t i = 0; i < nopts; i++) {

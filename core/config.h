@@ -26,6 +26,7 @@ struct config {
     unsigned refresh_ms;
     unsigned h2_max_streams;
     unsigned batch_wait_us; /* at most this long a busy shard waits to gather completions; 0: wake per completion */
+    unsigned index_max_mb;  /* the snapshot index (store/index.h) may take this much memory; 0: no index */
 };
 
 /* Fills c from defaults, then RINGD_* variables, then flags (flags win).

@@ -178,6 +178,18 @@ void metrics_render(struct buf *out, const struct metrics_scrape *sc)
         txn = t > txn ? t : txn;
     }
     simple(out, "ringd_store_last_txn_id", "gauge", "Newest LMDB transaction id any shard reads.", txn);
+    simple(out, "ringd_store_index_lookups_total", "counter",
+           "Lookups answered by the in-memory snapshot index instead of the LMDB B-tree.",
+           SUM(sc, store_index_lookups));
+    simple(out, "ringd_store_index_builds_total", "counter", "Snapshot indexes built and published.", sc->index_builds);
+    simple(out, "ringd_store_index_skipped_total", "counter",
+           "Snapshots left without an index (over --index-max-mb, out of memory, or an LMDB error).", sc->index_skipped);
+    simple(out, "ringd_store_index_txn_id", "gauge", "LMDB transaction id the published index describes (0: none).",
+           sc->index_txn_id);
+    simple(out, "ringd_store_index_users", "gauge", "Users in the published index.", sc->index_users);
+    simple(out, "ringd_store_index_bytes", "gauge", "Memory the published index takes.", sc->index_bytes);
+    family(out, "ringd_store_index_build_seconds", "gauge", "How long the last index build took.");
+    buf_printf(out, "ringd_store_index_build_seconds %.6f\n", sc->index_build_seconds);
     simple(out, "ringd_store_map_used_bytes", "gauge", "Bytes of the LMDB map in use.", sc->store_used_bytes);
     simple(out, "ringd_store_map_size_bytes", "gauge", "Size of the LMDB map (sparse address space).",
            sc->store_map_bytes);

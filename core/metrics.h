@@ -59,6 +59,7 @@ struct metrics_shard {
     metric_t store_hits;
     metric_t store_misses;
     metric_t store_errors;
+    metric_t store_index_lookups; /* lookups the snapshot index answered (hit or miss) */
     metric_t store_renewals;
     metric_t store_txn_id; /* gauge */
     metric_t uring_submits;
@@ -101,6 +102,13 @@ struct metrics_scrape {
     uint64_t store_used_bytes;
     uint64_t store_map_bytes;
     double start_time_seconds; /* Unix time the process started */
+    /* The snapshot index (store/index.h), as the indexer last reported it. */
+    uint64_t index_builds;
+    uint64_t index_skipped;
+    uint64_t index_txn_id;
+    uint64_t index_users;
+    uint64_t index_bytes;
+    double index_build_seconds;
 };
 
 /* Appends the Prometheus text exposition (0.0.4) of everything to out. */

@@ -223,6 +223,11 @@ int server_main(int argc, char **argv)
     store_open_ok = true;
     if (open_listeners(srv) != 0)
         goto out;
+    /* Before the shards: they acquire the index from their first turn on. */
+    rc = store_indexer_start(&srv->indexer, &srv->store, cfg.shards, cfg.refresh_ms,
+                             (uint64_t)cfg.index_max_mb << 20);
+    if (rc != 0)
+        log_warn("store_index_unavailable", "err=\"%s\"", strerror(rc));
     for (unsigned i = 0; i < cfg.shards; i++)
         srv->shards[i] = shard_new(srv, i);
     for (; started < cfg.shards; started++) {
@@ -274,6 +279,7 @@ out:
     }
     if (srv->admin_fd >= 0)
         close(srv->admin_fd);
+    store_indexer_stop(&srv->indexer); /* every shard has ended: nothing holds an index */
     if (store_open_ok)
         store_close(&srv->store);
     free(srv->shards);

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include "core/config.h"
+#include "store/index.h"
 #include "store/store.h"
 
 struct shard;
@@ -22,6 +23,7 @@ struct server_load {
 struct server {
     const struct config *cfg;
     struct store store;
+    struct store_indexer indexer;      /* the snapshot index the shards share (store/index.h) */
     unsigned nshards;
     struct shard **shards;
     struct server_load *load;          /* nshards entries */

@@ -675,6 +675,8 @@ static void teardown(struct shard *s)
     munmap(s->_br, SHARD_BUF_COUNT * sizeof(struct io_uring_buf));
     free(s->_bufs);
     s->_bufs = NULL;
+    s->reader.index = NULL;
+    store_indexer_leave(&s->srv->indexer, s->id);
     store_reader_close(&s->reader);
     buf_free(&s->scratch);
 }
@@ -684,6 +686,8 @@ static void refresh_store(struct shard *s)
     if (s->clock.now_ms - s->last_refresh_ms < s->cfg->refresh_ms)
         return;
     s->last_refresh_ms = s->clock.now_ms;
+    /* Between turns no lookup holds a record or an index pointer: take the newest index. */
+    s->reader.index = store_indexer_acquire(&s->srv->indexer, s->id);
     /* Stale reader slots of killed processes (an import, another server)
      * would pin old pages forever: shard 0 sweeps them now and then. */
     if (s->id == 0 && s->clock.now_ms - s->last_reader_check_ms >= READER_CHECK_MS) {
@@ -809,6 +813,7 @@ static void *shard_thread(void *arg)
         return NULL;
     }
     s->last_refresh_ms = s->clock.now_ms;
+    s->reader.index = store_indexer_acquire(&s->srv->indexer, s->id);
     METRIC_SET(s->metrics->store_txn_id, store_reader_txn_id(&s->reader));
     for (int k = 0; k < LISTENER__COUNT; k++)
         arm_accept(s, (enum listener_kind)k);

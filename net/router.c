@@ -97,6 +97,8 @@ static void lookup_user(struct shard *s, const char *id_s, size_t id_len, struct
     size_t len;
     s->looked_up = true;
     int rc = store_get(&s->reader, id, &val, &len);
+    if (s->reader.indexed)
+        METRIC_INC(s->metrics->store_index_lookups);
     if (rc == 0) {
         METRIC_INC(s->metrics->store_hits);
         set(res, 200, JSON, val, len);
@@ -120,6 +122,12 @@ static void render_metrics(struct shard *s, struct response *res)
         .store_used_bytes = store_used_bytes(&srv->store),
         .store_map_bytes = info.me_mapsize,
         .start_time_seconds = srv->start_time,
+        .index_builds = atomic_load_explicit(&srv->indexer.builds, memory_order_relaxed),
+        .index_skipped = atomic_load_explicit(&srv->indexer.skipped, memory_order_relaxed),
+        .index_txn_id = atomic_load_explicit(&srv->indexer.txn_id, memory_order_relaxed),
+        .index_users = atomic_load_explicit(&srv->indexer.entries, memory_order_relaxed),
+        .index_bytes = atomic_load_explicit(&srv->indexer.bytes, memory_order_relaxed),
+        .index_build_seconds = (double)atomic_load_explicit(&srv->indexer.build_ns, memory_order_relaxed) / 1e9,
     };
     struct metrics_shard *blocks[CONFIG_MAX_SHARDS];
     for (unsigned i = 0; i < srv->nshards; i++)

@@ -1,6 +1,7 @@
 /* reader.c - per-shard long-lived read transactions (renew, park) and the lookup on the request path. */
 #include "store/store.h"
 
+#include "store/index.h"
 #include "store/key.h"
 
 #include <errno.h>
@@ -10,12 +11,16 @@ int store_reader_open(struct store_reader *r, struct store *s)
     r->store = s;
     r->txn = NULL;
     r->active = false;
+    r->indexed = false;
+    r->txn_id = 0;
+    r->index = NULL;
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &r->txn);
     if (rc != 0) {
         r->txn = NULL;
         return rc;
     }
     r->active = true;
+    r->txn_id = (uint64_t)mdb_txn_id(r->txn);
     return 0;
 }
 
@@ -28,11 +33,13 @@ int store_reader_refresh(struct store_reader *r)
     if (r->active) {
         mdb_txn_reset(r->txn);
         r->active = false;
+        r->txn_id = 0;
     }
     int rc = mdb_txn_renew(r->txn);
     if (rc != 0)
         return rc; /* stays parked: the next store_get tries again */
     r->active = true;
+    r->txn_id = (uint64_t)mdb_txn_id(r->txn);
     return 0;
 }
 
@@ -41,12 +48,13 @@ void store_reader_park(struct store_reader *r)
     if (r->txn != NULL && r->active) {
         mdb_txn_reset(r->txn);
         r->active = false;
+        r->txn_id = 0;
     }
 }
 
 uint64_t store_reader_txn_id(const struct store_reader *r)
 {
-    return r->txn != NULL && r->active ? (uint64_t)mdb_txn_id(r->txn) : 0;
+    return r->txn_id;
 }
 
 void store_reader_close(struct store_reader *r)
@@ -55,6 +63,7 @@ void store_reader_close(struct store_reader *r)
         mdb_txn_abort(r->txn); /* valid on a reset read txn too */
     r->txn = NULL;
     r->active = false;
+    r->txn_id = 0;
 }
 
 int store_get(struct store_reader *r, uint64_t id, const char **val, size_t *len)
@@ -64,10 +73,17 @@ int store_get(struct store_reader *r, uint64_t id, const char **val, size_t *len
         if (rc != 0)
             return rc;
     }
+    /* The index answers for the reader's own snapshot only (index.h). */
+    int rc = store_index_get(r->index, r->txn_id, id, val, len);
+    if (rc != 1) {
+        r->indexed = true;
+        return rc;
+    }
+    r->indexed = false;
     size_t slot;
     MDB_val key, data;
     store_key_encode(id, &slot, &key);
-    int rc = mdb_get(r->txn, r->store->users, &key, &data);
+    rc = mdb_get(r->txn, r->store->users, &key, &data);
     if (rc != 0)
         return rc;
     *val = data.mv_data;

@@ -53,12 +53,17 @@ int store_reader_check(struct store *s);
 /* Whether dir holds an LMDB data file (used by `serve` to decide to create the demo db). */
 bool store_exists(const char *dir);
 
+struct store_index; /* store/index.h */
+
 /* A long-lived read transaction owned by one shard (MDB_NOTLS lets it live on
  * any thread, but only one thread uses a reader at a time). */
 struct store_reader {
     struct store *store;
     MDB_txn *txn;
-    bool active; /* false between mdb_txn_reset and mdb_txn_renew */
+    bool active;     /* false between mdb_txn_reset and mdb_txn_renew */
+    bool indexed;    /* the last store_get was answered (found or not) by the index */
+    uint64_t txn_id; /* snapshot of txn while active, 0 when parked */
+    const struct store_index *index; /* set by the shard (store_indexer_acquire); NULL: LMDB only */
 };
 
 /* Begins the reader's read transaction. Returns 0 or an LMDB error. */
@@ -78,7 +83,8 @@ uint64_t store_reader_txn_id(const struct store_reader *r);
 /* Ends the transaction. */
 void store_reader_close(struct store_reader *r);
 
-/* Looks up user id. On success returns 0 and points *val and *len at the record's
+/* Looks up user id: through r->index when it describes the reader's snapshot,
+ * else with mdb_get. On success returns 0 and points *val and *len at the record's
  * compact JSON inside the map: valid only until the next store_reader_refresh,
  * store_reader_park or store_reader_close on this reader. Copy it before then.
  * Returns MDB_NOTFOUND when absent, another LMDB code on error. */

@@ -309,3 +309,34 @@ Test(serve_users, query_string_ignored)
     cr_assert_eq(ts_get(ts.port, "/users/12a?x=1", NULL, &r), 0);
     expect_error(&r, 400, "bad id", "/users/12a?x=1");
 }
+
+/* The same records, once the snapshot index is published: every lookup is answered from it
+ * (ringd_store_index_lookups_total counts each), hits and misses alike, with the same bytes. */
+Test(serve_users, served_through_the_snapshot_index)
+{
+    /* 10 demo users, 5 of the file's ids beyond them. */
+    double users = -1;
+    for (int i = 0; i < 200 && users != 15; i++) {
+        users = ts_metric(ts.port, "ringd_store_index_users");
+        if (users != 15)
+            usleep(50000);
+    }
+    cr_assert_eq(users, 15, "the index holds %.0f users, want 15", users);
+    cr_assert_gt(ts_metric(ts.port, "ringd_store_index_txn_id"), 0);
+    /* Shards take the index at their next refresh (--refresh-ms, 50 by default). */
+    usleep(300000);
+    double before = ts_metric(ts.port, "ringd_store_index_lookups_total");
+    for (size_t i = 0; i < NRECS; i++) {
+        char path[64];
+        struct ts_response r;
+        snprintf(path, sizeof(path), "/users/%s", recs[i].id);
+        cr_assert_eq(ts_get(ts.port, path, NULL, &r), 0, "GET %s", path);
+        cr_assert_eq(r.status, 200, "GET %s: %d %s", path, r.status, r.body);
+        expect_same_record(&recs[i], r.body);
+    }
+    struct ts_response r;
+    cr_assert_eq(ts_get(ts.port, "/users/11", NULL, &r), 0);
+    expect_error(&r, 404, "not found", "/users/11");
+    double after = ts_metric(ts.port, "ringd_store_index_lookups_total");
+    cr_assert_eq(after - before, NRECS + 1, "%.0f of %zu lookups went through the index", after - before, NRECS + 1);
+}
