@@ -49,13 +49,19 @@ int router_parse_id(const char *s, size_t len, uint64_t *id)
     }
     if (len > 20)
         return -1;
+    /* Up to 19 digits cannot overflow 64 bits: no check in the loop. */
+    size_t fast = len < 19 ? len : 19;
     uint64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
+    for (size_t i = 0; i < fast; i++) {
         unsigned d = (unsigned)(unsigned char)s[i] - '0';
         if (d > 9)
             return -1;
-        if (v > (UINT64_MAX - d) / 10)
-            return -1; /* overflow */
+        v = v * 10 + d;
+    }
+    if (len == 20) {
+        unsigned d = (unsigned)(unsigned char)s[19] - '0';
+        if (d > 9 || v > (UINT64_MAX - d) / 10)
+            return -1; /* not a digit, or beyond 2^64-1 */
         v = v * 10 + d;
     }
     if (v == 0)

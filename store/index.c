@@ -332,28 +332,18 @@ static void *indexer_main(void *arg)
     struct store_indexer *ix = arg;
     /* A build is background work: when CPUs are short the shards go first. */
     setpriority(PRIO_PROCESS, (id_t)gettid(), INDEXER_NICE);
-    MDB_txn *txn = NULL;
-    int rc = mdb_txn_begin(ix->store->env, NULL, MDB_RDONLY, &txn);
-    if (rc != 0) {
-        log_warn("store_index_unavailable", "err=\"%s\"", mdb_strerror(rc));
-        return NULL;
-    }
-    mdb_txn_reset(txn);
-    uint64_t built_txn = 0, next_ns = 0;
     pthread_mutex_lock(&ix->_mu);
     while (!ix->_stop) {
-        index_step(ix, txn, &built_txn, &next_ns);
-        if (ix->_stop)
-            break;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)ix->refresh_ms * 1000000u;
         ts.tv_sec += (time_t)(ns / 1000000000u);
         ts.tv_nsec = (long)(ns % 1000000000u);
         pthread_cond_timedwait(&ix->_cv, &ix->_mu, &ts);
+        if (!ix->_stop)
+            index_step(ix, ix->_txn, &ix->_built_txn, &ix->_next_ns);
     }
     pthread_mutex_unlock(&ix->_mu);
-    mdb_txn_abort(txn);
     return NULL;
 }
 
@@ -367,17 +357,30 @@ int store_indexer_start(struct store_indexer *ix, struct store *s, unsigned nsha
     ix->max_bytes = max_bytes;
     if (max_bytes == 0)
         return 0;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &ix->_txn);
+    if (rc != 0)
+        return rc;
+    mdb_txn_reset(ix->_txn);
     ix->_seen = xaligned_zalloc(64, sizeof(struct store_index_seen) * nshards);
     pthread_mutex_init(&ix->_mu, NULL);
     pthread_cond_init(&ix->_cv, NULL);
-    ix->_started = true; /* before the thread: shards may acquire as soon as it runs */
-    int rc = pthread_create(&ix->_thread, NULL, indexer_main, ix);
+    /* The first index is built here, before any shard runs, so the server
+     * answers from it from its first request on (and under valgrind, whose
+     * threads take turns, the indexer thread might otherwise wait long). */
+    pthread_mutex_lock(&ix->_mu);
+    index_step(ix, ix->_txn, &ix->_built_txn, &ix->_next_ns);
+    pthread_mutex_unlock(&ix->_mu);
+    ix->_started = true; /* before the thread and the shards: they read it unlocked */
+    rc = pthread_create(&ix->_thread, NULL, indexer_main, ix);
     if (rc != 0) {
         ix->_started = false;
+        index_free(atomic_exchange(&ix->_current, NULL));
         pthread_cond_destroy(&ix->_cv);
         pthread_mutex_destroy(&ix->_mu);
         free(ix->_seen);
         ix->_seen = NULL;
+        mdb_txn_abort(ix->_txn);
+        ix->_txn = NULL;
         return rc;
     }
     return 0;
@@ -393,6 +396,8 @@ void store_indexer_stop(struct store_indexer *ix)
     pthread_mutex_unlock(&ix->_mu);
     pthread_join(ix->_thread, NULL);
     index_free(atomic_exchange(&ix->_current, NULL));
+    mdb_txn_abort(ix->_txn);
+    ix->_txn = NULL;
     pthread_cond_destroy(&ix->_cv);
     pthread_mutex_destroy(&ix->_mu);
     free(ix->_seen);

@@ -18,7 +18,9 @@
  * moved it to a newer snapshot it asks LMDB until index(T') is published.
  * The index is complete for T: an id it lacks is not in T.
  *
- * Who builds it: one background thread (the indexer). It renews its own read
+ * Who builds it: the first one is built at start-up, before the shards run
+ * (~50-250 ms per million users); then one background thread (the indexer)
+ * keeps it current. It renews its own read
  * transaction every refresh interval, builds an index when the snapshot
  * changed (a cursor walk: ~50 ms per million users), publishes it, and frees
  * the previous one once every shard has acquired again (an epoch per shard:
@@ -57,6 +59,8 @@ struct store_indexer {
     pthread_mutex_t _mu;
     pthread_cond_t _cv;
     bool _stop;                        /* under _mu */
+    MDB_txn *_txn;                     /* the indexer's read transaction, reset between looks */
+    uint64_t _built_txn, _next_ns;     /* last snapshot looked at; no build before _next_ns */
     _Atomic(struct store_index *) _current;
     _Atomic uint64_t _epoch;           /* incremented after each publication */
     struct store_index_seen *_seen;    /* nshards entries */
@@ -68,9 +72,10 @@ struct store_indexer {
     _Atomic uint64_t build_ns;         /* how long the last build took */
 };
 
-/* Starts the indexer thread over s (which must stay open until
- * store_indexer_stop returned) for nshards shards. max_bytes == 0 starts
- * nothing: every acquire then returns NULL. Returns 0 or an errno value. */
+/* Builds the first index of s (which must stay open until store_indexer_stop
+ * returned) on the calling thread, then starts the indexer thread, for
+ * nshards shards. max_bytes == 0 starts nothing: every acquire then returns
+ * NULL. Returns 0, or an LMDB/errno code with nothing started. */
 int store_indexer_start(struct store_indexer *ix, struct store *s, unsigned nshards, unsigned refresh_ms,
                         uint64_t max_bytes);
 

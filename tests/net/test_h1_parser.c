@@ -681,3 +681,32 @@ Test(h1_parser, single_byte_mutations_are_consistent)
         }
     }
 }
+
+/* h1_parse relies on picohttpparser to refuse every non-tchar byte in a
+ * field name (it does not check names itself): pin that for all 256 byte
+ * values, first, inside and last in the name. */
+Test(h1_parser, every_non_tchar_byte_in_a_name_is_400)
+{
+    static const char tchars[] = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    for (int b = 0; b < 256; b++) {
+        bool tchar = b != 0 && strchr(tchars, b) != NULL;
+        for (int pos = 0; pos < 3; pos++) {
+            char in[64] = "GET / HTTP/1.1\r\nHost: a\r\nXY: v\r\n\r\n";
+            size_t at = strlen("GET / HTTP/1.1\r\nHost: a\r\n");
+            /* "cXY", "XcY", "XYc" */
+            memmove(in + at + pos + 1, in + at + pos, strlen(in + at + pos) + 1);
+            in[at + pos] = (char)b;
+            size_t n = strlen("GET / HTTP/1.1\r\nHost: a\r\nXY: v\r\n\r\n") + 1;
+            struct h1_request r;
+            int rc = parse_guarded(in, n, &r);
+            if (tchar)
+                cr_assert_eq(rc, (int)n, "byte 0x%02x at %d: got %d, want a valid head", b, pos, rc);
+            else if (b == '\n' && pos == 0)
+                cr_assert_eq(rc, (int)at + 1, "a bare LF there ends the head (got %d)", rc);
+            else if (b == ':' && pos > 0)
+                cr_assert_eq(rc, (int)n, "a colon inside ends the name: a valid field (got %d)", rc);
+            else
+                cr_assert_eq(rc, -400, "byte 0x%02x at %d: got %d, want -400", b, pos, rc);
+        }
+    }
+}
