@@ -16,7 +16,7 @@ def rtxt: if . == null then "–" else (rnd(2) | tostring) + "×" end;
 .meta as $m
 | .runs as $runs
 | ([$runs[].server]) as $ran
-| (["ringd", "nginx", "h2o"] | map(select(. as $s | $ran | index([$s])))) as $present
+| (["ringd", "nginx", "h2o", "floor", "hyper"] | map(select(. as $s | $ran | index([$s])))) as $present
 | ["h1-c64", "h1-c64-p16", "h1-c256", "h1-c1024", "h2-c16-m10", "h2-c4-m100"] as $order
 | ([$runs[].scenario]) as $have
 | [$order[] | select(. as $s | $have | index([$s]))] as $scen
@@ -54,6 +54,9 @@ def rtxt: if . == null then "–" else (rnd(2) | tostring) + "×" end;
     + (if (.load_cpu_pct // 0) >= 90 then " (saturated)" else "" end)
     + " | \(noise | rnd(0) | num) |" ),
 "",
+( ($m.servers // []) | map(select(.h2c == false and .status == "ok") | .name) as $h1only
+  | if ($h1only | length) > 0 then "\($h1only | join(" and ")) \(if ($h1only | length) == 1 then "speaks" else "speak" end) no HTTP/2: their h2c rows are n/a (not run).", "" else empty end ),
+( ($m.servers // [])[] | select(.status != "ok") | "**\(.name): \(.status)**: \(.reason)", "" ),
 "With a saturated load generator the requests/s figure measures the client, not the server: rank by server CPU µs/req there. wrk reports no usable latency percentiles for pipelined runs (see bench/README.md).",
 "",
 ( if ($present | index("ringd")) and (($present | index("nginx")) or ($present | index("h2o"))) then

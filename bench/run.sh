@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bench/run.sh - ringd side by side with nginx and h2o (issue 6).
+# bench/run.sh - ringd side by side with nginx, h2o, the io_uring floor and
+# the hyper peer (issues 6 and 9).
 #
 #   bench/run.sh              full run: Release build, 1,000,000-user demo DB,
 #                             10 s per scenario, profile, results in bench/results/
@@ -8,14 +9,17 @@
 #                             figures (exit 1 if not); output in bench/results/smoke/
 #
 # Options:
-#   --servers LIST      comma list of ringd,nginx,h2o (default: all three)
-#   --peers-only        same as --servers nginx,h2o (no ringd build needed)
+#   --servers LIST      comma list of ringd,nginx,h2o,floor,hyper (default: all five)
+#   --peers-only        every server but ringd (ringd is still built: hyper reads its DB)
 #   --server-cpu N      CPU the server is pinned to (default 0; env BENCH_SERVER_CPU)
 #   --load-cpu N        CPU the load generator is pinned to (default 1; env BENCH_LOAD_CPU)
 #   --port N            HTTP port on 127.0.0.1 (default 29080, below the ephemeral range so no client socket holds it; nginx h2c uses N+1; env BENCH_PORT)
 #   --duration S        seconds per scenario (default 10, --quick 3, --smoke 1)
 #   --users N           users in the demo DB (default 1000000, --smoke 10000)
 #   --no-build          use the existing build/ringd (env RINGD_BIN overrides the path)
+#                       and the existing hyper build, if any (hyper is then
+#                       "unavailable" unless bench/peers/hyper/build.sh ran before)
+#   --with-hyper-build  run bench/peers/hyper/build.sh even with --no-build
 #   --no-profile        skip the profile step
 #   --wait-idle S       before each scenario wait up to S seconds for the rest of
 #                       the machine to go idle (default 60; 0 = do not wait)
@@ -32,7 +36,8 @@ REPO_DIR=$(dirname "$BENCH_DIR")
 MODE=full
 DURATION=""
 USERS=""
-SERVERS="ringd,nginx,h2o"
+ALL_SERVERS="ringd,nginx,h2o,floor,hyper"
+SERVERS=$ALL_SERVERS
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
 PORT=${BENCH_PORT:-29080}
@@ -40,11 +45,19 @@ DO_BUILD=1
 DO_PROFILE=1
 WAIT_IDLE=${BENCH_WAIT_IDLE:-60}
 OUT_DIR=""
+HYPER_FORCE_BUILD=0
+HYPER_BUILD_S=null
 PROFILE_SERVER=ringd   # hidden: --profile-server NAME, to try the profile step on a peer
 RINGD_BIN=${RINGD_BIN:-$REPO_DIR/build/ringd}
+FLOOR_SRC=$BENCH_DIR/floor/floor.c
+FLOOR_BIN=$BENCH_DIR/.cache/floor
+# The hyper peer's build script (env BENCH_HYPER_BUILD overrides, to try a stand-in).
+HYPER_BUILD=${BENCH_HYPER_BUILD:-$BENCH_DIR/peers/hyper/build.sh}
+HYPER_PATH_CACHE=$BENCH_DIR/.cache/hyper-peer.path
+HYPER_BIN=""
 
 # Debian packages the harness needs; installed only when missing.
-PKGS=(wrk nginx-light h2o nghttp2-client gnuplot-nox valgrind jq curl time util-linux procps)
+PKGS=(wrk nginx-light h2o nghttp2-client gnuplot-nox valgrind jq curl time util-linux procps gcc liburing-dev)
 
 SCENARIOS=(h1-c64 h1-c64-p16 h1-c256 h1-c1024 h2-c16-m10 h2-c4-m100)
 
@@ -59,13 +72,14 @@ parse_args() {
         --quick) MODE=quick ;;
         --smoke) MODE=smoke ;;
         --servers) SERVERS=${2:?--servers needs a list}; shift ;;
-        --peers-only) SERVERS="nginx,h2o" ;;
+        --peers-only) SERVERS="nginx,h2o,floor,hyper" ;;
         --server-cpu) SERVER_CPU=${2:?}; shift ;;
         --load-cpu) LOAD_CPU=${2:?}; shift ;;
         --port) PORT=${2:?}; shift ;;
         --duration) DURATION=${2:?}; shift ;;
         --users) USERS=${2:?}; shift ;;
         --no-build) DO_BUILD=0 ;;
+        --with-hyper-build) HYPER_FORCE_BUILD=1 ;;
         --no-profile) DO_PROFILE=0 ;;
         --wait-idle) WAIT_IDLE=${2:?}; shift ;;
         --out) OUT_DIR=${2:?}; shift ;;
@@ -87,9 +101,21 @@ parse_args() {
     local s
     IFS=, read -ra SERVER_LIST <<<"$SERVERS"
     for s in "${SERVER_LIST[@]}"; do
-        case "$s" in ringd|nginx|h2o) ;; *) die "unknown server '$s'" ;; esac
+        case "$s" in ringd|nginx|h2o|floor|hyper) ;; *) die "unknown server '$s'" ;; esac
     done
 }
+
+# Whether server $1 speaks h2c: floor and hyper are HTTP/1.1 only, their h2c
+# scenarios are "n/a" (not run, not a failure).
+speaks_h2() { case "$1" in ringd|nginx|h2o) return 0 ;; *) return 1 ;; esac; }
+
+# Whether server $1 takes part in scenario $2.
+applies() { [[ "$2" != h2-* ]] || speaks_h2 "$1"; }
+
+# What became of each server before measuring: ok, unavailable (not there to
+# measure: not an error) or failed (should have run and could not), and why.
+declare -A SERVER_STATUS=() SERVER_REASON=()
+set_status() { SERVER_STATUS[$1]=$2; SERVER_REASON[$1]=${3:-}; [ -z "${3:-}" ] || log "$1: $2: $3"; }
 
 scenarios_json() { printf '%s\n' "${SCENARIOS[@]}" | jq -R . | jq -sc .; }
 
@@ -128,7 +154,7 @@ setup_run() {
     COMMIT=$commit
     NAME="$stamp-$commit"
     [ "$MODE" = quick ] && NAME+="-quick"
-    [ "$SERVERS" != "ringd,nginx,h2o" ] && NAME+="-${SERVERS//,/-}"
+    [ "$SERVERS" != "$ALL_SERVERS" ] && NAME+="-${SERVERS//,/-}"
     mkdir -p "$OUT_DIR"
     WORK="$BENCH_DIR/.work/$NAME"
     rm -rf "$WORK"
@@ -158,6 +184,68 @@ build_ringd() {
         "$REPO_DIR/build.sh" >&2
     fi
     [ -x "$RINGD_BIN" ] || die "$RINGD_BIN not found (build failed, or run without --no-build)"
+}
+
+# The floor (bench/floor/floor.c) is compiled into bench/.cache, again when the
+# source is newer than the binary.
+build_floor() {
+    mkdir -p "$BENCH_DIR/.cache"
+    local cmd=(cc -O2 -o "$FLOOR_BIN" "$FLOOR_SRC" -luring)
+    record_cmd "${cmd[@]}"
+    if [ -x "$FLOOR_BIN" ] && [ "$FLOOR_BIN" -nt "$FLOOR_SRC" ]; then
+        log "floor is up to date ($FLOOR_BIN)"
+        set_status floor ok
+        return 0
+    fi
+    log "building the floor"
+    if "${cmd[@]}" >"$WORK/floor-build.log" 2>&1; then
+        set_status floor ok
+    else
+        cat "$WORK/floor-build.log" >&2
+        set_status floor failed "cc failed on bench/floor/floor.c (see $WORK/floor-build.log)"
+    fi
+}
+
+# The hyper peer is built by its own script, which prints the binary's
+# absolute path as its last line of stdout; that path is kept in bench/.cache
+# so that --no-build (and CI's smoke pass) can use an existing build without
+# running the script. No script: the peer has not landed, hyper is unavailable.
+prepare_hyper() {
+    HYPER_BIN=""
+    if [ ! -f "$HYPER_BUILD" ]; then
+        set_status hyper unavailable "${HYPER_BUILD#"$REPO_DIR/"} not found (the hyper peer has not landed); skipping hyper"
+        return 0
+    fi
+    if [ "$DO_BUILD" = 0 ] && [ "$HYPER_FORCE_BUILD" = 0 ]; then
+        local cached=""
+        [ -f "$HYPER_PATH_CACHE" ] && cached=$(<"$HYPER_PATH_CACHE")
+        if [ -n "$cached" ] && [ -x "$cached" ]; then
+            HYPER_BIN=$cached
+            log "hyper: using the existing build $HYPER_BIN (--no-build)"
+            set_status hyper ok
+        else
+            set_status hyper unavailable "not built and --no-build given (run ${HYPER_BUILD#"$REPO_DIR/"} once, or pass --with-hyper-build)"
+        fi
+        return 0
+    fi
+    log "building the hyper peer (${HYPER_BUILD#"$REPO_DIR/"}; log in $WORK/hyper-build.log)"
+    record_cmd bash "$HYPER_BUILD"
+    local t0 rc=0 last
+    t0=$(date +%s)
+    bash "$HYPER_BUILD" >"$WORK/hyper-build.out" 2>"$WORK/hyper-build.log" || rc=$?
+    HYPER_BUILD_S=$(($(date +%s) - t0))
+    last=$(sed '/^[[:space:]]*$/d' "$WORK/hyper-build.out" | tail -n 1)
+    if [ "$rc" -ne 0 ]; then
+        tail -n 20 "$WORK/hyper-build.log" >&2 || true
+        set_status hyper failed "${HYPER_BUILD#"$REPO_DIR/"} exited with $rc (see $WORK/hyper-build.log)"
+    elif [[ "$last" != /* ]] || [ ! -x "$last" ]; then
+        set_status hyper failed "${HYPER_BUILD#"$REPO_DIR/"} did not print an executable absolute path last (got '$last')"
+    else
+        HYPER_BIN=$last
+        printf '%s\n' "$HYPER_BIN" >"$HYPER_PATH_CACHE"
+        log "hyper peer built in ${HYPER_BUILD_S}s: $HYPER_BIN"
+        set_status hyper ok
+    fi
 }
 
 # The demo DB is cached in bench/.cache and rebuilt when ringd is newer.
@@ -263,6 +351,12 @@ server_cmd() {
     h2o)
         render "$BENCH_DIR/peers/h2o.conf.in" "$WORK/h2o.conf" ""
         SERVER_CMD=(h2o -c "$WORK/h2o.conf")
+        ;;
+    floor)
+        SERVER_CMD=("$FLOOR_BIN" --listen "127.0.0.1:$PORT" --body "$WORK/body.json")
+        ;;
+    hyper)
+        SERVER_CMD=("$HYPER_BIN" --listen "127.0.0.1:$PORT" --db "$DB")
         ;;
     esac
 }
@@ -466,18 +560,20 @@ parse_h2load() { # out tsv
 
 bench_server() {
     local server=$1 sc
+    if [ "${SERVER_STATUS[$server]:-ok}" != ok ]; then
+        return 0
+    fi
     if ! start_server "$server"; then
         log "warning: $server did not start; its scenarios have no figures"
         for sc in "${SCENARIOS[@]}"; do
+            applies "$server" "$sc" || continue
             LOAD_U=0 LOAD_S=0 LOAD_E=0 LOAD_RC=-1 OTHER_S=null STEAL_S=null
             emit_run "$server" "$sc" none none 0 0 0 '{"requests":null,"failed_to_start":true}'
         done
         return 0
     fi
+    check_response "$server"
     sed "s|^|http://127.0.0.1:$H2_PORT|" "$WORK/paths.txt" >"$WORK/uris-$server.txt"
-    if [ "$server" = ringd ] && [ ! -s "$WORK/ringd-sample.json" ]; then
-        curl -s "http://127.0.0.1:$PORT/users/$((USERS / 2 + 1))" >"$WORK/ringd-sample.json" || true
-    fi
     if [ "$WARMUP" -gt 0 ]; then
         log "$server warm-up ${WARMUP}s"
         local d=$DURATION
@@ -487,6 +583,7 @@ bench_server() {
         DURATION=$d
     fi
     for sc in "${SCENARIOS[@]}"; do
+        applies "$server" "$sc" || continue
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
             log "warning: $server exited during the run (see $WORK/$server.log)"
             LOAD_U=0 LOAD_S=0 LOAD_E=0 LOAD_RC=-1 OTHER_S=null STEAL_S=null
@@ -498,7 +595,35 @@ bench_server() {
     stop_server
 }
 
-# The peers send ringd's record for user USERS/2+1 when ringd ran first, so the
+# ringd's record for user USERS/2+1, fetched from a ringd started for just
+# that, before any server is measured: the peers that answer every path with
+# one body (nginx, h2o, floor) send it, and hyper must answer it byte for byte.
+take_sample() {
+    [ -n "${DB:-}" ] || return 0
+    start_server ringd || { log "warning: ringd did not start; the peers send bench/peers/body.json"; return 0; }
+    curl -s "http://127.0.0.1:$PORT/users/$SAMPLE_ID" >"$WORK/ringd-sample.json" || true
+    stop_server
+}
+
+# Once per server, after its first start: the size of its answer to
+# /users/SAMPLE_ID, and for hyper whether it is ringd's record byte for byte.
+declare -A RESPONSE_BYTES=() SAME_AS_RINGD=()
+check_response() {
+    local server=$1 n
+    [ -z "${RESPONSE_BYTES[$server]:-}" ] || return 0
+    n=$(curl -s -o "$WORK/$server-sample.out" -w '%{size_download}' "http://127.0.0.1:$PORT/users/$SAMPLE_ID") || n=null
+    RESPONSE_BYTES[$server]=$n
+    if [ "$server" = hyper ] && [ -s "$WORK/ringd-sample.json" ]; then
+        if cmp -s "$WORK/ringd-sample.json" "$WORK/hyper-sample.out"; then
+            SAME_AS_RINGD[$server]=true
+        else
+            SAME_AS_RINGD[$server]=false
+            log "warning: hyper's /users/$SAMPLE_ID differs from ringd's (see $WORK/hyper-sample.out)"
+        fi
+    fi
+}
+
+# The peers send ringd's record for user USERS/2+1 (take_sample), so the
 # bodies are the same size; else bench/peers/body.json.
 choose_body() {
     local b=""
@@ -656,7 +781,24 @@ profile_perf() {
 
 # ------------------------------------------------------------- report
 
+# One line per server of the list: its status, whether it speaks h2c, what it
+# answered for /users/SAMPLE_ID.
+servers_json() {
+    local s h2
+    for s in "${SERVER_LIST[@]}"; do
+        if speaks_h2 "$s"; then h2=true; else h2=false; fi
+        jq -cn --arg name "$s" --arg status "${SERVER_STATUS[$s]:-ok}" --arg reason "${SERVER_REASON[$s]:-}" \
+            --argjson h2 "$h2" --argjson bytes "${RESPONSE_BYTES[$s]:-null}" --argjson same "${SAME_AS_RINGD[$s]:-null}" '
+            {name: $name, status: $status, h2c: $h2, response_bytes: $bytes}
+            + (if $reason != "" then {reason: $reason} else {} end)
+            + (if $same != null then {same_bytes_as_ringd: $same} else {} end)'
+    done | jq -sc .
+}
+
 write_json() {
+    local floor_rev hyper_rev
+    floor_rev=$(git -C "$REPO_DIR" log -1 --format=%h -- bench/floor/floor.c 2>/dev/null || true)
+    hyper_rev=$(git -C "$REPO_DIR" log -1 --format=%h -- bench/peers/hyper 2>/dev/null || true)
     jq -n --slurpfile runs "$RUNS_FILE" --slurpfile profile "$PROFILE_JSON" \
         --arg name "$NAME" --arg commit "$COMMIT$DIRTY" --arg date "$(date -u +%FT%TZ)" \
         --arg mode "$MODE" --arg kernel "$(uname -r)" \
@@ -668,12 +810,16 @@ write_json() {
         --arg h2o "$(h2o -v 2>&1 | awk 'NR == 1 { print $3 }')" \
         --arg h2load "$(h2load --version 2>&1 | awk '{ print $2 }')" \
         --arg somaxconn "$(cat /proc/sys/net/core/somaxconn)" \
+        --arg floor "bench/floor/floor.c${floor_rev:+ @ $floor_rev}" \
+        --arg hyper "${HYPER_BIN:+$HYPER_BIN, bench/peers/hyper${hyper_rev:+ @ $hyper_rev}}" \
+        --argjson hyper_build_s "$HYPER_BUILD_S" --argjson servers "$(servers_json)" \
         --rawfile commands "$CMDS_FILE" '
         {meta: {name: $name, commit: $commit, date: $date, mode: $mode, kernel: $kernel,
                 cpu: $cpu, online_cpus: $ncpu, server_cpu: $scpu, load_cpu: $lcpu,
                 duration_s: $duration, users: $users, peer_body_bytes: $body,
-                somaxconn: $somaxconn,
-                versions: {wrk: $wrk, nginx: $nginx, h2o: $h2o, h2load: $h2load}},
+                somaxconn: $somaxconn, servers: $servers, hyper_build_s: $hyper_build_s,
+                versions: {wrk: $wrk, nginx: $nginx, h2o: $h2o, h2load: $h2load,
+                           floor: $floor, hyper: (if $hyper == "" then null else $hyper end)}},
          runs: $runs, profile: $profile[0],
          commands: ($commands | split("\n") | map(select(length > 0)))}' >"$JSON_OUT"
 }
@@ -693,7 +839,7 @@ write_chart() {
            | map(tostring) | join(" "))' "$JSON_OUT" >"$dat"
     local n=${#SERVER_LIST[@]} i ls plot_rps="" plot_p99=""
     for ((i = 0; i < n; i++)); do
-        case "${SERVER_LIST[$i]}" in ringd) ls=1 ;; nginx) ls=2 ;; *) ls=3 ;; esac
+        case "${SERVER_LIST[$i]}" in ringd) ls=1 ;; nginx) ls=2 ;; h2o) ls=3 ;; floor) ls=4 ;; *) ls=5 ;; esac
         plot_rps+="${plot_rps:+, }'$dat' using $((i + 2)):xtic(1) title '${SERVER_LIST[$i]}' ls $ls"
         plot_p99+="${plot_p99:+, }'$dat' using $((i + 2 + n)):xtic(1) title '${SERVER_LIST[$i]}' ls $ls"
     done
@@ -713,6 +859,8 @@ set xtics noenhanced
 set style line 1 lc rgb '#d62728'
 set style line 2 lc rgb '#1f77b4'
 set style line 3 lc rgb '#2ca02c'
+set style line 4 lc rgb '#7f7f7f'
+set style line 5 lc rgb '#ff7f0e'
 set multiplot layout 2,1 title "$NAME: server on CPU $SERVER_CPU, load on CPU $LOAD_CPU, ${DURATION}s per scenario" noenhanced
 set title 'requests/s (higher is better)'
 set format y '%.0s%c'
@@ -772,20 +920,20 @@ main() {
         log "warning: the machine is not idle (load $(cut -d' ' -f1-3 /proc/loadavg)); figures will be noisy"
     fi
     log "run $NAME: servers $SERVERS, ${DURATION}s per scenario, server cpu $SERVER_CPU, load cpu $LOAD_CPU"
-    if has_server ringd; then
+    DB=""
+    SAMPLE_ID=$((USERS / 2 + 1))
+    # hyper serves ringd's DB: it needs ringd built as well
+    if has_server ringd || has_server hyper; then
         build_ringd
         make_db
     fi
+    if has_server floor; then build_floor; fi
+    if has_server hyper; then prepare_hyper; fi
     make_uri_paths
-    BODY_BYTES=0
+    take_sample
+    choose_body
     local s
     for s in "${SERVER_LIST[@]}"; do
-        [ "$s" = ringd ] || continue
-        bench_server ringd
-    done
-    choose_body
-    for s in "${SERVER_LIST[@]}"; do
-        [ "$s" = ringd ] && continue
         bench_server "$s"
     done
     [ "$DO_PROFILE" = 1 ] && profile_step
