@@ -16,6 +16,8 @@
 #   --port N            HTTP port on 127.0.0.1 (default 29080, below the ephemeral range so no client socket holds it; nginx h2c uses N+1; env BENCH_PORT)
 #   --duration S        seconds per scenario (default 10, --quick 3, --smoke 1)
 #   --users N           users in the demo DB (default 1000000, --smoke 10000)
+#   --reps N            rounds: measurements of each scenario and server
+#                       (default 3; --quick and --smoke 1)
 #   --no-build          use the existing build/ringd (env RINGD_BIN overrides the path)
 #                       and the existing hyper build, if any (hyper is then
 #                       "unavailable" unless bench/peers/hyper/build.sh ran before)
@@ -36,6 +38,7 @@ REPO_DIR=$(dirname "$BENCH_DIR")
 MODE=full
 DURATION=""
 USERS=""
+REPS=""
 ALL_SERVERS="ringd,nginx,h2o,floor,hyper"
 SERVERS=$ALL_SERVERS
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
@@ -78,6 +81,7 @@ parse_args() {
         --port) PORT=${2:?}; shift ;;
         --duration) DURATION=${2:?}; shift ;;
         --users) USERS=${2:?}; shift ;;
+        --reps) REPS=${2:?}; shift ;;
         --no-build) DO_BUILD=0 ;;
         --with-hyper-build) HYPER_FORCE_BUILD=1 ;;
         --no-profile) DO_PROFILE=0 ;;
@@ -90,11 +94,12 @@ parse_args() {
         shift
     done
     case "$MODE" in
-    full)  : "${DURATION:=10}" "${USERS:=1000000}"; WARMUP=2; PROFILE_REQS=20000 ;;
-    quick) : "${DURATION:=3}" "${USERS:=1000000}"; WARMUP=1; PROFILE_REQS=10000 ;;
-    smoke) : "${DURATION:=1}" "${USERS:=10000}"; WARMUP=0; PROFILE_REQS=2000
+    full)  : "${DURATION:=10}" "${USERS:=1000000}" "${REPS:=3}"; WARMUP=2; PROFILE_REQS=20000 ;;
+    quick) : "${DURATION:=3}" "${USERS:=1000000}" "${REPS:=1}"; WARMUP=1; PROFILE_REQS=10000 ;;
+    smoke) : "${DURATION:=1}" "${USERS:=10000}" "${REPS:=1}"; WARMUP=0; PROFILE_REQS=2000
            SERVERS=ringd; WAIT_IDLE=0 ;;
     esac
+    [[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "--reps needs a whole number >= 1"
     : "${OUT_DIR:=$BENCH_DIR/results}"
     [ "$MODE" = smoke ] && OUT_DIR="$BENCH_DIR/results/smoke"
     H2C_PORT=$((PORT + 1))
@@ -274,7 +279,6 @@ make_uri_paths() {
 # ------------------------------------------------------------- servers
 
 SERVER_PID=""
-SERVER_NAME=""
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -382,7 +386,6 @@ start_server() {
     record_cmd "${cmd[@]}"
     "${cmd[@]}" >"$WORK/$name.log" 2>&1 &
     SERVER_PID=$!
-    SERVER_NAME=$name
     local timeout=15
     [ $# -gt 0 ] && timeout=120   # under valgrind
     if ! wait_ready "$SERVER_PID" "$timeout"; then
@@ -424,7 +427,6 @@ stop_server() {
     done
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=""
-    SERVER_NAME=""
 }
 
 LOAD_PID=""
@@ -460,14 +462,41 @@ run_load() {
     : "${LOAD_U:=0}" "${LOAD_S:=0}" "${LOAD_E:=0}"
 }
 
-wrk_cmd() { # conns depth
+wrk_cmd() { # conns depth seconds
     LOAD_CMD=(env "WRK_USERS=$USERS" "WRK_DEPTH=$2"
-        wrk -t1 "-c$1" "-d${DURATION}s" --latency -s "$BENCH_DIR/wrk/users.lua" "http://127.0.0.1:$PORT")
+        wrk -t1 "-c$1" "-d${3}s" --latency -s "$BENCH_DIR/wrk/users.lua" "http://127.0.0.1:$PORT")
 }
 
-h2load_cmd() { # clients streams tag
-    LOAD_CMD=(h2load -t1 "-c$1" "-m$2" -D "$DURATION" -i "$WORK/uris-$SERVER_NAME.txt"
-        "--log-file=$WORK/$3.tsv")
+# The 10,000 random paths as URIs of PORT (h2load -i).
+uris_file() { # port
+    local file="$WORK/uris-$1.txt"
+    [ -s "$file" ] || sed "s|^|http://127.0.0.1:$1|" "$WORK/paths.txt" >"$file"
+    printf '%s' "$file"
+}
+
+h2load_cmd() { # clients streams seconds [log-file]
+    LOAD_CMD=(h2load -t1 "-c$1" "-m$2" -D "$3" -i "$(uris_file "$H2_PORT")" ${4:+"--log-file=$4"})
+}
+
+# The load of scenario $1 for $2 seconds, per-request log in $3 (h2load only;
+# none if empty). Sets LOAD_CMD and SC_TOOL SC_PROTO SC_CONNS SC_DEPTH.
+scenario_load() { # scenario seconds [log-file]
+    case "$1" in
+    h1-c64)     SC_TOOL=wrk; SC_CONNS=64; SC_DEPTH=1 ;;
+    h1-c64-p16) SC_TOOL=wrk; SC_CONNS=64; SC_DEPTH=16 ;;
+    h1-c256)    SC_TOOL=wrk; SC_CONNS=256; SC_DEPTH=1 ;;
+    h1-c1024)   SC_TOOL=wrk; SC_CONNS=1024; SC_DEPTH=1 ;;
+    h2-c16-m10) SC_TOOL=h2load; SC_CONNS=16; SC_DEPTH=10 ;;
+    h2-c4-m100) SC_TOOL=h2load; SC_CONNS=4; SC_DEPTH=100 ;;
+    *) die "unknown scenario $1" ;;
+    esac
+    if [ "$SC_TOOL" = wrk ]; then
+        SC_PROTO=http/1.1
+        wrk_cmd "$SC_CONNS" "$SC_DEPTH" "$2"
+    else
+        SC_PROTO=h2c
+        h2load_cmd "$SC_CONNS" "$SC_DEPTH" "$2" "${3:-}"
+    fi
 }
 
 # Percentiles (nearest rank) of column 3 of an h2load log: "p50 p99 p999".
@@ -478,16 +507,21 @@ h2load_percentiles() {
         END { if (NR == 0) print "null null null"; else print pct(0.50), pct(0.99), pct(0.999) }'
 }
 
+SEQ=0
+RUN_T0=0
+
 # Emit one run's JSON line into RUNS_FILE.
-emit_run() { # server scenario tool proto conns depth ticks figures-json
+emit_run() { # server scenario round tool proto conns depth ticks figures-json
     local cpu_s
-    cpu_s=$(awk -v t="$7" -v hz="$CLK_TCK" 'BEGIN { printf "%.4f", t / hz }')
-    jq -cn --arg server "$1" --arg scenario "$2" --arg tool "$3" --arg proto "$4" \
-        --argjson conns "$5" --argjson depth "$6" --argjson cpu "$cpu_s" \
+    cpu_s=$(awk -v t="$8" -v hz="$CLK_TCK" 'BEGIN { printf "%.4f", t / hz }')
+    jq -cn --arg server "$1" --arg scenario "$2" --argjson round "$3" --arg tool "$4" --arg proto "$5" \
+        --argjson conns "$6" --argjson depth "$7" --argjson cpu "$cpu_s" \
+        --argjson seq "$SEQ" --argjson t "$(($(date +%s) - RUN_T0))" \
         --argjson lu "$LOAD_U" --argjson ls "$LOAD_S" --argjson le "$LOAD_E" \
-        --argjson rc "$LOAD_RC" --argjson f "$8" \
+        --argjson rc "$LOAD_RC" --argjson f "$9" \
         --argjson other "${OTHER_S:-null}" --argjson steal "${STEAL_S:-null}" '
-        $f + {server: $server, scenario: $scenario, tool: $tool, proto: $proto,
+        $f + {server: $server, scenario: $scenario, round: $round, seq: $seq, t_s: $t,
+              tool: $tool, proto: $proto,
               conns: $conns, depth: $depth, load_rc: $rc,
               server_cpu_s: $cpu,
               server_cpu_us_per_req: (if ($f.requests // 0) > 0 then ($cpu * 1e6 / $f.requests) else null end),
@@ -497,19 +531,16 @@ emit_run() { # server scenario tool proto conns depth ticks figures-json
         >>"$RUNS_FILE"
 }
 
-run_scenario() { # server scenario
-    local server=$1 sc=$2 tag="$1-$2" t0 t1 m0 m1 st0 st1 figs conns depth tool proto
-    case "$sc" in
-    h1-c64)     tool=wrk; conns=64; depth=1 ;;
-    h1-c64-p16) tool=wrk; conns=64; depth=16 ;;
-    h1-c256)    tool=wrk; conns=256; depth=1 ;;
-    h1-c1024)   tool=wrk; conns=1024; depth=1 ;;
-    h2-c16-m10) tool=h2load; conns=16; depth=10 ;;
-    h2-c4-m100) tool=h2load; conns=4; depth=100 ;;
-    esac
-    if [ "$tool" = wrk ]; then proto=http/1.1; wrk_cmd "$conns" "$depth"; else proto=h2c; h2load_cmd "$conns" "$depth" "$tag"; fi
-    wait_idle
-    log "$server $sc"
+# A measurement that produced nothing: why, as a flag of the run.
+emit_missing() { # server scenario round flag
+    LOAD_U=0 LOAD_S=0 LOAD_E=0 LOAD_RC=-1 OTHER_S=null STEAL_S=null
+    emit_run "$1" "$2" "$3" none none 0 0 0 "{\"requests\":null,\"$4\":true}"
+}
+
+run_scenario() { # server scenario round
+    local server=$1 sc=$2 round=$3 tag="$1-$2-r$3" t0 t1 m0 m1 st0 st1 figs
+    scenario_load "$sc" "$DURATION" "$WORK/$tag.tsv"
+    log "$server $sc (round $round of $REPS, measurement $SEQ of $N_MEASURE)"
     read -r m0 st0 < <(machine_ticks)
     t0=$(cpu_ticks "$SERVER_PID")
     run_load "$tag" "${LOAD_CMD[@]}"
@@ -521,7 +552,7 @@ run_scenario() { # server scenario
     OTHER_S=$(awk -v m=$((m1 - m0)) -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v u="$LOAD_U" -v s="$LOAD_S" \
         'BEGIN { o = (m - t) / hz - u - s; if (o < 0) o = 0; printf "%.2f", o }')
     STEAL_S=$(awk -v d=$((st1 - st0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d / hz }')
-    if [ "$tool" = wrk ]; then
+    if [ "$SC_TOOL" = wrk ]; then
         figs=$(sed -n 's/^WRKJSON //p' "$WORK/$tag.out" | tail -n 1)
         if [ -n "$figs" ]; then
             # wrk's percentiles are meaningless with pipelining (see users.lua); 0 = none
@@ -538,7 +569,7 @@ run_scenario() { # server scenario
         figs=$(parse_h2load "$WORK/$tag.out" "$WORK/$tag.tsv")
     fi
     [ -n "$figs" ] || { log "warning: no figures from $tag (see $WORK/$tag.out)"; figs='{"requests":null}'; }
-    emit_run "$server" "$sc" "$tool" "$proto" "$conns" "$depth" "$((t1 - t0))" "$figs"
+    emit_run "$server" "$sc" "$round" "$SC_TOOL" "$SC_PROTO" "$SC_CONNS" "$SC_DEPTH" "$((t1 - t0))" "$figs"
     rm -f "$WORK/$tag.tsv"   # per-request log: large, only needed for percentiles
 }
 
@@ -558,41 +589,67 @@ parse_h2load() { # out tsv
         }' "$out"
 }
 
-bench_server() {
-    local server=$1 sc
-    if [ "${SERVER_STATUS[$server]:-ok}" != ok ]; then
-        return 0
-    fi
+# One measurement: server $1 is started, warmed up with the scenario's own
+# load for WARMUP seconds, measured for DURATION seconds, and stopped. A fresh
+# process per measurement: no state (pools, connections, timers) carries over
+# from the scenario before, and each server's repetitions sit in different
+# rounds.
+measure() { # server scenario round
+    local server=$1 sc=$2 round=$3 wtag="$1-$2-r$3-warmup"
+    SEQ=$((SEQ + 1))
+    wait_idle
     if ! start_server "$server"; then
-        log "warning: $server did not start; its scenarios have no figures"
-        for sc in "${SCENARIOS[@]}"; do
-            applies "$server" "$sc" || continue
-            LOAD_U=0 LOAD_S=0 LOAD_E=0 LOAD_RC=-1 OTHER_S=null STEAL_S=null
-            emit_run "$server" "$sc" none none 0 0 0 '{"requests":null,"failed_to_start":true}'
-        done
+        log "warning: $server did not start; no figures for $sc round $round"
+        emit_missing "$server" "$sc" "$round" failed_to_start
         return 0
     fi
     check_response "$server"
-    sed "s|^|http://127.0.0.1:$H2_PORT|" "$WORK/paths.txt" >"$WORK/uris-$server.txt"
     if [ "$WARMUP" -gt 0 ]; then
-        log "$server warm-up ${WARMUP}s"
-        local d=$DURATION
-        DURATION=$WARMUP
-        wrk_cmd 64 1
-        run_load "$server-warmup" "${LOAD_CMD[@]}"
-        DURATION=$d
+        scenario_load "$sc" "$WARMUP" ""
+        run_load "$wtag" "${LOAD_CMD[@]}"
     fi
-    for sc in "${SCENARIOS[@]}"; do
-        applies "$server" "$sc" || continue
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            log "warning: $server exited during the run (see $WORK/$server.log)"
-            LOAD_U=0 LOAD_S=0 LOAD_E=0 LOAD_RC=-1 OTHER_S=null STEAL_S=null
-            emit_run "$server" "$sc" none none 0 0 0 '{"requests":null,"server_died":true}'
-            continue
-        fi
-        run_scenario "$server" "$sc"
-    done
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        log "warning: $server exited during the warm-up (see $WORK/$server.log)"
+        emit_missing "$server" "$sc" "$round" server_died
+        stop_server
+        return 0
+    fi
+    run_scenario "$server" "$sc" "$round"
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        log "warning: $server exited during $sc (see $WORK/$server.log)"
+    fi
     stop_server
+}
+
+# The order of the measurements: REPS rounds; in each round every scenario in
+# turn, and for each scenario every server that takes part, one after the
+# other. Round r starts the server list r-1 places further on (round-robin),
+# so no server is always first or last after a change of scenario. Each
+# server's repetitions of a scenario are thus a round apart, and ringd's
+# repetition k sits next to each peer's repetition k in time.
+plan() {
+    local r sc i s n=${#SERVER_LIST[@]}
+    for ((r = 1; r <= REPS; r++)); do
+        for sc in "${SCENARIOS[@]}"; do
+            for ((i = 0; i < n; i++)); do
+                s=${SERVER_LIST[$(((i + r - 1) % n))]}
+                [ "${SERVER_STATUS[$s]:-ok}" = ok ] || continue
+                applies "$s" "$sc" || continue
+                printf '%s %s %s\n' "$r" "$sc" "$s"
+            done
+        done
+    done
+}
+
+run_rounds() {
+    local r sc s
+    plan >"$WORK/plan.txt"
+    N_MEASURE=$(wc -l <"$WORK/plan.txt")
+    log "$N_MEASURE measurements in $REPS round(s), about $((N_MEASURE * (DURATION + WARMUP + 2) / 60 + 1)) min"
+    # the plan on fd 3: nothing the loop runs reads it as its stdin
+    while read -r r sc s <&3; do
+        measure "$s" "$sc" "$r"
+    done 3<"$WORK/plan.txt"
 }
 
 # ringd's record for user USERS/2+1, fetched from a ringd started for just
@@ -659,8 +716,6 @@ profile_perf_record() {
     [ "$secs" -gt 5 ] && secs=5
     log "profile: perf record -e cpu-clock on $server (${secs}s per phase)"
     start_server "$server" || { log "warning: $server did not start; no perf record"; return 0; }
-    local d=$DURATION
-    DURATION=$secs
     for phase in h1 h2; do
         record_cmd perf record -e cpu-clock -F 999 -g -p "$SERVER_PID" -o "$WORK/perf-$phase.data"
         perf record -e cpu-clock -F 999 -g -p "$SERVER_PID" -o "$WORK/perf-$phase.data" \
@@ -668,15 +723,13 @@ profile_perf_record() {
         perf_pid=$!
         sleep 0.5
         if [ "$phase" = h1 ]; then
-            wrk_cmd 64 1
+            wrk_cmd 64 1 "$secs"
         else
-            sed "s|^|http://127.0.0.1:$H2_PORT|" "$WORK/paths.txt" >"$WORK/uris-$SERVER_NAME.txt"
-            h2load_cmd 16 10 "perf-$phase"
+            h2load_cmd 16 10 "$secs"
         fi
         run_load "perf-$phase" "${LOAD_CMD[@]}"
         kill -INT "$perf_pid" 2>/dev/null || true
         wait "$perf_pid" 2>/dev/null || true
-        rm -f "$WORK/perf-$phase.tsv"
         record_cmd perf report -i "$WORK/perf-$phase.data" --stdio --no-children --sort dso,symbol
         perf report -i "$WORK/perf-$phase.data" --stdio --no-children --sort dso,symbol -g none \
             2>/dev/null | awk '/^ +[0-9.]+%/ { sub(/( +-)+ *$/, ""); print; if (++n == 20) exit }' \
@@ -684,7 +737,6 @@ profile_perf_record() {
         entries+=("$(jq -cn --arg phase "$phase" --argjson secs "$secs" --rawfile top "$WORK/perf-$phase.top" \
             '{phase: $phase, seconds: $secs, top: $top}')")
     done
-    DURATION=$d
     stop_server
     local rec
     rec=$(printf '%s\n' "${entries[@]}" | jq -sc .)
@@ -695,11 +747,11 @@ profile_perf_record() {
 # Fixed request mix: PROFILE_REQS HTTP/1.1 requests on 8 connections, then
 # PROFILE_REQS h2c requests on 4 connections x 10 streams.
 profile_load() { # phase
-    server_cmd "$SERVER_NAME"   # sets H2_PORT
-    sed "s|^|http://127.0.0.1:$H2_PORT|" "$WORK/paths.txt" >"$WORK/uris-profile.txt"
+    local uris
+    uris=$(uris_file "$H2_PORT")   # H2_PORT: set by start_server
     case "$1" in
-    h1) run_load "profile-h1" h2load --h1 -t1 -c8 -n "$PROFILE_REQS" -i "$WORK/uris-profile.txt" ;;
-    h2) run_load "profile-h2" h2load -t1 -c4 -m10 -n "$PROFILE_REQS" -i "$WORK/uris-profile.txt" ;;
+    h1) run_load "profile-h1" h2load --h1 -t1 -c8 -n "$PROFILE_REQS" -i "$uris" ;;
+    h2) run_load "profile-h2" h2load -t1 -c4 -m10 -n "$PROFILE_REQS" -i "$uris" ;;
     esac
 }
 
@@ -813,42 +865,51 @@ write_json() {
         --arg floor "bench/floor/floor.c${floor_rev:+ @ $floor_rev}" \
         --arg hyper "${HYPER_BIN:+$HYPER_BIN, bench/peers/hyper${hyper_rev:+ @ $hyper_rev}}" \
         --argjson hyper_build_s "$HYPER_BUILD_S" --argjson servers "$(servers_json)" \
+        --argjson reps "$REPS" --argjson sample "$SAMPLE_ID" --argjson warmup "$WARMUP" --argjson scen "$(scenarios_json)" \
         --rawfile commands "$CMDS_FILE" '
         {meta: {name: $name, commit: $commit, date: $date, mode: $mode, kernel: $kernel,
                 cpu: $cpu, online_cpus: $ncpu, server_cpu: $scpu, load_cpu: $lcpu,
-                duration_s: $duration, users: $users, peer_body_bytes: $body,
+                duration_s: $duration, warmup_s: $warmup, reps: $reps, scenarios: $scen,
+                order: "REPS rounds; each round runs every scenario in turn, and each scenario on every server that takes part, one after the other, the server list rotated by one place per round; every measurement on a freshly started server after WARMUP seconds of the same load",
+                users: $users, sample_id: $sample, peer_body_bytes: $body,
                 somaxconn: $somaxconn, servers: $servers, hyper_build_s: $hyper_build_s,
                 versions: {wrk: $wrk, nginx: $nginx, h2o: $h2o, h2load: $h2load,
                            floor: $floor, hyper: (if $hyper == "" then null else $hyper end)}},
          runs: $runs, profile: $profile[0],
-         commands: ($commands | split("\n") | map(select(length > 0)))}' >"$JSON_OUT"
+         commands: ($commands | split("\n") | map(select(length > 0)))}' |
+        jq -f "$BENCH_DIR/stats.jq" >"$JSON_OUT"
 }
 
-# gnuplot data: scenario, then req/s and p99 (ms) per server in SERVER_LIST order.
+# gnuplot data: scenario, then per server in SERVER_LIST order the median,
+# min and max of req/s, then the same of p99 (ms).
 write_chart() {
     local dat="$WORK/chart.dat" gp="$WORK/chart.gp" servers_json
     servers_json=$(printf '%s\n' "${SERVER_LIST[@]}" | jq -R . | jq -sc .)
-    jq -r --argjson servers "$servers_json" --argjson scen "$(scenarios_json)" '
-        .runs as $runs
-        | def fig($sc; $sv; f): ([$runs[] | select(.scenario == $sc and .server == $sv) | f] | .[0]) // "-";
-          ("# " + (["scenario"] + ($servers | map(. + "_rps")) + ($servers | map(. + "_p99ms")) | join(" "))),
+    jq -r --argjson servers "$servers_json" '
+        .summary as $sum | .meta.scenarios as $scen
+        | def s($sc; $sv): [$sum[] | select(.scenario == $sc and .server == $sv)] | .[0] // {};
+          def three(x): [x.median, x.min, x.max] | map(. // "-");
+          def ms: if . == null or . == "-" then "-" else . / 1000 end;
+          ("# scenario, then for each of \($servers | join(" ")): rps median min max; then p99 ms median min max"),
           ($scen[] as $sc
            | [$sc]
-             + ($servers | map(fig($sc; .; .rps)))
-             + ($servers | map(fig($sc; .; (if .p99_us then .p99_us / 1000 else null end))))
+             + ($servers | map(three(s($sc; .).rps // {})) | add)
+             + ($servers | map(three(s($sc; .).p99_us // {}) | map(ms)) | add)
            | map(tostring) | join(" "))' "$JSON_OUT" >"$dat"
-    local n=${#SERVER_LIST[@]} i ls plot_rps="" plot_p99=""
+    local n=${#SERVER_LIST[@]} i ls plot_rps="" plot_p99="" c
     for ((i = 0; i < n; i++)); do
         case "${SERVER_LIST[$i]}" in ringd) ls=1 ;; nginx) ls=2 ;; h2o) ls=3 ;; floor) ls=4 ;; *) ls=5 ;; esac
-        plot_rps+="${plot_rps:+, }'$dat' using $((i + 2)):xtic(1) title '${SERVER_LIST[$i]}' ls $ls"
-        plot_p99+="${plot_p99:+, }'$dat' using $((i + 2 + n)):xtic(1) title '${SERVER_LIST[$i]}' ls $ls"
+        c=$((2 + 3 * i))
+        plot_rps+="${plot_rps:+, }'$dat' using $c:$((c + 1)):$((c + 2)):xtic(1) title '${SERVER_LIST[$i]}' ls $ls"
+        c=$((2 + 3 * n + 3 * i))
+        plot_p99+="${plot_p99:+, }'$dat' using $c:$((c + 1)):$((c + 2)):xtic(1) title '${SERVER_LIST[$i]}' ls $ls"
     done
     cat >"$gp" <<EOF
 set terminal pngcairo size 1200,900 font "sans,10"
 set output '$PNG_OUT'
 set datafile missing '-'
 set style data histograms
-set style histogram clustered gap 1
+set style histogram errorbars gap 1 lw 1
 set style fill solid 0.85 border -1
 set boxwidth 0.9
 set offsets 0, 0, graph 0.08, 0
@@ -861,7 +922,7 @@ set style line 2 lc rgb '#1f77b4'
 set style line 3 lc rgb '#2ca02c'
 set style line 4 lc rgb '#7f7f7f'
 set style line 5 lc rgb '#ff7f0e'
-set multiplot layout 2,1 title "$NAME: server on CPU $SERVER_CPU, load on CPU $LOAD_CPU, ${DURATION}s per scenario" noenhanced
+set multiplot layout 2,1 title "$NAME: server on CPU $SERVER_CPU, load on CPU $LOAD_CPU, ${DURATION}s per measurement, median of $REPS round(s) (bars: min to max)" noenhanced
 set title 'requests/s (higher is better)'
 set format y '%.0s%c'
 set yrange [0:*]
@@ -886,18 +947,19 @@ write_markdown() {
 # ------------------------------------------------------------- smoke
 
 smoke_check() {
-    local bad
-    bad=$(jq -r --argjson scen "$(scenarios_json)" '
-        def tool_has_pct($x): $x.tool == "wrk" or $x.tool == "h2load";
-        .runs as $r
-        | $scen[] as $sc
-        | ($r | map(select(.server == "ringd" and .scenario == $sc)) | .[0]) as $x
-        | if $x == null then "\($sc): no run"
-          elif ($x.requests // 0) <= 0 then "\($sc): no requests"
-          elif ([$x.rps, $x.server_cpu_us_per_req, $x.load_cpu_s] | any(. == null)) then "\($sc): missing figures"
-          elif $x.depth == 1 and tool_has_pct($x) and ([$x.p50_us, $x.p99_us, $x.p999_us] | any(. == null)) then "\($sc): missing latency percentiles"
-          else empty end' "$JSON_OUT")
-    jq -r '.runs[] | select((.errors // 0) > 0) | "warning: \(.scenario): \(.errors) errors"' "$JSON_OUT" >&2
+    local bad n
+    # every scenario of every server that should have run (not n/a, not
+    # unavailable) has figures in every round, latency percentiles included
+    # wherever the tool gives usable ones (not pipelined wrk)
+    bad=$(jq -r '
+        (.summary[] | select(.status != "n/a" and .status != "unavailable")
+         | select(.status != "measured"
+                  or ([.rps.n, .server_cpu_us_per_req.n, .load_cpu_pct.n] | any(. < .with_figures)))
+         | "\(.server) \(.scenario): \(.status)\(if (.problems // []) != [] then " (" + (.problems | join("; ")) + ")" else "" end)"),
+        (.runs[] | select((.requests // 0) > 0 and (.tool == "h2load" or .depth == 1))
+         | select([.p50_us, .p99_us, .p999_us] | any(. == null))
+         | "\(.server) \(.scenario) round \(.round): missing latency percentiles")' "$JSON_OUT")
+    jq -r '.runs[] | select((.errors // 0) > 0) | "warning: \(.server) \(.scenario) round \(.round): \(.errors) errors"' "$JSON_OUT" >&2
     [ -s "$PNG_OUT" ] || bad+=$'\n'"chart $PNG_OUT missing"
     [ -s "$MD_OUT" ] || bad+=$'\n'"results $MD_OUT missing"
     bad=$(sed '/^$/d' <<<"$bad")
@@ -906,7 +968,8 @@ smoke_check() {
         printf '  %s\n' "$bad" >&2
         return 1
     fi
-    log "smoke ok: ${#SCENARIOS[@]} scenarios produced figures"
+    n=$(jq '[.summary[] | select(.status == "measured")] | length' "$JSON_OUT")
+    log "smoke ok: $n scenario x server pairs produced figures ($(jq -r '[.summary[] | select(.status == "n/a" or .status == "unavailable") | "\(.server) \(.scenario) \(.status)"] | if length == 0 then "none" else join(", ") end + " skipped"' "$JSON_OUT"))"
 }
 
 # --------------------------------------------------------------- main
@@ -932,10 +995,8 @@ main() {
     make_uri_paths
     take_sample
     choose_body
-    local s
-    for s in "${SERVER_LIST[@]}"; do
-        bench_server "$s"
-    done
+    RUN_T0=$(date +%s)
+    run_rounds
     [ "$DO_PROFILE" = 1 ] && profile_step
     JSON_OUT="$OUT_DIR/$NAME.json"
     PNG_OUT="$OUT_DIR/$NAME.png"
