@@ -40,6 +40,7 @@ def rcell($k): if . == null then "–"
    "h1-c64-p16": "HTTP/1.1 wrk, 64 conns, pipeline 16",
    "h1-c256": "HTTP/1.1 wrk, 256 conns",
    "h1-c1024": "HTTP/1.1 wrk, 1024 conns",
+   "h1-rate": "HTTP/1.1 h2load, 64 conns, fixed rate",
    "h2-c16-m10": "h2c h2load, -c16 -m10",
    "h2-c4-m100": "h2c h2load, -c4 -m100"} as $names
 | def sname: $names[.] // .;
@@ -92,6 +93,13 @@ def rcell($k): if . == null then "–"
       + " | \(.other_cpu_pct | mr(pct0)) |"
     end ),
 "",
+( $m.h1_rate as $rate
+  | if $rate == null then empty else
+      ([$sum[] | select(.scenario == "h1-rate" and .rps.median != null and .rps.median < 0.95 * $rate.offered_rps) | .server]) as $slow
+      | "Fixed rate (`h1-rate`): \($rate.offered_rps | grp) req/s offered, \($rate.connections) connections × `h2load --rps \($rate.per_connection_rps)` each (\($rate.source)); latency from each request's send to its response, no correction for requests held back."
+        + (if ($slow | length) > 0 then " **Did not keep up** (median req/s under 95% of the rate): \($slow | join(", "))." else "" end),
+        ""
+    end ),
 "With a saturated load generator the requests/s figure measures the client, not the server: rank by server CPU µs/req there. wrk reports no usable latency percentiles for pipelined runs (see bench/README.md).",
 "",
 ( if $has_ringd and ($peers | length) > 0 then

@@ -18,6 +18,8 @@
 #   --users N           users in the demo DB (default 1000000, --smoke 10000)
 #   --reps N            rounds: measurements of each scenario and server
 #                       (default 3; --quick and --smoke 1)
+#   --rate R            total req/s of the fixed-rate scenario h1-rate (default:
+#                       half of nginx's h1-c64 req/s, measured in round 1)
 #   --no-build          use the existing build/ringd (env RINGD_BIN overrides the path)
 #                       and the existing hyper build, if any (hyper is then
 #                       "unavailable" unless bench/peers/hyper/build.sh ran before)
@@ -39,6 +41,7 @@ MODE=full
 DURATION=""
 USERS=""
 REPS=""
+RATE_ARG=""
 ALL_SERVERS="ringd,nginx,h2o,floor,hyper"
 SERVERS=$ALL_SERVERS
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
@@ -62,7 +65,8 @@ HYPER_BIN=""
 # Debian packages the harness needs; installed only when missing.
 PKGS=(wrk nginx-light h2o nghttp2-client gnuplot-nox valgrind jq curl time util-linux procps gcc liburing-dev)
 
-SCENARIOS=(h1-c64 h1-c64-p16 h1-c256 h1-c1024 h2-c16-m10 h2-c4-m100)
+# h1-rate comes after h1-c64: its rate is half of nginx's h1-c64 req/s of round 1.
+SCENARIOS=(h1-c64 h1-c64-p16 h1-c256 h1-c1024 h1-rate h2-c16-m10 h2-c4-m100)
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -82,6 +86,7 @@ parse_args() {
         --duration) DURATION=${2:?}; shift ;;
         --users) USERS=${2:?}; shift ;;
         --reps) REPS=${2:?}; shift ;;
+        --rate) RATE_ARG=${2:?}; shift ;;
         --no-build) DO_BUILD=0 ;;
         --with-hyper-build) HYPER_FORCE_BUILD=1 ;;
         --no-profile) DO_PROFILE=0 ;;
@@ -100,6 +105,7 @@ parse_args() {
            SERVERS=ringd; WAIT_IDLE=0 ;;
     esac
     [[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "--reps needs a whole number >= 1"
+    [ -z "$RATE_ARG" ] || [[ "$RATE_ARG" =~ ^[1-9][0-9]*$ ]] || die "--rate needs a whole number of requests/s"
     : "${OUT_DIR:=$BENCH_DIR/results}"
     [ "$MODE" = smoke ] && OUT_DIR="$BENCH_DIR/results/smoke"
     H2C_PORT=$((PORT + 1))
@@ -486,6 +492,7 @@ scenario_load() { # scenario seconds [log-file]
     h1-c64-p16) SC_TOOL=wrk; SC_CONNS=64; SC_DEPTH=16 ;;
     h1-c256)    SC_TOOL=wrk; SC_CONNS=256; SC_DEPTH=1 ;;
     h1-c1024)   SC_TOOL=wrk; SC_CONNS=1024; SC_DEPTH=1 ;;
+    h1-rate)    SC_TOOL=h2load; SC_CONNS=64; SC_DEPTH=1 ;;
     h2-c16-m10) SC_TOOL=h2load; SC_CONNS=16; SC_DEPTH=10 ;;
     h2-c4-m100) SC_TOOL=h2load; SC_CONNS=4; SC_DEPTH=100 ;;
     *) die "unknown scenario $1" ;;
@@ -493,6 +500,11 @@ scenario_load() { # scenario seconds [log-file]
     if [ "$SC_TOOL" = wrk ]; then
         SC_PROTO=http/1.1
         wrk_cmd "$SC_CONNS" "$SC_DEPTH" "$2"
+    elif [ "$1" = h1-rate ]; then
+        # h2load's --rps is per client; one request at a time per connection
+        SC_PROTO=http/1.1
+        LOAD_CMD=(h2load --h1 -t1 "-c$SC_CONNS" --rps "$RATE_PER_CLIENT" -D "$2" -i "$(uris_file "$PORT")"
+            ${3:+"--log-file=$3"})
     else
         SC_PROTO=h2c
         h2load_cmd "$SC_CONNS" "$SC_DEPTH" "$2" "${3:-}"
@@ -569,6 +581,9 @@ run_scenario() { # server scenario round
         figs=$(parse_h2load "$WORK/$tag.out" "$WORK/$tag.tsv")
     fi
     [ -n "$figs" ] || { log "warning: no figures from $tag (see $WORK/$tag.out)"; figs='{"requests":null}'; }
+    if [ "$sc" = h1-rate ]; then
+        figs=$(jq -c --argjson per "$RATE_PER_CLIENT" '. + {offered_rps: ($per * 64)}' <<<"$figs")
+    fi
     emit_run "$server" "$sc" "$round" "$SC_TOOL" "$SC_PROTO" "$SC_CONNS" "$SC_DEPTH" "$((t1 - t0))" "$figs"
     rm -f "$WORK/$tag.tsv"   # per-request log: large, only needed for percentiles
 }
@@ -641,6 +656,44 @@ plan() {
     done
 }
 
+# The rate of h1-rate, fixed before its first measurement (round 1, after
+# every server's h1-c64 of round 1) and the same for every server and round:
+# --rate, else half of nginx's h1-c64 req/s, else (nginx not measured) half of
+# the slowest server's.
+RATE_TOTAL=""
+RATE_PER_CLIENT=""
+RATE_SOURCE=""
+set_rate() {
+    [ -z "$RATE_PER_CLIENT" ] || return 0
+    local r
+    if [ -n "$RATE_ARG" ]; then
+        RATE_TOTAL=$RATE_ARG
+        RATE_SOURCE="--rate $RATE_ARG"
+    else
+        r=$(jq -rs '[.[] | select(.server == "nginx" and .scenario == "h1-c64" and (.requests // 0) > 0) | .rps] | .[0] // empty' "$RUNS_FILE")
+        if [ -n "$r" ]; then
+            RATE_SOURCE="half of nginx's h1-c64 req/s in round 1"
+        else
+            r=$(jq -rs '[.[] | select(.scenario == "h1-c64" and (.requests // 0) > 0) | .rps] | min // empty' "$RUNS_FILE")
+            if [ -n "$r" ]; then
+                RATE_SOURCE="half of the slowest server's h1-c64 req/s in round 1, for want of an nginx figure"
+            else
+                r=12800
+                RATE_SOURCE="half of 12,800 req/s, for want of any h1-c64 figure"
+            fi
+        fi
+        RATE_TOTAL=$(awk -v r="$r" 'BEGIN { printf "%.0f", r / 2 }')
+    fi
+    RATE_PER_CLIENT=$(awk -v r="$RATE_TOTAL" 'BEGIN { printf "%.3f", r / 64 }')
+    log "h1-rate: $RATE_TOTAL req/s in all, h2load --rps $RATE_PER_CLIENT per connection ($RATE_SOURCE)"
+}
+
+rate_json() {
+    if [ -z "$RATE_PER_CLIENT" ]; then echo null; return 0; fi
+    jq -cn --argjson total "$RATE_TOTAL" --argjson per "$RATE_PER_CLIENT" --arg src "$RATE_SOURCE" \
+        '{total_rps: $total, per_connection_rps: $per, connections: 64, offered_rps: ($per * 64), source: $src}'
+}
+
 run_rounds() {
     local r sc s
     plan >"$WORK/plan.txt"
@@ -648,6 +701,7 @@ run_rounds() {
     log "$N_MEASURE measurements in $REPS round(s), about $((N_MEASURE * (DURATION + WARMUP + 2) / 60 + 1)) min"
     # the plan on fd 3: nothing the loop runs reads it as its stdin
     while read -r r sc s <&3; do
+        [ "$sc" != h1-rate ] || set_rate
         measure "$s" "$sc" "$r"
     done 3<"$WORK/plan.txt"
 }
@@ -865,11 +919,11 @@ write_json() {
         --arg floor "bench/floor/floor.c${floor_rev:+ @ $floor_rev}" \
         --arg hyper "${HYPER_BIN:+$HYPER_BIN, bench/peers/hyper${hyper_rev:+ @ $hyper_rev}}" \
         --argjson hyper_build_s "$HYPER_BUILD_S" --argjson servers "$(servers_json)" \
-        --argjson reps "$REPS" --argjson sample "$SAMPLE_ID" --argjson warmup "$WARMUP" --argjson scen "$(scenarios_json)" \
+        --argjson reps "$REPS" --argjson rate "$(rate_json)" --argjson sample "$SAMPLE_ID" --argjson warmup "$WARMUP" --argjson scen "$(scenarios_json)" \
         --rawfile commands "$CMDS_FILE" '
         {meta: {name: $name, commit: $commit, date: $date, mode: $mode, kernel: $kernel,
                 cpu: $cpu, online_cpus: $ncpu, server_cpu: $scpu, load_cpu: $lcpu,
-                duration_s: $duration, warmup_s: $warmup, reps: $reps, scenarios: $scen,
+                duration_s: $duration, warmup_s: $warmup, reps: $reps, scenarios: $scen, h1_rate: $rate,
                 order: "REPS rounds; each round runs every scenario in turn, and each scenario on every server that takes part, one after the other, the server list rotated by one place per round; every measurement on a freshly started server after WARMUP seconds of the same load",
                 users: $users, sample_id: $sample, peer_body_bytes: $body,
                 somaxconn: $somaxconn, servers: $servers, hyper_build_s: $hyper_build_s,
@@ -954,7 +1008,7 @@ smoke_check() {
     bad=$(jq -r '
         (.summary[] | select(.status != "n/a" and .status != "unavailable")
          | select(.status != "measured"
-                  or ([.rps.n, .server_cpu_us_per_req.n, .load_cpu_pct.n] | any(. < .with_figures)))
+                  or (.with_figures as $w | [.rps.n, .server_cpu_us_per_req.n, .load_cpu_pct.n] | any(. < $w)))
          | "\(.server) \(.scenario): \(.status)\(if (.problems // []) != [] then " (" + (.problems | join("; ")) + ")" else "" end)"),
         (.runs[] | select((.requests // 0) > 0 and (.tool == "h2load" or .depth == 1))
          | select([.p50_us, .p99_us, .p999_us] | any(. == null))
