@@ -56,7 +56,7 @@ def rcell($k): if . == null then "–"
 "# ringd benchmark \($m.name)",
 "",
 "- commit `\($m.commit)`, \($m.date), mode `\($m.mode)`: \($m.reps) round(s) × \($m.duration_s) s per measurement, each on a freshly started server after \($m.warmup_s) s of warm-up with the same load",
-"- \($m.cpu), \($m.online_cpus) CPUs online, kernel \($m.kernel); server pinned to CPU \($m.server_cpu), load generator to CPU \($m.load_cpu) (more in *Host* below)",
+"- \($m.cpu), \($m.online_cpus) CPUs online, kernel \($m.kernel)\(if $m.host then ", clocksource \($m.host.clocksource), THP \($m.host.transparent_hugepage.enabled)" else "" end); server pinned to CPU \($m.server_cpu), load generator to CPU \($m.load_cpu) (more in *Host* below)",
 "- demo DB of \($m.users) users; nginx, h2o and floor answer every path with the same \($m.peer_body_bytes)-byte JSON body",
 "- wrk \($m.versions.wrk), h2load \($m.versions.h2load); net.core.somaxconn \($m.somaxconn)",
 "- order: rounds; in each, every scenario in turn on every server, one after the other, the server list rotated by one per round (ringd's round k sits next to each peer's round k)",
@@ -154,6 +154,26 @@ def rcell($k): if . == null then "–"
         "",
         ( $p.perf_record[] | "Top functions, \(.phase) (\(.seconds) s):", "", "```", (.top | rtrimstr("\n")), "```", "" )
       else empty end )
+    end ),
+( ($m.host // null) as $h
+  | if $h == null then empty else
+    "## Host",
+    "",
+    "| | |",
+    "| --- | --- |",
+    "| CPU | \($h.cpu), \($h.online_cpus) online; server on CPU \($m.server_cpu), load generator on CPU \($m.load_cpu) |",
+    "| kernel | \($h.kernel) `\($h.kernel_version)` |",
+    "| clocksource | \($h.clocksource) |",
+    "| transparent huge pages | enabled `\($h.transparent_hugepage.enabled)`, defrag `\($h.transparent_hugepage.defrag)` |",
+    "| net.core.somaxconn | \($h.somaxconn) |",
+    "| tools | wrk \($m.versions.wrk), h2load \($m.versions.h2load), nginx \($m.versions.nginx), h2o \($m.versions.h2o), \($m.versions.floor)\(if $m.versions.hyper then ", hyper " + $m.versions.hyper else "" end)\(if $m.hyper_build_s != null then " (built in \($m.hyper_build_s) s)" else "" end) |",
+    "",
+    "CPU vulnerabilities (`/sys/devices/system/cpu/vulnerabilities/*`):",
+    "",
+    "| name | value |",
+    "| --- | --- |",
+    ( $h.vulnerabilities | to_entries[] | "| \(.key) | \(.value) |" ),
+    ""
     end ),
 "## Every measurement",
 "",

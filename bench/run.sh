@@ -887,6 +887,28 @@ profile_perf() {
 
 # ------------------------------------------------------------- report
 
+# The host: CPU, kernel, clocksource, transparent huge pages and the CPU
+# vulnerability mitigations the kernel reports (name: value).
+host_json() {
+    local f vul=() thp_enabled thp_defrag
+    for f in /sys/devices/system/cpu/vulnerabilities/*; do
+        [ -r "$f" ] || continue
+        vul+=("$(jq -cn --arg k "$(basename "$f")" --arg v "$(<"$f")" '{($k): $v}')")
+    done
+    # the bracketed word of "always [madvise] never"
+    thp_enabled=$(sed -n 's/.*\[\(.*\)\].*/\1/p' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || true)
+    thp_defrag=$(sed -n 's/.*\[\(.*\)\].*/\1/p' /sys/kernel/mm/transparent_hugepage/defrag 2>/dev/null || true)
+    jq -cn --arg cpu "$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)" \
+        --arg kernel "$(uname -r)" --arg kver "$(uname -v)" --argjson ncpu "$(nproc)" \
+        --arg clock "$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null || true)" \
+        --arg thp "$thp_enabled" --arg thpd "$thp_defrag" \
+        --arg somaxconn "$(cat /proc/sys/net/core/somaxconn)" \
+        --argjson vul "$( ((${#vul[@]})) && printf '%s\n' "${vul[@]}" | jq -sc 'add' || echo '{}')" '
+        {cpu: $cpu, kernel: $kernel, kernel_version: $kver, online_cpus: $ncpu, clocksource: $clock,
+         transparent_hugepage: {enabled: $thp, defrag: $thpd}, somaxconn: $somaxconn,
+         vulnerabilities: $vul}'
+}
+
 # One line per server of the list: its status, whether it speaks h2c, what it
 # answered for /users/SAMPLE_ID.
 servers_json() {
@@ -919,14 +941,14 @@ write_json() {
         --arg floor "bench/floor/floor.c${floor_rev:+ @ $floor_rev}" \
         --arg hyper "${HYPER_BIN:+$HYPER_BIN, bench/peers/hyper${hyper_rev:+ @ $hyper_rev}}" \
         --argjson hyper_build_s "$HYPER_BUILD_S" --argjson servers "$(servers_json)" \
-        --argjson reps "$REPS" --argjson rate "$(rate_json)" --argjson sample "$SAMPLE_ID" --argjson warmup "$WARMUP" --argjson scen "$(scenarios_json)" \
+        --argjson host "$(host_json)" --argjson reps "$REPS" --argjson rate "$(rate_json)" --argjson sample "$SAMPLE_ID" --argjson warmup "$WARMUP" --argjson scen "$(scenarios_json)" \
         --rawfile commands "$CMDS_FILE" '
         {meta: {name: $name, commit: $commit, date: $date, mode: $mode, kernel: $kernel,
                 cpu: $cpu, online_cpus: $ncpu, server_cpu: $scpu, load_cpu: $lcpu,
                 duration_s: $duration, warmup_s: $warmup, reps: $reps, scenarios: $scen, h1_rate: $rate,
                 order: "REPS rounds; each round runs every scenario in turn, and each scenario on every server that takes part, one after the other, the server list rotated by one place per round; every measurement on a freshly started server after WARMUP seconds of the same load",
                 users: $users, sample_id: $sample, peer_body_bytes: $body,
-                somaxconn: $somaxconn, servers: $servers, hyper_build_s: $hyper_build_s,
+                somaxconn: $somaxconn, host: $host, servers: $servers, hyper_build_s: $hyper_build_s,
                 versions: {wrk: $wrk, nginx: $nginx, h2o: $h2o, h2load: $h2load,
                            floor: $floor, hyper: (if $hyper == "" then null else $hyper end)}},
          runs: $runs, profile: $profile[0],
