@@ -152,7 +152,14 @@ def rcell($k): if . == null then "–"
     ( if $p.perf_record then
         "Sampled CPU time (`perf record -e cpu-clock`, user and kernel, the server at full load: `h1` = wrk -c64, `h2` = h2load -c16 -m10). On a VM without hardware counters, time spent with interrupts off is reported at the point they are re-enabled (e.g. `pvm_irq_enable`).",
         "",
-        ( $p.perf_record[] | "Top functions, \(.phase) (\(.seconds) s):", "", "```", (.top | rtrimstr("\n")), "```", "" )
+        ( $p.perf_record[] | "Top functions, \(.phase) (\(.seconds) s):", "", "```", (.top | rtrimstr("\n")), "```", "" ),
+        ( [$p.perf_record[] | select(.phase == "h1" and .store_share_pct != null)] | .[0] // empty
+          | "Store share, h1 phase (\($m.users) users): **\(.store_share_pct)%** of the samples, the sum of liblmdb's and of ringd's `store_*` / `index_*` functions (code inlined into other functions is not counted):",
+            "",
+            "```",
+            (if (.store_samples | length) == 0 then "(no such samples)" else .store_samples[] end),
+            "```",
+            "" )
       else empty end )
     end ),
 ( ($m.host // null) as $h

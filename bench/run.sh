@@ -761,6 +761,25 @@ profile_step() {
     profile_perf_record "$server"
 }
 
+# The store's share of a "perf report --sort dso,symbol -g none" listing of
+# ringd: every sample in liblmdb plus ringd's own store_* and index_*
+# functions (what LTO or inlining folded into their callers is not counted).
+# Prints the share in % on the first line, then liblmdb's total (its symbols
+# are stripped: one entry per address) and ringd's store lines.
+store_share() { # report-file
+    local dso
+    dso=$(basename "$RINGD_BIN")
+    awk -v dso="$dso" '
+        { pct = $1; sub(/%$/, "", pct) }
+        $2 ~ /^liblmdb[.]so/ { lmdb += pct; lmdb_n++; lmdb_dso = $2; next }
+        $2 == dso && $4 ~ /^(store_|index_)/ { own += pct; lines[++n] = $0 }
+        END {
+            printf "%.2f\n", lmdb + own
+            if (lmdb_n > 0) printf "%9.2f%%  %s (all of it, %d entries)\n", lmdb, lmdb_dso, lmdb_n
+            for (i = 1; i <= n; i++) print lines[i]
+        }' "$1"
+}
+
 # Sampled profile with the cpu-clock software event (works without hardware
 # counters): user and kernel functions while the server runs at full speed.
 profile_perf_record() {
@@ -784,12 +803,16 @@ profile_perf_record() {
         run_load "perf-$phase" "${LOAD_CMD[@]}"
         kill -INT "$perf_pid" 2>/dev/null || true
         wait "$perf_pid" 2>/dev/null || true
-        record_cmd perf report -i "$WORK/perf-$phase.data" --stdio --no-children --sort dso,symbol
+        record_cmd perf report -i "$WORK/perf-$phase.data" --stdio --no-children --sort dso,symbol -g none
         perf report -i "$WORK/perf-$phase.data" --stdio --no-children --sort dso,symbol -g none \
-            2>/dev/null | awk '/^ +[0-9.]+%/ { sub(/( +-)+ *$/, ""); print; if (++n == 20) exit }' \
-            >"$WORK/perf-$phase.top" || true
+            2>/dev/null | awk '/^ +[0-9.]+%/ { sub(/( +-)+ *$/, ""); print }' >"$WORK/perf-$phase.report" || true
+        head -n 20 "$WORK/perf-$phase.report" >"$WORK/perf-$phase.top"
+        store_share "$WORK/perf-$phase.report" >"$WORK/perf-$phase.store"
         entries+=("$(jq -cn --arg phase "$phase" --argjson secs "$secs" --rawfile top "$WORK/perf-$phase.top" \
-            '{phase: $phase, seconds: $secs, top: $top}')")
+            --rawfile store "$WORK/perf-$phase.store" '
+            ($store | split("\n") | map(select(length > 0))) as $lines
+            | {phase: $phase, seconds: $secs, top: $top,
+               store_share_pct: ($lines[0] | tonumber? // null), store_samples: $lines[1:]}')")
     done
     stop_server
     local rec

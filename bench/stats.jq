@@ -61,15 +61,34 @@ def metrics: ["rps", "p50_us", "p99_us", "p999_us", "server_cpu_us_per_req", "lo
                                     | ratio(run($sc; "ringd"; $r)[$k]; run($sc; $peer; $r)[$k])] | stat)}}))
         end ] as $ratios
 | def rat($sc; $peer): [$ratios[] | select(.scenario == $sc and .peer == $peer)] | .[0];
-  [ {issue: 6, text: "pipeline 16: ringd req/s ≥ 4× nginx", scenario: "h1-c64-p16", peer: "nginx", metric: "rps", op: ">=", limit: 4},
-    {issue: 6, text: "64 conns, no pipelining: ringd CPU/req ≤ 0.9× nginx", scenario: "h1-c64", peer: "nginx", metric: "server_cpu_us_per_req", op: "<=", limit: 0.9},
-    {issue: 6, text: "64 conns, no pipelining: ringd p99 ≤ nginx p99", scenario: "h1-c64", peer: "nginx", metric: "p99_us", op: "<=", limit: 1},
-    {issue: 6, text: "h2c -c16 -m10: ringd CPU/req ≤ 0.8× h2o", scenario: "h2-c16-m10", peer: "h2o", metric: "server_cpu_us_per_req", op: "<=", limit: 0.8} ]
+  def verdict($t; $v): if $v == null then "n/a"
+                       elif ($t.op == "<=" and $v <= $t.limit) or ($t.op == ">=" and $v >= $t.limit) then "met"
+                       else "not met" end;
+  ([$doc.profile.perf_record[]? | select(.phase == "h1")] | .[0]) as $prof_h1
+  | [ {issue: 9, text: "HTTP/1.1 64 conns: CPU/req ≤ 0.8× nginx", scenario: "h1-c64", peer: "nginx", metric: "server_cpu_us_per_req", op: "<=", limit: 0.8},
+      {issue: 9, text: "HTTP/1.1 64 conns: CPU/req ≤ 1.15× floor", scenario: "h1-c64", peer: "floor", metric: "server_cpu_us_per_req", op: "<=", limit: 1.15},
+      {issue: 9, text: "HTTP/1.1 1024 conns: CPU/req ≤ 0.85× nginx", scenario: "h1-c1024", peer: "nginx", metric: "server_cpu_us_per_req", op: "<=", limit: 0.85},
+      {issue: 9, text: "HTTP/1.1 1024 conns: req/s ≥ nginx's", scenario: "h1-c1024", peer: "nginx", metric: "rps", op: ">=", limit: 1},
+      {issue: 9, text: "HTTP/1.1 pipeline 16: req/s ≥ 3× nginx's", scenario: "h1-c64-p16", peer: "nginx", metric: "rps", op: ">=", limit: 3},
+      {issue: 9, text: "fixed rate (h1-rate): p99 ≤ nginx's", scenario: "h1-rate", peer: "nginx", metric: "p99_us", op: "<=", limit: 1},
+      {issue: 9, text: "fixed rate (h1-rate): p99.9 ≤ nginx's", scenario: "h1-rate", peer: "nginx", metric: "p999_us", op: "<=", limit: 1},
+      {issue: 9, text: "store share of CPU in the profile with 1,000,000 users ≤ 4%", kind: "store_share", unit: "%", op: "<=", limit: 4},
+      {issue: 10, text: "h2c -c16 -m10: CPU/req ≤ 0.8× h2o", scenario: "h2-c16-m10", peer: "h2o", metric: "server_cpu_us_per_req", op: "<=", limit: 0.8},
+      {issue: 10, text: "h2c -c4 -m100: CPU/req ≤ 0.8× h2o", scenario: "h2-c4-m100", peer: "h2o", metric: "server_cpu_us_per_req", op: "<=", limit: 0.8} ]
   | map(. as $t
-        | rat($t.scenario; $t.peer) as $r
-        | ($r[$t.metric].of_medians // null) as $v
-        | $t + {measured: $v, paired: ($r[$t.metric].paired // null),
-                status: (if $v == null then "n/a"
-                         elif ($t.op == "<=" and $v <= $t.limit) or ($t.op == ">=" and $v >= $t.limit) then "met"
-                         else "not met" end)}) as $targets
+        | if $t.kind == "store_share" then
+            ($prof_h1.store_share_pct // null) as $v
+            | $t + {measured: $v, paired: null}
+              + if $v == null then {status: "n/a", note: "no perf record profile"}
+                elif $m.users != 1000000 then {status: "n/a", note: "measured with \($m.users) users; the target is for 1,000,000"}
+                else {status: verdict($t; $v)} end
+          else
+            rat($t.scenario; $t.peer) as $r
+            | ($r[$t.metric].of_medians // null) as $v
+            | $t + {measured: $v, paired: ($r[$t.metric].paired // null), status: verdict($t; $v)}
+              + if $r == null then {note: "\($t.peer) not measured"}
+                elif $r.status == "unavailable" then {note: "\($t.peer) unavailable"}
+                elif $v == null then {note: "no figures"}
+                else {} end
+          end) as $targets
 | $doc + {summary: $summary, ratios: $ratios, targets: $targets}
