@@ -33,7 +33,8 @@ def rcell($k): if . == null then "–"
 | .summary as $sum
 | .ratios as $rat
 | ($m.servers // []) as $servers
-| [$servers[] | select(.name != "ringd") | .name] as $peers
+| ($servers | map(.name)) as $names_present
+| (["floor", "nginx", "h2o", "hyper"] | map(select(. as $p | $names_present | index([$p])))) as $peers
 | ($servers | map(select(.name == "ringd")) | length > 0) as $has_ringd
 | $m.scenarios as $scen
 | {"h1-c64": "HTTP/1.1 wrk, 64 conns",
@@ -55,9 +56,10 @@ def rcell($k): if . == null then "–"
 
 "# ringd benchmark \($m.name)",
 "",
-"- commit `\($m.commit)`, \($m.date), mode `\($m.mode)`: \($m.reps) round(s) × \($m.duration_s) s per measurement, each on a freshly started server after \($m.warmup_s) s of warm-up with the same load",
+"- commit `\($m.commit)`, \($m.date), mode `\($m.mode)`: \($m.reps) round(s) × \($m.duration_s) s per measurement, each on a freshly started server \(if $m.warmup_s > 0 then "after \($m.warmup_s) s of warm-up with the same load" else "without warm-up" end)",
 "- \($m.cpu), \($m.online_cpus) CPUs online, kernel \($m.kernel)\(if $m.host then ", clocksource \($m.host.clocksource), THP \($m.host.transparent_hugepage.enabled)" else "" end); server pinned to CPU \($m.server_cpu), load generator to CPU \($m.load_cpu) (more in *Host* below)",
-"- demo DB of \($m.users) users; nginx, h2o and floor answer every path with the same \($m.peer_body_bytes)-byte JSON body",
+( ["nginx", "h2o", "floor"] | map(select(. as $p | $names_present | index([$p]))) ) as $canned
+| "- demo DB of \($m.users) users\(if ($canned | length) > 0 then "; \($canned | join(", ")) answer\(if ($canned | length) == 1 then "s" else "" end) every path with the same \($m.peer_body_bytes)-byte JSON body (ringd's record for user \($m.sample_id // "N/2+1"))" else "" end)",
 "- wrk \($m.versions.wrk), h2load \($m.versions.h2load); net.core.somaxconn \($m.somaxconn)",
 "- order: rounds; in each, every scenario in turn on every server, one after the other, the server list rotated by one per round (ringd's round k sits next to each peer's round k)",
 "- raw figures (every repetition): [\($json)](\($json)); how each figure is measured: [bench/README.md](../README.md)",
@@ -102,7 +104,7 @@ def rcell($k): if . == null then "–"
     end ),
 "With a saturated load generator the requests/s figure measures the client, not the server: rank by server CPU µs/req there. wrk reports no usable latency percentiles for pipelined runs (see bench/README.md).",
 "",
-( if $has_ringd and ($peers | length) > 0 then
+( if $has_ringd and ($servers | any(.name != "ringd" and .status == "ok")) then
   "## Ratios ringd ÷ peer",
   "",
   "Each cell: the ratio of the medians · the paired ratio, median (min–max) over the rounds, where ringd's round k is divided by the peer's round k, measured next to it in time (the steadier figure on a noisy host).",
@@ -117,8 +119,10 @@ def rcell($k): if . == null then "–"
       "| scenario | " + ($peers | map("÷ \(.)") | join(" | ")) + " |",
       "| --- | " + ($peers | map("---:") | join(" | ")) + " |",
       ( $scen[] as $sc
-        | select(s($sc; "ringd").status != "n/a")
-        | "| \($sc | sname) | " + ($peers | map(r($sc; .) | rcell($k)) | join(" | ")) + " |" ),
+        | ($peers | map(r($sc; .) | rcell($k))) as $cells
+        # rows with nothing to compare (pipelined latency, h2c without an h2c peer) are left out
+        | select($cells | any(. != "–" and . != "n/a" and . != "unavailable"))
+        | "| \($sc | sname) | " + ($cells | join(" | ")) + " |" ),
       "" )
   else empty end ),
 ( if $has_ringd then

@@ -1,37 +1,45 @@
 #!/usr/bin/env bash
-# bench/run.sh - ringd side by side with nginx, h2o, the io_uring floor and
-# the hyper peer (issues 6 and 9).
+# bench/run.sh - ringd side by side with nginx, h2o, the io_uring floor
+# (bench/floor) and the hyper peer (bench/peers/hyper); issues 6, 9 and 10.
 #
 #   bench/run.sh              full run: Release build, 1,000,000-user demo DB,
-#                             10 s per scenario, profile, results in bench/results/
-#   bench/run.sh --quick      the same, 3 s per scenario
-#   bench/run.sh --smoke      seconds, ringd only: checks every scenario produces
-#                             figures (exit 1 if not); output in bench/results/smoke/
+#                             3 rounds x 10 s per scenario and server, profile,
+#                             results in bench/results/
+#   bench/run.sh --quick      the same, 1 round x 3 s
+#   bench/run.sh --smoke      seconds: ringd, floor and hyper (hyper when it is
+#                             built, see --no-build), 1 round x 1 s; exits 1
+#                             unless every scenario that applies produced
+#                             figures; output in bench/results/smoke/
 #
 # Options:
-#   --servers LIST      comma list of ringd,nginx,h2o,floor,hyper (default: all five)
+#   --servers LIST      comma list of ringd,nginx,h2o,floor,hyper (default: all
+#                       five; --smoke: ringd,floor,hyper)
 #   --peers-only        every server but ringd (ringd is still built: hyper reads its DB)
 #   --server-cpu N      CPU the server is pinned to (default 0; env BENCH_SERVER_CPU)
 #   --load-cpu N        CPU the load generator is pinned to (default 1; env BENCH_LOAD_CPU)
 #   --port N            HTTP port on 127.0.0.1 (default 29080, below the ephemeral range so no client socket holds it; nginx h2c uses N+1; env BENCH_PORT)
-#   --duration S        seconds per scenario (default 10, --quick 3, --smoke 1)
-#   --users N           users in the demo DB (default 1000000, --smoke 10000)
-#   --reps N            rounds: measurements of each scenario and server
+#   --duration S        seconds per measurement (default 10, --quick 3, --smoke 1)
+#   --reps N            rounds, i.e. measurements of each scenario on each server
 #                       (default 3; --quick and --smoke 1)
+#   --users N           users in the demo DB (default 1000000, --smoke 10000)
 #   --rate R            total req/s of the fixed-rate scenario h1-rate (default:
 #                       half of nginx's h1-c64 req/s, measured in round 1)
-#   --no-build          use the existing build/ringd (env RINGD_BIN overrides the path)
-#                       and the existing hyper build, if any (hyper is then
-#                       "unavailable" unless bench/peers/hyper/build.sh ran before)
+#   --no-build          use the existing build/ringd (env RINGD_BIN overrides the
+#                       path) and the existing hyper build: hyper is "unavailable"
+#                       unless bench/peers/hyper/build.sh has run here before
 #   --with-hyper-build  run bench/peers/hyper/build.sh even with --no-build
 #   --no-profile        skip the profile step
-#   --wait-idle S       before each scenario wait up to S seconds for the rest of
-#                       the machine to go idle (default 60; 0 = do not wait)
+#   --wait-idle S       before each measurement wait up to S seconds for the
+#                       machine to go idle (default 60; 0 = do not wait)
 #   --out DIR           where results go (default bench/results)
 #   -h, --help          this text
 #
-# Each server runs alone, pinned with taskset, started and stopped by pid.
-# See bench/README.md for what each figure means.
+# Environment: BENCH_HYPER_BUILD=PATH runs PATH instead of
+# bench/peers/hyper/build.sh (same contract: prints the binary's path last).
+#
+# One server at a time, pinned with taskset, started for each measurement and
+# stopped by pid; the rounds interleave the servers (see plan()).
+# See bench/README.md for the method and what each figure means.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,6 +52,7 @@ REPS=""
 RATE_ARG=""
 ALL_SERVERS="ringd,nginx,h2o,floor,hyper"
 SERVERS=$ALL_SERVERS
+SERVERS_GIVEN=0
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
 PORT=${BENCH_PORT:-29080}
@@ -78,8 +87,8 @@ parse_args() {
         case "$1" in
         --quick) MODE=quick ;;
         --smoke) MODE=smoke ;;
-        --servers) SERVERS=${2:?--servers needs a list}; shift ;;
-        --peers-only) SERVERS="nginx,h2o,floor,hyper" ;;
+        --servers) SERVERS=${2:?--servers needs a list}; SERVERS_GIVEN=1; shift ;;
+        --peers-only) SERVERS="nginx,h2o,floor,hyper"; SERVERS_GIVEN=1 ;;
         --server-cpu) SERVER_CPU=${2:?}; shift ;;
         --load-cpu) LOAD_CPU=${2:?}; shift ;;
         --port) PORT=${2:?}; shift ;;
@@ -102,7 +111,8 @@ parse_args() {
     full)  : "${DURATION:=10}" "${USERS:=1000000}" "${REPS:=3}"; WARMUP=2; PROFILE_REQS=20000 ;;
     quick) : "${DURATION:=3}" "${USERS:=1000000}" "${REPS:=1}"; WARMUP=1; PROFILE_REQS=10000 ;;
     smoke) : "${DURATION:=1}" "${USERS:=10000}" "${REPS:=1}"; WARMUP=0; PROFILE_REQS=2000
-           SERVERS=ringd; WAIT_IDLE=0 ;;
+           WAIT_IDLE=0
+           [ "$SERVERS_GIVEN" = 1 ] || SERVERS="ringd,floor,hyper" ;;
     esac
     [[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "--reps needs a whole number >= 1"
     [ -z "$RATE_ARG" ] || [[ "$RATE_ARG" =~ ^[1-9][0-9]*$ ]] || die "--rate needs a whole number of requests/s"
@@ -218,9 +228,9 @@ build_floor() {
 }
 
 # The hyper peer is built by its own script, which prints the binary's
-# absolute path as its last line of stdout; that path is kept in bench/.cache
-# so that --no-build (and CI's smoke pass) can use an existing build without
-# running the script. No script: the peer has not landed, hyper is unavailable.
+# absolute path as its last line of stdout; that path (with the script's) is
+# kept in bench/.cache so that --no-build (and CI's smoke pass) can use an
+# existing build without running the script, which may take minutes (cargo). No script: the peer has not landed, hyper is unavailable.
 prepare_hyper() {
     HYPER_BIN=""
     if [ ! -f "$HYPER_BUILD" ]; then
@@ -228,11 +238,13 @@ prepare_hyper() {
         return 0
     fi
     if [ "$DO_BUILD" = 0 ] && [ "$HYPER_FORCE_BUILD" = 0 ]; then
-        local cached=""
-        [ -f "$HYPER_PATH_CACHE" ] && cached=$(<"$HYPER_PATH_CACHE")
-        if [ -n "$cached" ] && [ -x "$cached" ]; then
+        local script="" cached="" newer
+        [ -f "$HYPER_PATH_CACHE" ] && IFS=$'\t' read -r script cached <"$HYPER_PATH_CACHE"
+        if [ "$script" = "$HYPER_BUILD" ] && [ -n "$cached" ] && [ -x "$cached" ]; then
             HYPER_BIN=$cached
             log "hyper: using the existing build $HYPER_BIN (--no-build)"
+            newer=$(find "$(dirname "$HYPER_BUILD")" -type f -newer "$HYPER_BIN" -not -path '*/target/*' -print -quit)
+            [ -z "$newer" ] || log "warning: hyper: ${newer#"$REPO_DIR/"} is newer than that build (run without --no-build to rebuild)"
             set_status hyper ok
         else
             set_status hyper unavailable "not built and --no-build given (run ${HYPER_BUILD#"$REPO_DIR/"} once, or pass --with-hyper-build)"
@@ -253,7 +265,7 @@ prepare_hyper() {
         set_status hyper failed "${HYPER_BUILD#"$REPO_DIR/"} did not print an executable absolute path last (got '$last')"
     else
         HYPER_BIN=$last
-        printf '%s\n' "$HYPER_BIN" >"$HYPER_PATH_CACHE"
+        printf '%s\t%s\n' "$HYPER_BUILD" "$HYPER_BIN" >"$HYPER_PATH_CACHE"
         log "hyper peer built in ${HYPER_BUILD_S}s: $HYPER_BIN"
         set_status hyper ok
     fi
@@ -1068,7 +1080,11 @@ smoke_check() {
         return 1
     fi
     n=$(jq '[.summary[] | select(.status == "measured")] | length' "$JSON_OUT")
-    log "smoke ok: $n scenario x server pairs produced figures ($(jq -r '[.summary[] | select(.status == "n/a" or .status == "unavailable") | "\(.server) \(.scenario) \(.status)"] | if length == 0 then "none" else join(", ") end + " skipped"' "$JSON_OUT"))"
+    log "smoke ok: $n scenario/server pairs produced figures; skipped: $(jq -r '
+        [.summary[] | select(.status == "n/a" or .status == "unavailable")]
+        | group_by(.server + " " + .status)
+        | map("\(.[0].server) \(.[0].status)" + (if .[0].status == "n/a" then " (\(length) h2c scenarios)" else "" end))
+        | if length == 0 then "none" else join(", ") end' "$JSON_OUT")"
 }
 
 # --------------------------------------------------------------- main
@@ -1081,7 +1097,7 @@ main() {
     if awk '{ exit !($1 > 0.5) }' /proc/loadavg; then
         log "warning: the machine is not idle (load $(cut -d' ' -f1-3 /proc/loadavg)); figures will be noisy"
     fi
-    log "run $NAME: servers $SERVERS, ${DURATION}s per scenario, server cpu $SERVER_CPU, load cpu $LOAD_CPU"
+    log "run $NAME: servers $SERVERS, $REPS round(s) of ${DURATION}s per measurement, server cpu $SERVER_CPU, load cpu $LOAD_CPU"
     DB=""
     SAMPLE_ID=$((USERS / 2 + 1))
     # hyper serves ringd's DB: it needs ringd built as well
