@@ -87,7 +87,8 @@ def rcell($k): if . == null then "–"
 "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
 ( $scen[] as $sc | $servers[] | select(.status != "unavailable") | .name as $sv | s($sc; $sv) | select(. != null)
   | if .status == "n/a" then "| \($sc | sname) | \($sv) | n/a (no HTTP/2) | | | | | | | | |"
-    elif .with_figures == 0 then "| \($sc | sname) | \($sv) | 0 of \(.runs) | no figures: \(.problems | join("; ")) | | | | | | | |"
+    elif .status == "failed" then "| \($sc | sname) | \($sv) | – | **failed**: \(.problems | join("; ")) | | | | | | | |"
+    elif .with_figures == 0 then "| \($sc | sname) | \($sv) | 0 of \(.runs) | **no figures**: \(.problems | join("; ")) | | | | | | | |"
     else "| \($sc | sname) | \($sv) | \(if .with_figures == .runs then "\(.runs)" else "\(.with_figures) of \(.runs)" end) | "
       + "\(.rps | mr(grp)) | \(.p50_us | mr(ms)) | \(.p99_us | mr(ms)) | \(.p999_us | mr(ms)) | \(.errors) | "
       + "\(.server_cpu_us_per_req | mr(us2)) | \(.load_cpu_pct | mr(pct0))"

@@ -33,6 +33,7 @@ def metrics: ["rps", "p50_us", "p99_us", "p999_us", "server_cpu_us_per_req", "lo
     | {scenario: $sc, server: $srv.name}
       + if ($srv.status == "unavailable") then {status: "unavailable"}
         elif (applies($srv; $sc) | not) then {status: "n/a"}
+        elif $srv.status == "failed" then {status: "failed", runs: 0, with_figures: 0, problems: [$srv.reason // "failed"]}
         else
           ([$rs[] | select(has_figures)]) as $ok
           | {status: (if ($ok | length) == $reps and ($rs | length) == $reps then "measured"
