@@ -115,15 +115,20 @@ parse_args() {
            [ "$SERVERS_GIVEN" = 1 ] || SERVERS="ringd,floor,hyper" ;;
     esac
     [[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "--reps needs a whole number >= 1"
+    [[ "$DURATION" =~ ^[1-9][0-9]*$ ]] || die "--duration needs a whole number of seconds >= 1"
     [ -z "$RATE_ARG" ] || [[ "$RATE_ARG" =~ ^[1-9][0-9]*$ ]] || die "--rate needs a whole number of requests/s"
     : "${OUT_DIR:=$BENCH_DIR/results}"
     [ "$MODE" = smoke ] && OUT_DIR="$BENCH_DIR/results/smoke"
     H2C_PORT=$((PORT + 1))
     local s
     IFS=, read -ra SERVER_LIST <<<"$SERVERS"
+    local -A seen=()
     for s in "${SERVER_LIST[@]}"; do
         case "$s" in ringd|nginx|h2o|floor|hyper) ;; *) die "unknown server '$s'" ;; esac
+        [ -z "${seen[$s]:-}" ] || die "server '$s' is listed twice"
+        seen[$s]=1
     done
+    [ ${#SERVER_LIST[@]} -gt 0 ] || die "--servers needs at least one server"
 }
 
 # Whether server $1 speaks h2c: floor and hyper are HTTP/1.1 only, their h2c
@@ -710,7 +715,7 @@ run_rounds() {
     local r sc s
     plan >"$WORK/plan.txt"
     N_MEASURE=$(wc -l <"$WORK/plan.txt")
-    log "$N_MEASURE measurements in $REPS round(s), about $((N_MEASURE * (DURATION + WARMUP + 2) / 60 + 1)) min"
+    log "$N_MEASURE measurements in $REPS round(s), about $(((N_MEASURE * (DURATION + WARMUP + 2) + 59) / 60)) min"
     # the plan on fd 3: nothing the loop runs reads it as its stdin
     while read -r r sc s <&3; do
         [ "$sc" != h1-rate ] || set_rate
@@ -1058,7 +1063,7 @@ write_markdown() {
 # ------------------------------------------------------------- smoke
 
 smoke_check() {
-    local bad n
+    local bad n line
     # every scenario of every server that should have run (not n/a, not
     # unavailable) has figures in every round, latency percentiles included
     # wherever the tool gives usable ones (not pipelined wrk)
@@ -1076,7 +1081,7 @@ smoke_check() {
     bad=$(sed '/^$/d' <<<"$bad")
     if [ -n "$bad" ]; then
         log "smoke FAILED:"
-        printf '  %s\n' "$bad" >&2
+        while IFS= read -r line; do printf '  %s\n' "$line" >&2; done <<<"$bad"
         return 1
     fi
     n=$(jq '[.summary[] | select(.status == "measured")] | length' "$JSON_OUT")
