@@ -1,4 +1,4 @@
-# bench/report.jq: results JSON of bench/run.sh -> Markdown.
+# bench/report.jq: results JSON of bench/run.sh (after stats.jq) -> Markdown.
 #   jq -r --arg png NAME.png --arg json NAME.json -f report.jq NAME.json
 
 def rnd($n): if . == null then null else (. * pow(10; $n) | round) / pow(10; $n) end;
@@ -8,88 +8,137 @@ def grp: if . == null then "–"
          else (round | tostring | explode | reverse | [recurse(.[3:]; length > 0) | .[0:3]]
                | map(reverse | implode) | reverse | join(",")) end;
 def ms: if . == null then "–" else (. / 1000) | (if . < 1 then rnd(3) else rnd(2) end) | tostring end;
-def ratio($a; $b): if $a == null or $b == null or $b == 0 then null else ($a / $b) end;
-# CPU used by neither server nor load generator, in % of one CPU
-def noise: if .other_cpu_s == null or (.duration_s // 0) == 0 then null else .other_cpu_s * 100 / .duration_s end;
+def us2: rnd(2) | num;
+def pct0: rnd(0) | num;
 def rtxt: if . == null then "–" else (rnd(2) | tostring) + "×" end;
+def rbare: if . == null then "–" else (rnd(2) | tostring) end;
+# "median (min–max)" of a stat object, each formatted with f; one value when
+# there is one repetition or no spread
+def mr(f): if . == null or (.n // 0) == 0 then "–"
+           elif .n == 1 or .min == .max then (.median | f)
+           else "\(.median | f) (\(.min | f)–\(.max | f))" end;
+# a ratio entry: "ratio of medians · paired median (min–max)"
+def rcell($k): if . == null then "–"
+               elif .status == "unavailable" then "unavailable"
+               elif .status == "n/a" then "n/a"
+               elif .status != "ok" then "–"
+               else .[$k] as $x
+                    | if $x.of_medians == null then "–"
+                      elif ($x.paired.n // 0) <= 1 then ($x.of_medians | rtxt)
+                      else "\($x.of_medians | rtxt) · \($x.paired.median | rtxt) (\($x.paired.min | rbare)–\($x.paired.max | rbare))" end
+               end;
 
 .meta as $m
 | .runs as $runs
-| ([$runs[].server]) as $ran
-| (["ringd", "nginx", "h2o"] | map(select(. as $s | $ran | index([$s])))) as $present
-| ["h1-c64", "h1-c64-p16", "h1-c256", "h1-c1024", "h2-c16-m10", "h2-c4-m100"] as $order
-| ([$runs[].scenario]) as $have
-| [$order[] | select(. as $s | $have | index([$s]))] as $scen
+| .summary as $sum
+| .ratios as $rat
+| ($m.servers // []) as $servers
+| ($servers | map(.name)) as $names_present
+| (["floor", "nginx", "h2o", "hyper"] | map(select(. as $p | $names_present | index([$p])))) as $peers
+| ($servers | map(select(.name == "ringd")) | length > 0) as $has_ringd
+| $m.scenarios as $scen
 | {"h1-c64": "HTTP/1.1 wrk, 64 conns",
    "h1-c64-p16": "HTTP/1.1 wrk, 64 conns, pipeline 16",
    "h1-c256": "HTTP/1.1 wrk, 256 conns",
    "h1-c1024": "HTTP/1.1 wrk, 1024 conns",
+   "h1-rate": "HTTP/1.1 h2load, 64 conns, fixed rate",
    "h2-c16-m10": "h2c h2load, -c16 -m10",
    "h2-c4-m100": "h2c h2load, -c4 -m100"} as $names
-| def run($sc; $sv): [$runs[] | select(.scenario == $sc and .server == $sv)] | .[0];
-  def fig($sc; $sv; f): (run($sc; $sv) // {}) | f;
+| def sname: $names[.] // .;
+  def s($sc; $sv): [$sum[] | select(.scenario == $sc and .server == $sv)] | .[0];
+  def r($sc; $peer): [$rat[] | select(.scenario == $sc and .peer == $peer)] | .[0];
+  def other_pct: if .other_cpu_s == null or (.duration_s // 0) == 0 then null else .other_cpu_s * 100 / .duration_s end;
+  def what: {ringd: "`ringd serve --shards 1 --max-conns 8192` on the demo DB",
+             nginx: "nginx \($m.versions.nginx), 1 worker, `return 200` with the body",
+             h2o: "h2o \($m.versions.h2o), 1 thread, the body from one file",
+             floor: "bench/floor: bare io_uring responder, 1 thread, a canned 200 with the body",
+             hyper: "bench/peers/hyper: the seed's stack (hyper), `GET /users/{id}` from ringd's DB"}[.] // "";
 
 "# ringd benchmark \($m.name)",
 "",
-"- commit `\($m.commit)`, \($m.date), mode `\($m.mode)`, \($m.duration_s) s per scenario",
-"- \($m.cpu), \($m.online_cpus) CPUs online, kernel \($m.kernel); server pinned to CPU \($m.server_cpu), load generator to CPU \($m.load_cpu)",
-"- demo DB of \($m.users) users; peers answer every path with the same \($m.peer_body_bytes)-byte JSON body",
-"- wrk \($m.versions.wrk), h2load \($m.versions.h2load), nginx \($m.versions.nginx) (1 worker), h2o \($m.versions.h2o) (1 thread); ringd with `--shards 1`; net.core.somaxconn \($m.somaxconn)",
-"- servers measured: \($present | join(", ")); raw figures: [\($json)](\($json)); how each figure is measured: [bench/README.md](../README.md)",
+"- commit `\($m.commit)`, \($m.date), mode `\($m.mode)`: \($m.reps) round(s) × \($m.duration_s) s per measurement, each on a freshly started server \(if $m.warmup_s > 0 then "after \($m.warmup_s) s of warm-up with the same load" else "without warm-up" end)",
+"- \($m.cpu), \($m.online_cpus) CPUs online, kernel \($m.kernel)\(if $m.host then ", clocksource \($m.host.clocksource), THP \($m.host.transparent_hugepage.enabled)" else "" end); server pinned to CPU \($m.server_cpu), load generator to CPU \($m.load_cpu) (more in *Host* below)",
+( ["nginx", "h2o", "floor"] | map(select(. as $p | $names_present | index([$p]))) ) as $canned
+| "- demo DB of \($m.users) users\(if ($canned | length) > 0 then "; \($canned | join(", ")) answer\(if ($canned | length) == 1 then "s" else "" end) every path with the same \($m.peer_body_bytes)-byte JSON body (ringd's record for user \($m.sample_id // "N/2+1"))" else "" end)",
+"- wrk \($m.versions.wrk), h2load \($m.versions.h2load); net.core.somaxconn \($m.somaxconn)",
+"- order: rounds; in each, every scenario in turn on every server, one after the other, the server list rotated by one per round (ringd's round k sits next to each peer's round k)",
+"- raw figures (every repetition): [\($json)](\($json)); how each figure is measured: [bench/README.md](../README.md)",
 "",
-( [$runs[] | select((noise // 0) > 10)] as $noisy
+( [$runs[] | select((other_pct // 0) > 10)] as $noisy
   | if ($noisy | length) > 0 then
-      "> **Warning: the machine was not idle.** In \($noisy | length) of \($runs | length) runs other work used more than 10% of a CPU (column *other CPU %*): \([$noisy[] | "\(.server) \(.scenario)"] | join(", ")). Treat those rows as noisy and rerun on an idle machine.", ""
+      "> **Warning: the machine was not idle.** In \($noisy | length) of \($runs | length) measurements other work used more than 10% of a CPU (see *Every measurement*): \([$noisy[] | "\(.server) \(.scenario) r\(.round)"] | join(", ")). Treat those figures as noisy.", ""
     else empty end ),
-"![requests/s and p99 per scenario and server](\($png))",
+"## Servers",
+"",
+"| server | what | h2c | answer to `/users/\($m.sample_id // "N/2+1")` | status |",
+"| --- | --- | --- | ---: | --- |",
+( $servers[] | "| \(.name) | \(.name | what) | \(if .h2c then "yes" else "no: h2c scenarios n/a" end) | "
+    + (if .response_bytes == null then "–" else "\(.response_bytes) bytes" end)
+    + (if .same_bytes_as_ringd == true then ", same bytes as ringd" elif .same_bytes_as_ringd == false then ", **differs from ringd**" else "" end)
+    + " | \(if .status == "ok" then "measured" else "**\(.status)**: \(.reason // "")" end) |" ),
+"",
+"![requests/s and p99 per scenario and server, median and range](\($png))",
 "",
 "## Figures",
 "",
-"| scenario | server | req/s | p50 ms | p99 ms | p99.9 ms | errors (socket + non-2xx) | server CPU µs/req | load-gen CPU % | other CPU % |",
-"| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-( $scen[] as $sc | $present[] as $sv | run($sc; $sv) | select(. != null)
-  | "| \($names[$sc] // $sc) | \($sv) | \(.rps | grp) | \(.p50_us | ms) | \(.p99_us | ms) | \(.p999_us | ms) | "
-    + (if .requests == null then "no figures" else "\(.errors // 0) (\(.errors_socket // 0) + \(.errors_status // 0))" end)
-    + " | \(.server_cpu_us_per_req | rnd(2) | num) | \(.load_cpu_pct | rnd(0) | num)"
-    + (if (.load_cpu_pct // 0) >= 90 then " (saturated)" else "" end)
-    + " | \(noise | rnd(0) | num) |" ),
+"Each cell: the median over the rounds, then (min–max) when they differ. Errors are summed over the rounds.",
 "",
+"| scenario | server | rounds | req/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs/req | load-gen CPU % | other CPU % |",
+"| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+( $scen[] as $sc | $servers[] | select(.status != "unavailable") | .name as $sv | s($sc; $sv) | select(. != null)
+  | if .status == "n/a" then "| \($sc | sname) | \($sv) | n/a (no HTTP/2) | | | | | | | | |"
+    elif .status == "failed" then "| \($sc | sname) | \($sv) | – | **failed**: \(.problems | join("; ")) | | | | | | | |"
+    elif .with_figures == 0 then "| \($sc | sname) | \($sv) | 0 of \(.runs) | **no figures**: \(.problems | join("; ")) | | | | | | | |"
+    else "| \($sc | sname) | \($sv) | \(if .with_figures == .runs then "\(.runs)" else "\(.with_figures) of \(.runs)" end) | "
+      + "\(.rps | mr(grp)) | \(.p50_us | mr(ms)) | \(.p99_us | mr(ms)) | \(.p999_us | mr(ms)) | \(.errors) | "
+      + "\(.server_cpu_us_per_req | mr(us2)) | \(.load_cpu_pct | mr(pct0))"
+      + (if (.load_cpu_pct.median // 0) >= 90 then " (saturated)" else "" end)
+      + " | \(.other_cpu_pct | mr(pct0)) |"
+    end ),
+"",
+( $m.h1_rate as $rate
+  | if $rate == null then empty else
+      ([$sum[] | select(.scenario == "h1-rate" and .rps.median != null and .rps.median < 0.95 * $rate.offered_rps) | .server]) as $slow
+      | "Fixed rate (`h1-rate`): \($rate.offered_rps | grp) req/s offered, \($rate.connections) connections × `h2load --rps \($rate.per_connection_rps)` each (\($rate.source)); latency from each request's send to its response, no correction for requests held back."
+        + (if ($slow | length) > 0 then " **Did not keep up** (median req/s under 95% of the rate): \($slow | join(", "))." else "" end),
+        ""
+    end ),
 "With a saturated load generator the requests/s figure measures the client, not the server: rank by server CPU µs/req there. wrk reports no usable latency percentiles for pipelined runs (see bench/README.md).",
 "",
-( if ($present | index("ringd")) and (($present | index("nginx")) or ($present | index("h2o"))) then
-  "## Ratios ringd / peer",
+( if $has_ringd and ($servers | any(.name != "ringd" and .status == "ok")) then
+  "## Ratios ringd ÷ peer",
   "",
-  "| scenario | req/s ÷ nginx | req/s ÷ h2o | p99 ÷ nginx | p99 ÷ h2o | CPU/req ÷ nginx | CPU/req ÷ h2o |",
-  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-  ( $scen[] as $sc
-    | [ ratio(fig($sc; "ringd"; .rps); fig($sc; "nginx"; .rps)),
-        ratio(fig($sc; "ringd"; .rps); fig($sc; "h2o"; .rps)),
-        ratio(fig($sc; "ringd"; .p99_us); fig($sc; "nginx"; .p99_us)),
-        ratio(fig($sc; "ringd"; .p99_us); fig($sc; "h2o"; .p99_us)),
-        ratio(fig($sc; "ringd"; .server_cpu_us_per_req); fig($sc; "nginx"; .server_cpu_us_per_req)),
-        ratio(fig($sc; "ringd"; .server_cpu_us_per_req); fig($sc; "h2o"; .server_cpu_us_per_req)) ]
-    | "| \($names[$sc] // $sc) | " + (map(rtxt) | join(" | ")) + " |" ),
+  "Each cell: the ratio of the medians · the paired ratio, median (min–max) over the rounds, where ringd's round k is divided by the peer's round k, measured next to it in time (the steadier figure on a noisy host).",
   "",
-  "Higher is better for req/s; lower is better for p99 and CPU/req.",
-  ""
+  ( ["server CPU µs/req", "server_cpu_us_per_req", "lower is better"],
+    ["req/s", "rps", "higher is better"],
+    ["p99", "p99_us", "lower is better"],
+    ["p99.9", "p999_us", "lower is better"]
+    | . as [$title, $k, $better]
+    | "### \($title) (\($better))",
+      "",
+      "| scenario | " + ($peers | map("÷ \(.)") | join(" | ")) + " |",
+      "| --- | " + ($peers | map("---:") | join(" | ")) + " |",
+      ( $scen[] as $sc
+        | ($peers | map(r($sc; .) | rcell($k))) as $cells
+        # rows with nothing to compare (pipelined latency, h2c without an h2c peer) are left out
+        | select($cells | any(. != "–" and . != "n/a" and . != "unavailable"))
+        | "| \($sc | sname) | " + ($cells | join(" | ")) + " |" ),
+      "" )
   else empty end ),
-( if $present | index("ringd") then
-  def verdict(c): if c == null then "n/a (peer not measured)" elif c then "met" else "**not met**" end;
-  ratio(fig("h1-c64-p16"; "ringd"; .rps); fig("h1-c64-p16"; "nginx"; .rps)) as $p16
-  | ratio(fig("h1-c64"; "ringd"; .server_cpu_us_per_req); fig("h1-c64"; "nginx"; .server_cpu_us_per_req)) as $c64
-  | ratio(fig("h1-c64"; "ringd"; .p99_us); fig("h1-c64"; "nginx"; .p99_us)) as $l64
-  | ratio(fig("h2-c16-m10"; "ringd"; .server_cpu_us_per_req); fig("h2-c16-m10"; "h2o"; .server_cpu_us_per_req)) as $h2
-  | run("h1-c1024"; "ringd") as $k
-  | "## Targets (issue 6)",
-    "",
-    "| target | measured | status |",
-    "| --- | --- | --- |",
-    "| pipeline 16: ringd req/s ≥ 4× nginx | \($p16 | rtxt) | \(verdict(if $p16 == null then null else $p16 >= 4 end)) |",
-    "| 64 conns, no pipelining: ringd CPU/req ≤ 0.9× nginx | \($c64 | rtxt) | \(verdict(if $c64 == null then null else $c64 <= 0.9 end)) |",
-    "| 64 conns, no pipelining: ringd p99 ≤ nginx p99 | \($l64 | rtxt) | \(verdict(if $l64 == null then null else $l64 <= 1 end)) |",
-    "| h2c -c16 -m10: ringd CPU/req ≤ 0.8× h2o | \($h2 | rtxt) | \(verdict(if $h2 == null then null else $h2 <= 0.8 end)) |",
-    "| 1024 conns: no errors, p99 reported | \(if $k == null or $k.requests == null then "no figures" else "\($k.errors) errors, p99 \($k.p99_us | ms) ms" end) | \(verdict(if $k == null or $k.requests == null then false else ($k.errors == 0 and $k.p99_us != null) end)) |",
-    ""
+( if $has_ringd then
+  def verdict: if . == "met" then "met" elif . == "not met" then "**not met**" else "n/a" end;
+  "## Targets",
+  "",
+  "Checked against the ratio of the medians; the paired ratio (median and range over the rounds) is shown beside it.",
+  "",
+  "| issue | target | measured | paired | status |",
+  "| --- | --- | ---: | ---: | --- |",
+  ( .targets[]
+    | "| \(.issue) | \(.text) | \(if .unit == "%" then (if .measured == null then "–" else "\(.measured | rnd(2))%" end) else (.measured | rtxt) end) | "
+      + (if (.paired.n // 0) > 1 then "\(.paired.median | rtxt) (\(.paired.min | rbare)–\(.paired.max | rbare))" else "–" end)
+      + " | \(.status | verdict)\(if .note then " (\(.note))" else "" end) |" ),
+  ""
   else empty end ),
 ( .profile as $p
   | if ($p | length) == 0 then empty else
@@ -108,13 +157,57 @@ def rtxt: if . == null then "–" else (rnd(2) | tostring) + "×" end;
     ( if $p.perf_record then
         "Sampled CPU time (`perf record -e cpu-clock`, user and kernel, the server at full load: `h1` = wrk -c64, `h2` = h2load -c16 -m10). On a VM without hardware counters, time spent with interrupts off is reported at the point they are re-enabled (e.g. `pvm_irq_enable`).",
         "",
-        ( $p.perf_record[] | "Top functions, \(.phase) (\(.seconds) s):", "", "```", (.top | rtrimstr("\n")), "```", "" )
+        ( $p.perf_record[] | "Top functions, \(.phase) (\(.seconds) s):", "", "```", (.top | rtrimstr("\n")), "```", "" ),
+        ( [$p.perf_record[] | select(.phase == "h1" and .store_share_pct != null)] | .[0] // empty
+          | "Store share, h1 phase (\($m.users) users): **\(.store_share_pct)%** of the samples, the sum of liblmdb's and of ringd's `store_*` / `index_*` functions (code inlined into other functions is not counted):",
+            "",
+            "```",
+            (if (.store_samples | length) == 0 then "(no such samples)" else .store_samples[] end),
+            "```",
+            "" )
       else empty end )
     end ),
+( ($m.host // null) as $h
+  | if $h == null then empty else
+    "## Host",
+    "",
+    "| | |",
+    "| --- | --- |",
+    "| CPU | \($h.cpu), \($h.online_cpus) online; server on CPU \($m.server_cpu), load generator on CPU \($m.load_cpu) |",
+    "| kernel | \($h.kernel) `\($h.kernel_version)` |",
+    "| clocksource | \($h.clocksource) |",
+    "| transparent huge pages | enabled `\($h.transparent_hugepage.enabled)`, defrag `\($h.transparent_hugepage.defrag)` |",
+    "| net.core.somaxconn | \($h.somaxconn) |",
+    "| tools | wrk \($m.versions.wrk), h2load \($m.versions.h2load), nginx \($m.versions.nginx), h2o \($m.versions.h2o), \($m.versions.floor)\(if $m.versions.hyper then ", hyper " + $m.versions.hyper else "" end)\(if $m.hyper_build_s != null then " (built in \($m.hyper_build_s) s)" else "" end) |",
+    "",
+    "CPU vulnerabilities (`/sys/devices/system/cpu/vulnerabilities/*`):",
+    "",
+    "| name | value |",
+    "| --- | --- |",
+    ( $h.vulnerabilities | to_entries[] | "| \(.key) | \(.value) |" ),
+    ""
+    end ),
+"## Every measurement",
+"",
+"<details><summary>\($runs | length) measurements in the order they ran</summary>",
+"",
+"| # | t s | round | scenario | server | req/s | p99 ms | server CPU µs/req | load-gen CPU % | other CPU % |",
+"| ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+( $runs | sort_by(.seq // 0)[]
+  | "| \(.seq // "–") | \(.t_s // "–") | \(.round // "–") | \(.scenario) | \(.server) | "
+    + (if (.requests // 0) > 0 then "\(.rps | grp) | \(.p99_us | ms) | \(.server_cpu_us_per_req | us2) | \(.load_cpu_pct | pct0) | \(other_pct | pct0) |"
+       else "no figures (\(if .failed_to_start then "did not start" elif .server_died then "exited" else "see the load generator's output" end)) | | | | |" end) ),
+"",
+"</details>",
+"",
 "## Commands",
 "",
 "Exactly as run (load generators under `/usr/bin/time`, everything pinned with `taskset`):",
 "",
+"<details><summary>\(.commands | length) commands</summary>",
+"",
 "```",
 (.commands[]),
-"```"
+"```",
+"",
+"</details>"

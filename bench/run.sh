@@ -1,29 +1,45 @@
 #!/usr/bin/env bash
-# bench/run.sh - ringd side by side with nginx and h2o (issue 6).
+# bench/run.sh - ringd side by side with nginx, h2o, the io_uring floor
+# (bench/floor) and the hyper peer (bench/peers/hyper); issues 6, 9 and 10.
 #
 #   bench/run.sh              full run: Release build, 1,000,000-user demo DB,
-#                             10 s per scenario, profile, results in bench/results/
-#   bench/run.sh --quick      the same, 3 s per scenario
-#   bench/run.sh --smoke      seconds, ringd only: checks every scenario produces
-#                             figures (exit 1 if not); output in bench/results/smoke/
+#                             3 rounds x 10 s per scenario and server, profile,
+#                             results in bench/results/
+#   bench/run.sh --quick      the same, 1 round x 3 s
+#   bench/run.sh --smoke      seconds: ringd, floor and hyper (hyper when it is
+#                             built, see --no-build), 1 round x 1 s; exits 1
+#                             unless every scenario that applies produced
+#                             figures; output in bench/results/smoke/
 #
 # Options:
-#   --servers LIST      comma list of ringd,nginx,h2o (default: all three)
-#   --peers-only        same as --servers nginx,h2o (no ringd build needed)
+#   --servers LIST      comma list of ringd,nginx,h2o,floor,hyper (default: all
+#                       five; --smoke: ringd,floor,hyper)
+#   --peers-only        every server but ringd (ringd is still built: hyper reads its DB)
 #   --server-cpu N      CPU the server is pinned to (default 0; env BENCH_SERVER_CPU)
 #   --load-cpu N        CPU the load generator is pinned to (default 1; env BENCH_LOAD_CPU)
 #   --port N            HTTP port on 127.0.0.1 (default 29080, below the ephemeral range so no client socket holds it; nginx h2c uses N+1; env BENCH_PORT)
-#   --duration S        seconds per scenario (default 10, --quick 3, --smoke 1)
+#   --duration S        seconds per measurement (default 10, --quick 3, --smoke 1)
+#   --reps N            rounds, i.e. measurements of each scenario on each server
+#                       (default 3; --quick and --smoke 1)
 #   --users N           users in the demo DB (default 1000000, --smoke 10000)
-#   --no-build          use the existing build/ringd (env RINGD_BIN overrides the path)
+#   --rate R            total req/s of the fixed-rate scenario h1-rate (default:
+#                       half of nginx's h1-c64 req/s, measured in round 1)
+#   --no-build          use the existing build/ringd (env RINGD_BIN overrides the
+#                       path) and the existing hyper build: hyper is "unavailable"
+#                       unless bench/peers/hyper/build.sh has run here before
+#   --with-hyper-build  run bench/peers/hyper/build.sh even with --no-build
 #   --no-profile        skip the profile step
-#   --wait-idle S       before each scenario wait up to S seconds for the rest of
-#                       the machine to go idle (default 60; 0 = do not wait)
+#   --wait-idle S       before each measurement wait up to S seconds for the
+#                       machine to go idle (default 60; 0 = do not wait)
 #   --out DIR           where results go (default bench/results)
 #   -h, --help          this text
 #
-# Each server runs alone, pinned with taskset, started and stopped by pid.
-# See bench/README.md for what each figure means.
+# Environment: BENCH_HYPER_BUILD=PATH runs PATH instead of
+# bench/peers/hyper/build.sh (same contract: prints the binary's path last).
+#
+# One server at a time, pinned with taskset, started for each measurement and
+# stopped by pid; the rounds interleave the servers (see plan()).
+# See bench/README.md for the method and what each figure means.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,7 +48,11 @@ REPO_DIR=$(dirname "$BENCH_DIR")
 MODE=full
 DURATION=""
 USERS=""
-SERVERS="ringd,nginx,h2o"
+REPS=""
+RATE_ARG=""
+ALL_SERVERS="ringd,nginx,h2o,floor,hyper"
+SERVERS=$ALL_SERVERS
+SERVERS_GIVEN=0
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
 PORT=${BENCH_PORT:-29080}
@@ -40,13 +60,22 @@ DO_BUILD=1
 DO_PROFILE=1
 WAIT_IDLE=${BENCH_WAIT_IDLE:-60}
 OUT_DIR=""
+HYPER_FORCE_BUILD=0
+HYPER_BUILD_S=null
 PROFILE_SERVER=ringd   # hidden: --profile-server NAME, to try the profile step on a peer
 RINGD_BIN=${RINGD_BIN:-$REPO_DIR/build/ringd}
+FLOOR_SRC=$BENCH_DIR/floor/floor.c
+FLOOR_BIN=$BENCH_DIR/.cache/floor
+# The hyper peer's build script (env BENCH_HYPER_BUILD overrides, to try a stand-in).
+HYPER_BUILD=${BENCH_HYPER_BUILD:-$BENCH_DIR/peers/hyper/build.sh}
+HYPER_PATH_CACHE=$BENCH_DIR/.cache/hyper-peer.path
+HYPER_BIN=""
 
 # Debian packages the harness needs; installed only when missing.
-PKGS=(wrk nginx-light h2o nghttp2-client gnuplot-nox valgrind jq curl time util-linux procps)
+PKGS=(wrk nginx-light h2o nghttp2-client gnuplot-nox valgrind jq curl time util-linux procps gcc liburing-dev)
 
-SCENARIOS=(h1-c64 h1-c64-p16 h1-c256 h1-c1024 h2-c16-m10 h2-c4-m100)
+# h1-rate comes after h1-c64: its rate is half of nginx's h1-c64 req/s of round 1.
+SCENARIOS=(h1-c64 h1-c64-p16 h1-c256 h1-c1024 h1-rate h2-c16-m10 h2-c4-m100)
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -58,14 +87,17 @@ parse_args() {
         case "$1" in
         --quick) MODE=quick ;;
         --smoke) MODE=smoke ;;
-        --servers) SERVERS=${2:?--servers needs a list}; shift ;;
-        --peers-only) SERVERS="nginx,h2o" ;;
+        --servers) SERVERS=${2:?--servers needs a list}; SERVERS_GIVEN=1; shift ;;
+        --peers-only) SERVERS="nginx,h2o,floor,hyper"; SERVERS_GIVEN=1 ;;
         --server-cpu) SERVER_CPU=${2:?}; shift ;;
         --load-cpu) LOAD_CPU=${2:?}; shift ;;
         --port) PORT=${2:?}; shift ;;
         --duration) DURATION=${2:?}; shift ;;
         --users) USERS=${2:?}; shift ;;
+        --reps) REPS=${2:?}; shift ;;
+        --rate) RATE_ARG=${2:?}; shift ;;
         --no-build) DO_BUILD=0 ;;
+        --with-hyper-build) HYPER_FORCE_BUILD=1 ;;
         --no-profile) DO_PROFILE=0 ;;
         --wait-idle) WAIT_IDLE=${2:?}; shift ;;
         --out) OUT_DIR=${2:?}; shift ;;
@@ -76,20 +108,40 @@ parse_args() {
         shift
     done
     case "$MODE" in
-    full)  : "${DURATION:=10}" "${USERS:=1000000}"; WARMUP=2; PROFILE_REQS=20000 ;;
-    quick) : "${DURATION:=3}" "${USERS:=1000000}"; WARMUP=1; PROFILE_REQS=10000 ;;
-    smoke) : "${DURATION:=1}" "${USERS:=10000}"; WARMUP=0; PROFILE_REQS=2000
-           SERVERS=ringd; WAIT_IDLE=0 ;;
+    full)  : "${DURATION:=10}" "${USERS:=1000000}" "${REPS:=3}"; WARMUP=2; PROFILE_REQS=20000 ;;
+    quick) : "${DURATION:=3}" "${USERS:=1000000}" "${REPS:=1}"; WARMUP=1; PROFILE_REQS=10000 ;;
+    smoke) : "${DURATION:=1}" "${USERS:=10000}" "${REPS:=1}"; WARMUP=0; PROFILE_REQS=2000
+           WAIT_IDLE=0
+           [ "$SERVERS_GIVEN" = 1 ] || SERVERS="ringd,floor,hyper" ;;
     esac
+    [[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "--reps needs a whole number >= 1"
+    [[ "$DURATION" =~ ^[1-9][0-9]*$ ]] || die "--duration needs a whole number of seconds >= 1"
+    [ -z "$RATE_ARG" ] || [[ "$RATE_ARG" =~ ^[1-9][0-9]*$ ]] || die "--rate needs a whole number of requests/s"
     : "${OUT_DIR:=$BENCH_DIR/results}"
     [ "$MODE" = smoke ] && OUT_DIR="$BENCH_DIR/results/smoke"
     H2C_PORT=$((PORT + 1))
     local s
     IFS=, read -ra SERVER_LIST <<<"$SERVERS"
+    local -A seen=()
     for s in "${SERVER_LIST[@]}"; do
-        case "$s" in ringd|nginx|h2o) ;; *) die "unknown server '$s'" ;; esac
+        case "$s" in ringd|nginx|h2o|floor|hyper) ;; *) die "unknown server '$s'" ;; esac
+        [ -z "${seen[$s]:-}" ] || die "server '$s' is listed twice"
+        seen[$s]=1
     done
+    [ ${#SERVER_LIST[@]} -gt 0 ] || die "--servers needs at least one server"
 }
+
+# Whether server $1 speaks h2c: floor and hyper are HTTP/1.1 only, their h2c
+# scenarios are "n/a" (not run, not a failure).
+speaks_h2() { case "$1" in ringd|nginx|h2o) return 0 ;; *) return 1 ;; esac; }
+
+# Whether server $1 takes part in scenario $2.
+applies() { [[ "$2" != h2-* ]] || speaks_h2 "$1"; }
+
+# What became of each server before measuring: ok, unavailable (not there to
+# measure: not an error) or failed (should have run and could not), and why.
+declare -A SERVER_STATUS=() SERVER_REASON=()
+set_status() { SERVER_STATUS[$1]=$2; SERVER_REASON[$1]=${3:-}; [ -z "${3:-}" ] || log "$1: $2: $3"; }
 
 scenarios_json() { printf '%s\n' "${SCENARIOS[@]}" | jq -R . | jq -sc .; }
 
@@ -128,7 +180,7 @@ setup_run() {
     COMMIT=$commit
     NAME="$stamp-$commit"
     [ "$MODE" = quick ] && NAME+="-quick"
-    [ "$SERVERS" != "ringd,nginx,h2o" ] && NAME+="-${SERVERS//,/-}"
+    [ "$SERVERS" != "$ALL_SERVERS" ] && NAME+="-${SERVERS//,/-}"
     mkdir -p "$OUT_DIR"
     WORK="$BENCH_DIR/.work/$NAME"
     rm -rf "$WORK"
@@ -160,6 +212,70 @@ build_ringd() {
     [ -x "$RINGD_BIN" ] || die "$RINGD_BIN not found (build failed, or run without --no-build)"
 }
 
+# The floor (bench/floor/floor.c) is compiled into bench/.cache, again when the
+# source is newer than the binary.
+build_floor() {
+    mkdir -p "$BENCH_DIR/.cache"
+    local cmd=(cc -O2 -o "$FLOOR_BIN" "$FLOOR_SRC" -luring)
+    record_cmd "${cmd[@]}"
+    if [ -x "$FLOOR_BIN" ] && [ "$FLOOR_BIN" -nt "$FLOOR_SRC" ]; then
+        log "floor is up to date ($FLOOR_BIN)"
+        set_status floor ok
+        return 0
+    fi
+    log "building the floor"
+    if "${cmd[@]}" >"$WORK/floor-build.log" 2>&1; then
+        set_status floor ok
+    else
+        cat "$WORK/floor-build.log" >&2
+        set_status floor failed "cc failed on bench/floor/floor.c (see $WORK/floor-build.log)"
+    fi
+}
+
+# The hyper peer is built by its own script, which prints the binary's
+# absolute path as its last line of stdout; that path (with the script's) is
+# kept in bench/.cache so that --no-build (and CI's smoke pass) can use an
+# existing build without running the script, which may take minutes (cargo). No script: the peer has not landed, hyper is unavailable.
+prepare_hyper() {
+    HYPER_BIN=""
+    if [ ! -f "$HYPER_BUILD" ]; then
+        set_status hyper unavailable "${HYPER_BUILD#"$REPO_DIR/"} not found (the hyper peer has not landed); skipping hyper"
+        return 0
+    fi
+    if [ "$DO_BUILD" = 0 ] && [ "$HYPER_FORCE_BUILD" = 0 ]; then
+        local script="" cached="" newer
+        [ -f "$HYPER_PATH_CACHE" ] && IFS=$'\t' read -r script cached <"$HYPER_PATH_CACHE"
+        if [ "$script" = "$HYPER_BUILD" ] && [ -n "$cached" ] && [ -x "$cached" ]; then
+            HYPER_BIN=$cached
+            log "hyper: using the existing build $HYPER_BIN (--no-build)"
+            newer=$(find "$(dirname "$HYPER_BUILD")" -type f -newer "$HYPER_BIN" -not -path '*/target/*' -print -quit)
+            [ -z "$newer" ] || log "warning: hyper: ${newer#"$REPO_DIR/"} is newer than that build (run without --no-build to rebuild)"
+            set_status hyper ok
+        else
+            set_status hyper unavailable "not built and --no-build given (run ${HYPER_BUILD#"$REPO_DIR/"} once, or pass --with-hyper-build)"
+        fi
+        return 0
+    fi
+    log "building the hyper peer (${HYPER_BUILD#"$REPO_DIR/"}; log in $WORK/hyper-build.log)"
+    record_cmd bash "$HYPER_BUILD"
+    local t0 rc=0 last
+    t0=$(date +%s)
+    bash "$HYPER_BUILD" >"$WORK/hyper-build.out" 2>"$WORK/hyper-build.log" || rc=$?
+    HYPER_BUILD_S=$(($(date +%s) - t0))
+    last=$(sed '/^[[:space:]]*$/d' "$WORK/hyper-build.out" | tail -n 1)
+    if [ "$rc" -ne 0 ]; then
+        tail -n 20 "$WORK/hyper-build.log" >&2 || true
+        set_status hyper failed "${HYPER_BUILD#"$REPO_DIR/"} exited with $rc (see $WORK/hyper-build.log)"
+    elif [[ "$last" != /* ]] || [ ! -x "$last" ]; then
+        set_status hyper failed "${HYPER_BUILD#"$REPO_DIR/"} did not print an executable absolute path last (got '$last')"
+    else
+        HYPER_BIN=$last
+        printf '%s\t%s\n' "$HYPER_BUILD" "$HYPER_BIN" >"$HYPER_PATH_CACHE"
+        log "hyper peer built in ${HYPER_BUILD_S}s: $HYPER_BIN"
+        set_status hyper ok
+    fi
+}
+
 # The demo DB is cached in bench/.cache and rebuilt when ringd is newer.
 make_db() {
     DB="$BENCH_DIR/.cache/db-$USERS"
@@ -186,7 +302,6 @@ make_uri_paths() {
 # ------------------------------------------------------------- servers
 
 SERVER_PID=""
-SERVER_NAME=""
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -264,6 +379,12 @@ server_cmd() {
         render "$BENCH_DIR/peers/h2o.conf.in" "$WORK/h2o.conf" ""
         SERVER_CMD=(h2o -c "$WORK/h2o.conf")
         ;;
+    floor)
+        SERVER_CMD=("$FLOOR_BIN" --listen "127.0.0.1:$PORT" --body "$WORK/body.json")
+        ;;
+    hyper)
+        SERVER_CMD=("$HYPER_BIN" --listen "127.0.0.1:$PORT" --db "$DB")
+        ;;
     esac
 }
 
@@ -288,7 +409,6 @@ start_server() {
     record_cmd "${cmd[@]}"
     "${cmd[@]}" >"$WORK/$name.log" 2>&1 &
     SERVER_PID=$!
-    SERVER_NAME=$name
     local timeout=15
     [ $# -gt 0 ] && timeout=120   # under valgrind
     if ! wait_ready "$SERVER_PID" "$timeout"; then
@@ -330,7 +450,6 @@ stop_server() {
     done
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=""
-    SERVER_NAME=""
 }
 
 LOAD_PID=""
@@ -366,14 +485,47 @@ run_load() {
     : "${LOAD_U:=0}" "${LOAD_S:=0}" "${LOAD_E:=0}"
 }
 
-wrk_cmd() { # conns depth
+wrk_cmd() { # conns depth seconds
     LOAD_CMD=(env "WRK_USERS=$USERS" "WRK_DEPTH=$2"
-        wrk -t1 "-c$1" "-d${DURATION}s" --latency -s "$BENCH_DIR/wrk/users.lua" "http://127.0.0.1:$PORT")
+        wrk -t1 "-c$1" "-d${3}s" --latency -s "$BENCH_DIR/wrk/users.lua" "http://127.0.0.1:$PORT")
 }
 
-h2load_cmd() { # clients streams tag
-    LOAD_CMD=(h2load -t1 "-c$1" "-m$2" -D "$DURATION" -i "$WORK/uris-$SERVER_NAME.txt"
-        "--log-file=$WORK/$3.tsv")
+# The 10,000 random paths as URIs of PORT (h2load -i).
+uris_file() { # port
+    local file="$WORK/uris-$1.txt"
+    [ -s "$file" ] || sed "s|^|http://127.0.0.1:$1|" "$WORK/paths.txt" >"$file"
+    printf '%s' "$file"
+}
+
+h2load_cmd() { # clients streams seconds [log-file]
+    LOAD_CMD=(h2load -t1 "-c$1" "-m$2" -D "$3" -i "$(uris_file "$H2_PORT")" ${4:+"--log-file=$4"})
+}
+
+# The load of scenario $1 for $2 seconds, per-request log in $3 (h2load only;
+# none if empty). Sets LOAD_CMD and SC_TOOL SC_PROTO SC_CONNS SC_DEPTH.
+scenario_load() { # scenario seconds [log-file]
+    case "$1" in
+    h1-c64)     SC_TOOL=wrk; SC_CONNS=64; SC_DEPTH=1 ;;
+    h1-c64-p16) SC_TOOL=wrk; SC_CONNS=64; SC_DEPTH=16 ;;
+    h1-c256)    SC_TOOL=wrk; SC_CONNS=256; SC_DEPTH=1 ;;
+    h1-c1024)   SC_TOOL=wrk; SC_CONNS=1024; SC_DEPTH=1 ;;
+    h1-rate)    SC_TOOL=h2load; SC_CONNS=64; SC_DEPTH=1 ;;
+    h2-c16-m10) SC_TOOL=h2load; SC_CONNS=16; SC_DEPTH=10 ;;
+    h2-c4-m100) SC_TOOL=h2load; SC_CONNS=4; SC_DEPTH=100 ;;
+    *) die "unknown scenario $1" ;;
+    esac
+    if [ "$SC_TOOL" = wrk ]; then
+        SC_PROTO=http/1.1
+        wrk_cmd "$SC_CONNS" "$SC_DEPTH" "$2"
+    elif [ "$1" = h1-rate ]; then
+        # h2load's --rps is per client; one request at a time per connection
+        SC_PROTO=http/1.1
+        LOAD_CMD=(h2load --h1 -t1 "-c$SC_CONNS" --rps "$RATE_PER_CLIENT" -D "$2" -i "$(uris_file "$PORT")"
+            ${3:+"--log-file=$3"})
+    else
+        SC_PROTO=h2c
+        h2load_cmd "$SC_CONNS" "$SC_DEPTH" "$2" "${3:-}"
+    fi
 }
 
 # Percentiles (nearest rank) of column 3 of an h2load log: "p50 p99 p999".
@@ -384,16 +536,21 @@ h2load_percentiles() {
         END { if (NR == 0) print "null null null"; else print pct(0.50), pct(0.99), pct(0.999) }'
 }
 
+SEQ=0
+RUN_T0=0
+
 # Emit one run's JSON line into RUNS_FILE.
-emit_run() { # server scenario tool proto conns depth ticks figures-json
+emit_run() { # server scenario round tool proto conns depth ticks figures-json
     local cpu_s
-    cpu_s=$(awk -v t="$7" -v hz="$CLK_TCK" 'BEGIN { printf "%.4f", t / hz }')
-    jq -cn --arg server "$1" --arg scenario "$2" --arg tool "$3" --arg proto "$4" \
-        --argjson conns "$5" --argjson depth "$6" --argjson cpu "$cpu_s" \
+    cpu_s=$(awk -v t="$8" -v hz="$CLK_TCK" 'BEGIN { printf "%.4f", t / hz }')
+    jq -cn --arg server "$1" --arg scenario "$2" --argjson round "$3" --arg tool "$4" --arg proto "$5" \
+        --argjson conns "$6" --argjson depth "$7" --argjson cpu "$cpu_s" \
+        --argjson seq "$SEQ" --argjson t "$(($(date +%s) - RUN_T0))" \
         --argjson lu "$LOAD_U" --argjson ls "$LOAD_S" --argjson le "$LOAD_E" \
-        --argjson rc "$LOAD_RC" --argjson f "$8" \
+        --argjson rc "$LOAD_RC" --argjson f "$9" \
         --argjson other "${OTHER_S:-null}" --argjson steal "${STEAL_S:-null}" '
-        $f + {server: $server, scenario: $scenario, tool: $tool, proto: $proto,
+        $f + {server: $server, scenario: $scenario, round: $round, seq: $seq, t_s: $t,
+              tool: $tool, proto: $proto,
               conns: $conns, depth: $depth, load_rc: $rc,
               server_cpu_s: $cpu,
               server_cpu_us_per_req: (if ($f.requests // 0) > 0 then ($cpu * 1e6 / $f.requests) else null end),
@@ -403,19 +560,16 @@ emit_run() { # server scenario tool proto conns depth ticks figures-json
         >>"$RUNS_FILE"
 }
 
-run_scenario() { # server scenario
-    local server=$1 sc=$2 tag="$1-$2" t0 t1 m0 m1 st0 st1 figs conns depth tool proto
-    case "$sc" in
-    h1-c64)     tool=wrk; conns=64; depth=1 ;;
-    h1-c64-p16) tool=wrk; conns=64; depth=16 ;;
-    h1-c256)    tool=wrk; conns=256; depth=1 ;;
-    h1-c1024)   tool=wrk; conns=1024; depth=1 ;;
-    h2-c16-m10) tool=h2load; conns=16; depth=10 ;;
-    h2-c4-m100) tool=h2load; conns=4; depth=100 ;;
-    esac
-    if [ "$tool" = wrk ]; then proto=http/1.1; wrk_cmd "$conns" "$depth"; else proto=h2c; h2load_cmd "$conns" "$depth" "$tag"; fi
-    wait_idle
-    log "$server $sc"
+# A measurement that produced nothing: why, as a flag of the run.
+emit_missing() { # server scenario round flag
+    LOAD_U=0 LOAD_S=0 LOAD_E=0 LOAD_RC=-1 OTHER_S=null STEAL_S=null
+    emit_run "$1" "$2" "$3" none none 0 0 0 "{\"requests\":null,\"$4\":true}"
+}
+
+run_scenario() { # server scenario round
+    local server=$1 sc=$2 round=$3 tag="$1-$2-r$3" t0 t1 m0 m1 st0 st1 figs
+    scenario_load "$sc" "$DURATION" "$WORK/$tag.tsv"
+    log "$server $sc (round $round of $REPS, measurement $SEQ of $N_MEASURE)"
     read -r m0 st0 < <(machine_ticks)
     t0=$(cpu_ticks "$SERVER_PID")
     run_load "$tag" "${LOAD_CMD[@]}"
@@ -427,7 +581,7 @@ run_scenario() { # server scenario
     OTHER_S=$(awk -v m=$((m1 - m0)) -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v u="$LOAD_U" -v s="$LOAD_S" \
         'BEGIN { o = (m - t) / hz - u - s; if (o < 0) o = 0; printf "%.2f", o }')
     STEAL_S=$(awk -v d=$((st1 - st0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d / hz }')
-    if [ "$tool" = wrk ]; then
+    if [ "$SC_TOOL" = wrk ]; then
         figs=$(sed -n 's/^WRKJSON //p' "$WORK/$tag.out" | tail -n 1)
         if [ -n "$figs" ]; then
             # wrk's percentiles are meaningless with pipelining (see users.lua); 0 = none
@@ -444,7 +598,10 @@ run_scenario() { # server scenario
         figs=$(parse_h2load "$WORK/$tag.out" "$WORK/$tag.tsv")
     fi
     [ -n "$figs" ] || { log "warning: no figures from $tag (see $WORK/$tag.out)"; figs='{"requests":null}'; }
-    emit_run "$server" "$sc" "$tool" "$proto" "$conns" "$depth" "$((t1 - t0))" "$figs"
+    if [ "$sc" = h1-rate ]; then
+        figs=$(jq -c --argjson per "$RATE_PER_CLIENT" '. + {offered_rps: ($per * 64)}' <<<"$figs")
+    fi
+    emit_run "$server" "$sc" "$round" "$SC_TOOL" "$SC_PROTO" "$SC_CONNS" "$SC_DEPTH" "$((t1 - t0))" "$figs"
     rm -f "$WORK/$tag.tsv"   # per-request log: large, only needed for percentiles
 }
 
@@ -464,41 +621,137 @@ parse_h2load() { # out tsv
         }' "$out"
 }
 
-bench_server() {
-    local server=$1 sc
+# One measurement: server $1 is started, warmed up with the scenario's own
+# load for WARMUP seconds, measured for DURATION seconds, and stopped. A fresh
+# process per measurement: no state (pools, connections, timers) carries over
+# from the scenario before, and each server's repetitions sit in different
+# rounds.
+measure() { # server scenario round
+    local server=$1 sc=$2 round=$3 wtag="$1-$2-r$3-warmup"
+    SEQ=$((SEQ + 1))
+    wait_idle
     if ! start_server "$server"; then
-        log "warning: $server did not start; its scenarios have no figures"
-        for sc in "${SCENARIOS[@]}"; do
-            LOAD_U=0 LOAD_S=0 LOAD_E=0 LOAD_RC=-1 OTHER_S=null STEAL_S=null
-            emit_run "$server" "$sc" none none 0 0 0 '{"requests":null,"failed_to_start":true}'
-        done
+        log "warning: $server did not start; no figures for $sc round $round"
+        emit_missing "$server" "$sc" "$round" failed_to_start
         return 0
     fi
-    sed "s|^|http://127.0.0.1:$H2_PORT|" "$WORK/paths.txt" >"$WORK/uris-$server.txt"
-    if [ "$server" = ringd ] && [ ! -s "$WORK/ringd-sample.json" ]; then
-        curl -s "http://127.0.0.1:$PORT/users/$((USERS / 2 + 1))" >"$WORK/ringd-sample.json" || true
-    fi
+    check_response "$server"
     if [ "$WARMUP" -gt 0 ]; then
-        log "$server warm-up ${WARMUP}s"
-        local d=$DURATION
-        DURATION=$WARMUP
-        wrk_cmd 64 1
-        run_load "$server-warmup" "${LOAD_CMD[@]}"
-        DURATION=$d
+        scenario_load "$sc" "$WARMUP" ""
+        run_load "$wtag" "${LOAD_CMD[@]}"
     fi
-    for sc in "${SCENARIOS[@]}"; do
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            log "warning: $server exited during the run (see $WORK/$server.log)"
-            LOAD_U=0 LOAD_S=0 LOAD_E=0 LOAD_RC=-1 OTHER_S=null STEAL_S=null
-            emit_run "$server" "$sc" none none 0 0 0 '{"requests":null,"server_died":true}'
-            continue
-        fi
-        run_scenario "$server" "$sc"
-    done
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        log "warning: $server exited during the warm-up (see $WORK/$server.log)"
+        emit_missing "$server" "$sc" "$round" server_died
+        stop_server
+        return 0
+    fi
+    run_scenario "$server" "$sc" "$round"
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        log "warning: $server exited during $sc (see $WORK/$server.log)"
+    fi
     stop_server
 }
 
-# The peers send ringd's record for user USERS/2+1 when ringd ran first, so the
+# The order of the measurements: REPS rounds; in each round every scenario in
+# turn, and for each scenario every server that takes part, one after the
+# other. Round r starts the server list r-1 places further on (round-robin),
+# so no server is always first or last after a change of scenario. Each
+# server's repetitions of a scenario are thus a round apart, and ringd's
+# repetition k sits next to each peer's repetition k in time.
+plan() {
+    local r sc i s n=${#SERVER_LIST[@]}
+    for ((r = 1; r <= REPS; r++)); do
+        for sc in "${SCENARIOS[@]}"; do
+            for ((i = 0; i < n; i++)); do
+                s=${SERVER_LIST[$(((i + r - 1) % n))]}
+                [ "${SERVER_STATUS[$s]:-ok}" = ok ] || continue
+                applies "$s" "$sc" || continue
+                printf '%s %s %s\n' "$r" "$sc" "$s"
+            done
+        done
+    done
+}
+
+# The rate of h1-rate, fixed before its first measurement (round 1, after
+# every server's h1-c64 of round 1) and the same for every server and round:
+# --rate, else half of nginx's h1-c64 req/s, else (nginx not measured) half of
+# the slowest server's.
+RATE_TOTAL=""
+RATE_PER_CLIENT=""
+RATE_SOURCE=""
+set_rate() {
+    [ -z "$RATE_PER_CLIENT" ] || return 0
+    local r
+    if [ -n "$RATE_ARG" ]; then
+        RATE_TOTAL=$RATE_ARG
+        RATE_SOURCE="--rate $RATE_ARG"
+    else
+        r=$(jq -rs '[.[] | select(.server == "nginx" and .scenario == "h1-c64" and (.requests // 0) > 0) | .rps] | .[0] // empty' "$RUNS_FILE")
+        if [ -n "$r" ]; then
+            RATE_SOURCE="half of nginx's h1-c64 req/s in round 1"
+        else
+            r=$(jq -rs '[.[] | select(.scenario == "h1-c64" and (.requests // 0) > 0) | .rps] | min // empty' "$RUNS_FILE")
+            if [ -n "$r" ]; then
+                RATE_SOURCE="half of the slowest server's h1-c64 req/s in round 1, for want of an nginx figure"
+            else
+                r=12800
+                RATE_SOURCE="half of 12,800 req/s, for want of any h1-c64 figure"
+            fi
+        fi
+        RATE_TOTAL=$(awk -v r="$r" 'BEGIN { printf "%.0f", r / 2 }')
+    fi
+    RATE_PER_CLIENT=$(awk -v r="$RATE_TOTAL" 'BEGIN { printf "%.3f", r / 64 }')
+    log "h1-rate: $RATE_TOTAL req/s in all, h2load --rps $RATE_PER_CLIENT per connection ($RATE_SOURCE)"
+}
+
+rate_json() {
+    if [ -z "$RATE_PER_CLIENT" ]; then echo null; return 0; fi
+    jq -cn --argjson total "$RATE_TOTAL" --argjson per "$RATE_PER_CLIENT" --arg src "$RATE_SOURCE" \
+        '{total_rps: $total, per_connection_rps: $per, connections: 64, offered_rps: ($per * 64), source: $src}'
+}
+
+run_rounds() {
+    local r sc s
+    plan >"$WORK/plan.txt"
+    N_MEASURE=$(wc -l <"$WORK/plan.txt")
+    log "$N_MEASURE measurements in $REPS round(s), about $(((N_MEASURE * (DURATION + WARMUP + 2) + 59) / 60)) min"
+    # the plan on fd 3: nothing the loop runs reads it as its stdin
+    while read -r r sc s <&3; do
+        [ "$sc" != h1-rate ] || set_rate
+        measure "$s" "$sc" "$r"
+    done 3<"$WORK/plan.txt"
+}
+
+# ringd's record for user USERS/2+1, fetched from a ringd started for just
+# that, before any server is measured: the peers that answer every path with
+# one body (nginx, h2o, floor) send it, and hyper must answer it byte for byte.
+take_sample() {
+    [ -n "${DB:-}" ] || return 0
+    start_server ringd || { log "warning: ringd did not start; the peers send bench/peers/body.json"; return 0; }
+    curl -s "http://127.0.0.1:$PORT/users/$SAMPLE_ID" >"$WORK/ringd-sample.json" || true
+    stop_server
+}
+
+# Once per server, after its first start: the size of its answer to
+# /users/SAMPLE_ID, and for hyper whether it is ringd's record byte for byte.
+declare -A RESPONSE_BYTES=() SAME_AS_RINGD=()
+check_response() {
+    local server=$1 n
+    [ -z "${RESPONSE_BYTES[$server]:-}" ] || return 0
+    n=$(curl -s -o "$WORK/$server-sample.out" -w '%{size_download}' "http://127.0.0.1:$PORT/users/$SAMPLE_ID") || n=null
+    RESPONSE_BYTES[$server]=$n
+    if [ "$server" = hyper ] && [ -s "$WORK/ringd-sample.json" ]; then
+        if cmp -s "$WORK/ringd-sample.json" "$WORK/hyper-sample.out"; then
+            SAME_AS_RINGD[$server]=true
+        else
+            SAME_AS_RINGD[$server]=false
+            log "warning: hyper's /users/$SAMPLE_ID differs from ringd's (see $WORK/hyper-sample.out)"
+        fi
+    fi
+}
+
+# The peers send ringd's record for user USERS/2+1 (take_sample), so the
 # bodies are the same size; else bench/peers/body.json.
 choose_body() {
     local b=""
@@ -525,6 +778,25 @@ profile_step() {
     profile_perf_record "$server"
 }
 
+# The store's share of a "perf report --sort dso,symbol -g none" listing of
+# ringd: every sample in liblmdb plus ringd's own store_* and index_*
+# functions (what LTO or inlining folded into their callers is not counted).
+# Prints the share in % on the first line, then liblmdb's total (its symbols
+# are stripped: one entry per address) and ringd's store lines.
+store_share() { # report-file
+    local dso
+    dso=$(basename "$RINGD_BIN")
+    awk -v dso="$dso" '
+        { pct = $1; sub(/%$/, "", pct) }
+        $2 ~ /^liblmdb[.]so/ { lmdb += pct; lmdb_n++; lmdb_dso = $2; next }
+        $2 == dso && $4 ~ /^(store_|index_)/ { own += pct; lines[++n] = $0 }
+        END {
+            printf "%.2f\n", lmdb + own
+            if (lmdb_n > 0) printf "%9.2f%%  %s (all of it, %d entries)\n", lmdb, lmdb_dso, lmdb_n
+            for (i = 1; i <= n; i++) print lines[i]
+        }' "$1"
+}
+
 # Sampled profile with the cpu-clock software event (works without hardware
 # counters): user and kernel functions while the server runs at full speed.
 profile_perf_record() {
@@ -534,8 +806,6 @@ profile_perf_record() {
     [ "$secs" -gt 5 ] && secs=5
     log "profile: perf record -e cpu-clock on $server (${secs}s per phase)"
     start_server "$server" || { log "warning: $server did not start; no perf record"; return 0; }
-    local d=$DURATION
-    DURATION=$secs
     for phase in h1 h2; do
         record_cmd perf record -e cpu-clock -F 999 -g -p "$SERVER_PID" -o "$WORK/perf-$phase.data"
         perf record -e cpu-clock -F 999 -g -p "$SERVER_PID" -o "$WORK/perf-$phase.data" \
@@ -543,23 +813,24 @@ profile_perf_record() {
         perf_pid=$!
         sleep 0.5
         if [ "$phase" = h1 ]; then
-            wrk_cmd 64 1
+            wrk_cmd 64 1 "$secs"
         else
-            sed "s|^|http://127.0.0.1:$H2_PORT|" "$WORK/paths.txt" >"$WORK/uris-$SERVER_NAME.txt"
-            h2load_cmd 16 10 "perf-$phase"
+            h2load_cmd 16 10 "$secs"
         fi
         run_load "perf-$phase" "${LOAD_CMD[@]}"
         kill -INT "$perf_pid" 2>/dev/null || true
         wait "$perf_pid" 2>/dev/null || true
-        rm -f "$WORK/perf-$phase.tsv"
-        record_cmd perf report -i "$WORK/perf-$phase.data" --stdio --no-children --sort dso,symbol
+        record_cmd perf report -i "$WORK/perf-$phase.data" --stdio --no-children --sort dso,symbol -g none
         perf report -i "$WORK/perf-$phase.data" --stdio --no-children --sort dso,symbol -g none \
-            2>/dev/null | awk '/^ +[0-9.]+%/ { sub(/( +-)+ *$/, ""); print; if (++n == 20) exit }' \
-            >"$WORK/perf-$phase.top" || true
+            2>/dev/null | awk '/^ +[0-9.]+%/ { sub(/( +-)+ *$/, ""); print }' >"$WORK/perf-$phase.report" || true
+        head -n 20 "$WORK/perf-$phase.report" >"$WORK/perf-$phase.top"
+        store_share "$WORK/perf-$phase.report" >"$WORK/perf-$phase.store"
         entries+=("$(jq -cn --arg phase "$phase" --argjson secs "$secs" --rawfile top "$WORK/perf-$phase.top" \
-            '{phase: $phase, seconds: $secs, top: $top}')")
+            --rawfile store "$WORK/perf-$phase.store" '
+            ($store | split("\n") | map(select(length > 0))) as $lines
+            | {phase: $phase, seconds: $secs, top: $top,
+               store_share_pct: ($lines[0] | tonumber? // null), store_samples: $lines[1:]}')")
     done
-    DURATION=$d
     stop_server
     local rec
     rec=$(printf '%s\n' "${entries[@]}" | jq -sc .)
@@ -570,11 +841,11 @@ profile_perf_record() {
 # Fixed request mix: PROFILE_REQS HTTP/1.1 requests on 8 connections, then
 # PROFILE_REQS h2c requests on 4 connections x 10 streams.
 profile_load() { # phase
-    server_cmd "$SERVER_NAME"   # sets H2_PORT
-    sed "s|^|http://127.0.0.1:$H2_PORT|" "$WORK/paths.txt" >"$WORK/uris-profile.txt"
+    local uris
+    uris=$(uris_file "$H2_PORT")   # H2_PORT: set by start_server
     case "$1" in
-    h1) run_load "profile-h1" h2load --h1 -t1 -c8 -n "$PROFILE_REQS" -i "$WORK/uris-profile.txt" ;;
-    h2) run_load "profile-h2" h2load -t1 -c4 -m10 -n "$PROFILE_REQS" -i "$WORK/uris-profile.txt" ;;
+    h1) run_load "profile-h1" h2load --h1 -t1 -c8 -n "$PROFILE_REQS" -i "$uris" ;;
+    h2) run_load "profile-h2" h2load -t1 -c4 -m10 -n "$PROFILE_REQS" -i "$uris" ;;
     esac
 }
 
@@ -656,7 +927,46 @@ profile_perf() {
 
 # ------------------------------------------------------------- report
 
+# The host: CPU, kernel, clocksource, transparent huge pages and the CPU
+# vulnerability mitigations the kernel reports (name: value).
+host_json() {
+    local f vul=() thp_enabled thp_defrag
+    for f in /sys/devices/system/cpu/vulnerabilities/*; do
+        [ -r "$f" ] || continue
+        vul+=("$(jq -cn --arg k "$(basename "$f")" --arg v "$(<"$f")" '{($k): $v}')")
+    done
+    # the bracketed word of "always [madvise] never"
+    thp_enabled=$(sed -n 's/.*\[\(.*\)\].*/\1/p' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || true)
+    thp_defrag=$(sed -n 's/.*\[\(.*\)\].*/\1/p' /sys/kernel/mm/transparent_hugepage/defrag 2>/dev/null || true)
+    jq -cn --arg cpu "$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)" \
+        --arg kernel "$(uname -r)" --arg kver "$(uname -v)" --argjson ncpu "$(nproc)" \
+        --arg clock "$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null || true)" \
+        --arg thp "$thp_enabled" --arg thpd "$thp_defrag" \
+        --arg somaxconn "$(cat /proc/sys/net/core/somaxconn)" \
+        --argjson vul "$( ((${#vul[@]})) && printf '%s\n' "${vul[@]}" | jq -sc 'add' || echo '{}')" '
+        {cpu: $cpu, kernel: $kernel, kernel_version: $kver, online_cpus: $ncpu, clocksource: $clock,
+         transparent_hugepage: {enabled: $thp, defrag: $thpd}, somaxconn: $somaxconn,
+         vulnerabilities: $vul}'
+}
+
+# One line per server of the list: its status, whether it speaks h2c, what it
+# answered for /users/SAMPLE_ID.
+servers_json() {
+    local s h2
+    for s in "${SERVER_LIST[@]}"; do
+        if speaks_h2 "$s"; then h2=true; else h2=false; fi
+        jq -cn --arg name "$s" --arg status "${SERVER_STATUS[$s]:-ok}" --arg reason "${SERVER_REASON[$s]:-}" \
+            --argjson h2 "$h2" --argjson bytes "${RESPONSE_BYTES[$s]:-null}" --argjson same "${SAME_AS_RINGD[$s]:-null}" '
+            {name: $name, status: $status, h2c: $h2, response_bytes: $bytes}
+            + (if $reason != "" then {reason: $reason} else {} end)
+            + (if $same != null then {same_bytes_as_ringd: $same} else {} end)'
+    done | jq -sc .
+}
+
 write_json() {
+    local floor_rev hyper_rev
+    floor_rev=$(git -C "$REPO_DIR" log -1 --format=%h -- bench/floor/floor.c 2>/dev/null || true)
+    hyper_rev=$(git -C "$REPO_DIR" log -1 --format=%h -- bench/peers/hyper 2>/dev/null || true)
     jq -n --slurpfile runs "$RUNS_FILE" --slurpfile profile "$PROFILE_JSON" \
         --arg name "$NAME" --arg commit "$COMMIT$DIRTY" --arg date "$(date -u +%FT%TZ)" \
         --arg mode "$MODE" --arg kernel "$(uname -r)" \
@@ -668,41 +978,54 @@ write_json() {
         --arg h2o "$(h2o -v 2>&1 | awk 'NR == 1 { print $3 }')" \
         --arg h2load "$(h2load --version 2>&1 | awk '{ print $2 }')" \
         --arg somaxconn "$(cat /proc/sys/net/core/somaxconn)" \
+        --arg floor "bench/floor/floor.c${floor_rev:+ @ $floor_rev}" \
+        --arg hyper "${HYPER_BIN:+$HYPER_BIN, bench/peers/hyper${hyper_rev:+ @ $hyper_rev}}" \
+        --argjson hyper_build_s "$HYPER_BUILD_S" --argjson servers "$(servers_json)" \
+        --argjson host "$(host_json)" --argjson reps "$REPS" --argjson rate "$(rate_json)" --argjson sample "$SAMPLE_ID" --argjson warmup "$WARMUP" --argjson scen "$(scenarios_json)" \
         --rawfile commands "$CMDS_FILE" '
         {meta: {name: $name, commit: $commit, date: $date, mode: $mode, kernel: $kernel,
                 cpu: $cpu, online_cpus: $ncpu, server_cpu: $scpu, load_cpu: $lcpu,
-                duration_s: $duration, users: $users, peer_body_bytes: $body,
-                somaxconn: $somaxconn,
-                versions: {wrk: $wrk, nginx: $nginx, h2o: $h2o, h2load: $h2load}},
+                duration_s: $duration, warmup_s: $warmup, reps: $reps, scenarios: $scen, h1_rate: $rate,
+                order: "REPS rounds; each round runs every scenario in turn, and each scenario on every server that takes part, one after the other, the server list rotated by one place per round; every measurement on a freshly started server after WARMUP seconds of the same load",
+                users: $users, sample_id: $sample, peer_body_bytes: $body,
+                somaxconn: $somaxconn, host: $host, servers: $servers, hyper_build_s: $hyper_build_s,
+                versions: {wrk: $wrk, nginx: $nginx, h2o: $h2o, h2load: $h2load,
+                           floor: $floor, hyper: (if $hyper == "" then null else $hyper end)}},
          runs: $runs, profile: $profile[0],
-         commands: ($commands | split("\n") | map(select(length > 0)))}' >"$JSON_OUT"
+         commands: ($commands | split("\n") | map(select(length > 0)))}' |
+        jq -f "$BENCH_DIR/stats.jq" >"$JSON_OUT"
 }
 
-# gnuplot data: scenario, then req/s and p99 (ms) per server in SERVER_LIST order.
+# gnuplot data: scenario, then per server in SERVER_LIST order the median,
+# min and max of req/s, then the same of p99 (ms).
 write_chart() {
     local dat="$WORK/chart.dat" gp="$WORK/chart.gp" servers_json
     servers_json=$(printf '%s\n' "${SERVER_LIST[@]}" | jq -R . | jq -sc .)
-    jq -r --argjson servers "$servers_json" --argjson scen "$(scenarios_json)" '
-        .runs as $runs
-        | def fig($sc; $sv; f): ([$runs[] | select(.scenario == $sc and .server == $sv) | f] | .[0]) // "-";
-          ("# " + (["scenario"] + ($servers | map(. + "_rps")) + ($servers | map(. + "_p99ms")) | join(" "))),
+    jq -r --argjson servers "$servers_json" '
+        .summary as $sum | .meta.scenarios as $scen
+        | def s($sc; $sv): [$sum[] | select(.scenario == $sc and .server == $sv)] | .[0] // {};
+          def three(x): [x.median, x.min, x.max] | map(. // "-");
+          def ms: if . == null or . == "-" then "-" else . / 1000 end;
+          ("# scenario, then for each of \($servers | join(" ")): rps median min max; then p99 ms median min max"),
           ($scen[] as $sc
            | [$sc]
-             + ($servers | map(fig($sc; .; .rps)))
-             + ($servers | map(fig($sc; .; (if .p99_us then .p99_us / 1000 else null end))))
+             + ($servers | map(three(s($sc; .).rps // {})) | add)
+             + ($servers | map(three(s($sc; .).p99_us // {}) | map(ms)) | add)
            | map(tostring) | join(" "))' "$JSON_OUT" >"$dat"
-    local n=${#SERVER_LIST[@]} i ls plot_rps="" plot_p99=""
+    local n=${#SERVER_LIST[@]} i ls plot_rps="" plot_p99="" c
     for ((i = 0; i < n; i++)); do
-        case "${SERVER_LIST[$i]}" in ringd) ls=1 ;; nginx) ls=2 ;; *) ls=3 ;; esac
-        plot_rps+="${plot_rps:+, }'$dat' using $((i + 2)):xtic(1) title '${SERVER_LIST[$i]}' ls $ls"
-        plot_p99+="${plot_p99:+, }'$dat' using $((i + 2 + n)):xtic(1) title '${SERVER_LIST[$i]}' ls $ls"
+        case "${SERVER_LIST[$i]}" in ringd) ls=1 ;; nginx) ls=2 ;; h2o) ls=3 ;; floor) ls=4 ;; *) ls=5 ;; esac
+        c=$((2 + 3 * i))
+        plot_rps+="${plot_rps:+, }'$dat' using $c:$((c + 1)):$((c + 2)):xtic(1) title '${SERVER_LIST[$i]}' ls $ls"
+        c=$((2 + 3 * n + 3 * i))
+        plot_p99+="${plot_p99:+, }'$dat' using $c:$((c + 1)):$((c + 2)):xtic(1) title '${SERVER_LIST[$i]}' ls $ls"
     done
     cat >"$gp" <<EOF
 set terminal pngcairo size 1200,900 font "sans,10"
 set output '$PNG_OUT'
 set datafile missing '-'
 set style data histograms
-set style histogram clustered gap 1
+set style histogram errorbars gap 1 lw 1
 set style fill solid 0.85 border -1
 set boxwidth 0.9
 set offsets 0, 0, graph 0.08, 0
@@ -713,7 +1036,9 @@ set xtics noenhanced
 set style line 1 lc rgb '#d62728'
 set style line 2 lc rgb '#1f77b4'
 set style line 3 lc rgb '#2ca02c'
-set multiplot layout 2,1 title "$NAME: server on CPU $SERVER_CPU, load on CPU $LOAD_CPU, ${DURATION}s per scenario" noenhanced
+set style line 4 lc rgb '#7f7f7f'
+set style line 5 lc rgb '#ff7f0e'
+set multiplot layout 2,1 title "$NAME: server on CPU $SERVER_CPU, load on CPU $LOAD_CPU, ${DURATION}s per measurement, median of $REPS round(s) (bars: min to max)" noenhanced
 set title 'requests/s (higher is better)'
 set format y '%.0s%c'
 set yrange [0:*]
@@ -738,27 +1063,33 @@ write_markdown() {
 # ------------------------------------------------------------- smoke
 
 smoke_check() {
-    local bad
-    bad=$(jq -r --argjson scen "$(scenarios_json)" '
-        def tool_has_pct($x): $x.tool == "wrk" or $x.tool == "h2load";
-        .runs as $r
-        | $scen[] as $sc
-        | ($r | map(select(.server == "ringd" and .scenario == $sc)) | .[0]) as $x
-        | if $x == null then "\($sc): no run"
-          elif ($x.requests // 0) <= 0 then "\($sc): no requests"
-          elif ([$x.rps, $x.server_cpu_us_per_req, $x.load_cpu_s] | any(. == null)) then "\($sc): missing figures"
-          elif $x.depth == 1 and tool_has_pct($x) and ([$x.p50_us, $x.p99_us, $x.p999_us] | any(. == null)) then "\($sc): missing latency percentiles"
-          else empty end' "$JSON_OUT")
-    jq -r '.runs[] | select((.errors // 0) > 0) | "warning: \(.scenario): \(.errors) errors"' "$JSON_OUT" >&2
+    local bad n line
+    # every scenario of every server that should have run (not n/a, not
+    # unavailable) has figures in every round, latency percentiles included
+    # wherever the tool gives usable ones (not pipelined wrk)
+    bad=$(jq -r '
+        (.summary[] | select(.status != "n/a" and .status != "unavailable")
+         | select(.status != "measured"
+                  or (.with_figures as $w | [.rps.n, .server_cpu_us_per_req.n, .load_cpu_pct.n] | any(. < $w)))
+         | "\(.server) \(.scenario): \(.status)\(if (.problems // []) != [] then " (" + (.problems | join("; ")) + ")" else "" end)"),
+        (.runs[] | select((.requests // 0) > 0 and (.tool == "h2load" or .depth == 1))
+         | select([.p50_us, .p99_us, .p999_us] | any(. == null))
+         | "\(.server) \(.scenario) round \(.round): missing latency percentiles")' "$JSON_OUT")
+    jq -r '.runs[] | select((.errors // 0) > 0) | "warning: \(.server) \(.scenario) round \(.round): \(.errors) errors"' "$JSON_OUT" >&2
     [ -s "$PNG_OUT" ] || bad+=$'\n'"chart $PNG_OUT missing"
     [ -s "$MD_OUT" ] || bad+=$'\n'"results $MD_OUT missing"
     bad=$(sed '/^$/d' <<<"$bad")
     if [ -n "$bad" ]; then
         log "smoke FAILED:"
-        printf '  %s\n' "$bad" >&2
+        while IFS= read -r line; do printf '  %s\n' "$line" >&2; done <<<"$bad"
         return 1
     fi
-    log "smoke ok: ${#SCENARIOS[@]} scenarios produced figures"
+    n=$(jq '[.summary[] | select(.status == "measured")] | length' "$JSON_OUT")
+    log "smoke ok: $n scenario/server pairs produced figures; skipped: $(jq -r '
+        [.summary[] | select(.status == "n/a" or .status == "unavailable")]
+        | group_by(.server + " " + .status)
+        | map("\(.[0].server) \(.[0].status)" + (if .[0].status == "n/a" then " (\(length) h2c scenarios)" else "" end))
+        | if length == 0 then "none" else join(", ") end' "$JSON_OUT")"
 }
 
 # --------------------------------------------------------------- main
@@ -771,23 +1102,21 @@ main() {
     if awk '{ exit !($1 > 0.5) }' /proc/loadavg; then
         log "warning: the machine is not idle (load $(cut -d' ' -f1-3 /proc/loadavg)); figures will be noisy"
     fi
-    log "run $NAME: servers $SERVERS, ${DURATION}s per scenario, server cpu $SERVER_CPU, load cpu $LOAD_CPU"
-    if has_server ringd; then
+    log "run $NAME: servers $SERVERS, $REPS round(s) of ${DURATION}s per measurement, server cpu $SERVER_CPU, load cpu $LOAD_CPU"
+    DB=""
+    SAMPLE_ID=$((USERS / 2 + 1))
+    # hyper serves ringd's DB: it needs ringd built as well
+    if has_server ringd || has_server hyper; then
         build_ringd
         make_db
     fi
+    if has_server floor; then build_floor; fi
+    if has_server hyper; then prepare_hyper; fi
     make_uri_paths
-    BODY_BYTES=0
-    local s
-    for s in "${SERVER_LIST[@]}"; do
-        [ "$s" = ringd ] || continue
-        bench_server ringd
-    done
+    take_sample
     choose_body
-    for s in "${SERVER_LIST[@]}"; do
-        [ "$s" = ringd ] && continue
-        bench_server "$s"
-    done
+    RUN_T0=$(date +%s)
+    run_rounds
     [ "$DO_PROFILE" = 1 ] && profile_step
     JSON_OUT="$OUT_DIR/$NAME.json"
     PNG_OUT="$OUT_DIR/$NAME.png"
