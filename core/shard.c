@@ -38,6 +38,7 @@
 /* Completions a busy shard gathers per wakeup (with --batch-wait-us). */
 #define SHARD_BATCH 32
 #define READER_CHECK_MS 10000 /* how often shard 0 clears stale LMDB reader slots */
+#define SHARD_PREFETCH 32      /* lookups a turn prefetches at most */
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -738,6 +739,38 @@ static void dispatch(struct shard *s, struct io_uring_cqe *cqe)
     }
 }
 
+/* Looks ahead over the turn's completions before handling any: the users its
+ * fresh HTTP/1.1 requests will look up. Their index entries are prefetched
+ * first, then (by which time they have mostly arrived) their records, so the
+ * turn's cache misses overlap instead of each request waiting for its own in
+ * turn: about four requests a turn at 64 connections, one miss chain instead
+ * of four. Read-only: the requests are parsed for real afterwards. */
+static void prefetch_turn(struct shard *s)
+{
+    if (s->reader.index == NULL)
+        return;
+    uint64_t ids[SHARD_PREFETCH];
+    unsigned n = 0, head;
+    struct io_uring_cqe *cqe;
+    io_uring_for_each_cqe(&s->ring, head, cqe)
+    {
+        if (tag_kind(cqe->user_data) != TAG_RECV || cqe->res <= 0 || !(cqe->flags & IORING_CQE_F_BUFFER))
+            continue;
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        uint64_t id = conn_user_hint(tag_ptr(cqe->user_data), s->_bufs + (size_t)bid * SHARD_BUF_SIZE, (size_t)cqe->res);
+        if (id == 0)
+            continue;
+        store_prefetch(&s->reader, id);
+        ids[n++] = id;
+        if (n == SHARD_PREFETCH)
+            break;
+    }
+    if (n < 2)
+        return; /* one lookup has nothing to overlap with: the record load would only wait for the entry */
+    for (unsigned i = 0; i < n; i++)
+        store_prefetch_record(&s->reader, ids[i]);
+}
+
 static void run(struct shard *s)
 {
     for (;;) {
@@ -763,6 +796,7 @@ static void run(struct shard *s)
         bool drain_now = !s->draining && atomic_load_explicit(&s->srv->draining, memory_order_relaxed);
         if (drain_now)
             s->draining = true;
+        prefetch_turn(s);
         struct io_uring_cqe *cqe;
         unsigned head, n = 0;
         io_uring_for_each_cqe(&s->ring, head, cqe)

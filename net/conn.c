@@ -74,6 +74,14 @@ void conn_on_data(struct conn *c, const char *data, size_t len)
         shard_close_conn(c->shard, c, CLOSE_ERROR);
 }
 
+uint64_t conn_user_hint(const struct conn *c, const char *data, size_t len)
+{
+    /* Only a request that starts these bytes: the common case, and certain. */
+    if (c->proto != CONN_H1 || c->in.len != 0 || c->body_left != 0 || c->_closing || c->paused)
+        return 0;
+    return h1_user_hint(data, len);
+}
+
 void conn_resume(struct conn *c)
 {
     if (!c->paused || c->_closing)

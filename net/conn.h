@@ -73,6 +73,10 @@ struct conn {
  * close_after_send, or close c through the shard. */
 void conn_on_data(struct conn *c, const char *data, size_t len);
 
+/* The user that the bytes data[0..len), about to be fed to c with
+ * conn_on_data, will look up first, or 0: a prefetching hint, read-only. */
+uint64_t conn_user_hint(const struct conn *c, const char *data, size_t len);
+
 /* Called by the shard when c's output went out and it is below the high-water
  * mark again: resumes parsing what waits in c->in. */
 void conn_resume(struct conn *c);

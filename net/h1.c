@@ -59,6 +59,13 @@ static void answer(struct conn *c, const struct h1_request *hr)
     shard_want_flush(s, c);
 }
 
+uint64_t h1_user_hint(const char *data, size_t len)
+{
+    if (len < 12 || memcmp(data, "GET ", 4) != 0)
+        return 0;
+    return router_user_hint(data + 4, len - 4);
+}
+
 size_t h1_process(struct conn *c, const char *data, size_t len)
 {
     size_t off = 0;

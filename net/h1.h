@@ -3,6 +3,7 @@
 #define RINGD_H1_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct conn;
 
@@ -12,6 +13,10 @@ struct conn;
  * switched c to HTTP/2 (the rest is then HTTP/2's). Returns the bytes
  * consumed; data[ret..len) is an incomplete request the caller keeps. */
 size_t h1_process(struct conn *c, const char *data, size_t len);
+
+/* The user the request starting at data[0..len) will look up (GET
+ * /users/{id}), for prefetching; 0 when it is another request or unclear. */
+uint64_t h1_user_hint(const char *data, size_t len);
 
 /* The header timeout hit c with a partial request buffered: answers 408 with
  * Connection: close and marks c to close once it is sent. */

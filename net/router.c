@@ -70,6 +70,22 @@ int router_parse_id(const char *s, size_t len, uint64_t *id)
     return 0;
 }
 
+uint64_t router_user_hint(const char *path, size_t len)
+{
+    if (len < 8 || memcmp(path, "/users/", 7) != 0)
+        return 0;
+    /* Up to 19 digits (no overflow); whatever follows is the parser's business. */
+    size_t end = len < 7 + 19 ? len : 7 + 19;
+    uint64_t id = 0;
+    for (size_t i = 7; i < end; i++) {
+        unsigned d = (unsigned)(unsigned char)path[i] - '0';
+        if (d > 9)
+            break;
+        id = id * 10 + d;
+    }
+    return id;
+}
+
 static void set(struct response *res, int status, const char *ctype, const char *body, size_t len)
 {
     res->status = status;

@@ -32,6 +32,11 @@ struct response {
 /* Answers req into *res. Never fails: errors are responses. */
 void router_handle(struct shard *s, const struct request *req, struct response *res);
 
+/* The user a request target (path[0..len), query string allowed) will look up
+ * when it is GET /users/{id}, for prefetching; 0 when it is not one, or not
+ * certainly. Cheap, and never wrong in a way that matters: it is a hint. */
+uint64_t router_user_hint(const char *path, size_t len);
+
 /* Parses a user id: decimal digits only, 1 .. 2^64-1. Returns 0 or -1. */
 int router_parse_id(const char *s, size_t len, uint64_t *id);
 

@@ -100,7 +100,13 @@ void store_indexer_leave(struct store_indexer *ix, unsigned shard);
  * record too large to describe): ask LMDB. */
 int store_index_get(const struct store_index *idx, uint64_t txn_id, uint64_t id, const char **val, size_t *len);
 
-/* Starts loading the index entry of id into the cache (no effect when idx is NULL). */
+/* Prefetching, for a shard that knows the ids of a turn's requests before it
+ * answers them: stage 1 starts loading id's index entry into the cache; stage
+ * 2, some time later, reads that entry and starts loading the record itself.
+ * Both are hints: no effect when idx is NULL or not of snapshot txn_id, no
+ * fault for any id. Issued for several ids in a row, their cache misses
+ * overlap instead of following one another. */
 void store_index_prefetch(const struct store_index *idx, uint64_t id);
+void store_index_prefetch_record(const struct store_index *idx, uint64_t txn_id, uint64_t id);
 
 #endif

@@ -66,6 +66,18 @@ void store_reader_close(struct store_reader *r)
     r->txn_id = 0;
 }
 
+void store_prefetch(const struct store_reader *r, uint64_t id)
+{
+    if (r->active && r->index != NULL)
+        store_index_prefetch(r->index, id);
+}
+
+void store_prefetch_record(const struct store_reader *r, uint64_t id)
+{
+    if (r->active)
+        store_index_prefetch_record(r->index, r->txn_id, id);
+}
+
 int store_get(struct store_reader *r, uint64_t id, const char **val, size_t *len)
 {
     if (!r->active) {

@@ -90,6 +90,11 @@ void store_reader_close(struct store_reader *r);
  * Returns MDB_NOTFOUND when absent, another LMDB code on error. */
 int store_get(struct store_reader *r, uint64_t id, const char **val, size_t *len);
 
+/* Hints that user id will be looked up soon (store_index_prefetch and
+ * store_index_prefetch_record through the reader's index, for its snapshot). */
+void store_prefetch(const struct store_reader *r, uint64_t id);
+void store_prefetch_record(const struct store_reader *r, uint64_t id);
+
 /* Bytes of the map in use (last page number * page size), for /metrics. */
 uint64_t store_used_bytes(struct store *s);
 
