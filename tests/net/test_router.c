@@ -241,3 +241,20 @@ Test(router_handle, admin_listener_split, .init = fake_setup, .fini = fake_teard
     r = handle(METHOD_GET, "/healthz", NULL, LISTENER_ADMIN);
     cr_assert_eq(r.status, 200);
 }
+
+/* The prefetch hint names the user GET /users/{id} will look up, and 0 for anything it cannot be sure of. */
+Test(router_user_hint, names_the_user_of_users_paths_only)
+{
+    cr_assert_eq(router_user_hint("/users/42", 9), 42);
+    cr_assert_eq(router_user_hint("/users/42 HTTP/1.1\r\n", 20), 42);
+    cr_assert_eq(router_user_hint("/users/7?x=1", 12), 7);
+    cr_assert_eq(router_user_hint("/users/0042", 11), 42);
+    cr_assert_eq(router_user_hint("/users/9999999999999999999", 26), 9999999999999999999ULL);
+    cr_assert_eq(router_user_hint("/users/", 7), 0);
+    cr_assert_eq(router_user_hint("/users/x1", 9), 0);
+    cr_assert_eq(router_user_hint("/user", 5), 0);
+    cr_assert_eq(router_user_hint("/metrics", 8), 0);
+    cr_assert_eq(router_user_hint("/usersX42", 9), 0);
+    /* Only the bytes given count. */
+    cr_assert_eq(router_user_hint("/users/123", 8), 1);
+}
