@@ -24,6 +24,9 @@ const char config_serve_usage[] =
     "  --drain-timeout-ms N       shutdown grace period (RINGD_DRAIN_TIMEOUT_MS, default 5000)\n"
     "  --refresh-ms N             read-transaction renew interval (RINGD_REFRESH_MS, default 50)\n"
     "  --h2-max-streams N         HTTP/2 MAX_CONCURRENT_STREAMS (RINGD_H2_MAX_STREAMS, default 100)\n"
+    "  --paused-budget-mb N       memory connections paused for backpressure (clients not reading their\n"
+    "                             answers) may hold in total; past it the longest paused are closed\n"
+    "                             (RINGD_PAUSED_BUDGET_MB, default 64)\n"
     "  --batch-wait-us N          a busy shard waits up to N us to gather completions per wakeup\n"
     "                             (RINGD_BATCH_WAIT_US, default 0 = off; 0: wake per completion; Linux 6.12+)\n"
     "  -h, --help                 this text\n";
@@ -118,6 +121,7 @@ static const struct opt opts[] = {
     {"--drain-timeout-ms", "RINGD_DRAIN_TIMEOUT_MS", OPT_UINT, OFF(drain_timeout_ms), 0, 3600000},
     {"--refresh-ms", "RINGD_REFRESH_MS", OPT_UINT, OFF(refresh_ms), 1, 60000},
     {"--h2-max-streams", "RINGD_H2_MAX_STREAMS", OPT_UINT, OFF(h2_max_streams), 1, 10000},
+    {"--paused-budget-mb", "RINGD_PAUSED_BUDGET_MB", OPT_UINT, OFF(paused_budget_mb), 1, 1048576},
     {"--batch-wait-us", "RINGD_BATCH_WAIT_US", OPT_UINT, OFF(batch_wait_us), 0, 10000},
 };
 
@@ -175,6 +179,7 @@ int config_parse_serve(struct config *c, int argc, char **argv, char *err, size_
     c->drain_timeout_ms = 5000;
     c->refresh_ms = 50;
     c->h2_max_streams = 100;
+    c->paused_budget_mb = 64;
     c->batch_wait_us = 0;
 
     const size_t nopts = sizeof(opts) / sizeof(opts[0]);

@@ -25,6 +25,7 @@ struct config {
     unsigned drain_timeout_ms;
     unsigned refresh_ms;
     unsigned h2_max_streams;
+    unsigned paused_budget_mb; /* buffers all paused connections may hold; split evenly over shards */
     unsigned batch_wait_us; /* at most this long a busy shard waits to gather completions; 0: wake per completion */
 };
 

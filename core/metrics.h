@@ -38,7 +38,7 @@ enum metrics_code {
 };
 enum metrics_close {
     CLOSE_CLIENT, CLOSE_IDLE_TIMEOUT, CLOSE_HEADER_TIMEOUT, CLOSE_WRITE_TIMEOUT, CLOSE_ERROR, CLOSE_LIMIT,
-    CLOSE_SHUTDOWN, CLOSE__COUNT
+    CLOSE_SHUTDOWN, CLOSE_BUDGET, CLOSE__COUNT
 };
 
 /* Upper bounds of the latency buckets in ns; the last bucket is +Inf. */
@@ -53,6 +53,8 @@ struct metrics_shard {
     metric_t conns_accepted;
     metric_t conns_closed[CLOSE__COUNT];
     metric_t conns_handed_off;
+    metric_t conns_paused;  /* gauge: connections not read because their answers are not read */
+    metric_t paused_bytes;  /* gauge: buffer bytes those connections hold */
     metric_t accept_errors;
     metric_t bytes_received;
     metric_t bytes_sent;

@@ -18,7 +18,8 @@
 #include "core/tag.h"
 
 #define LISTEN_BACKLOG 4096
-#define LISTEN_RCVBUF (256 * 1024)
+#define LISTEN_RCVBUF (16 * 1024) /* the kernel doubles both for its bookkeeping */
+#define LISTEN_SNDBUF (64 * 1024)
 #define DEMO_USERS 100000
 
 bool server_ready(struct server *srv)
@@ -79,12 +80,18 @@ static int open_listener(const struct sockaddr_storage *addr, socklen_t len)
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     /* Accepted sockets inherit TCP_NODELAY: each response is one send already. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    /* A fixed receive buffer (inherited too) bounds what a multishot recv can
-     * pull in after a connection pauses for backpressure: without it TCP
-     * autotuning lets a client park up to tcp_rmem[2] (32 MiB here) per
-     * connection. Requests are small GETs; 256 KiB is ample for them. */
-    int rcvbuf = LISTEN_RCVBUF;
+    /* Fixed socket buffers (inherited too) bound what a client that pipelines
+     * and never reads can make us hold. Receive: what a multishot recv pulls
+     * into the connection's input after it pauses for backpressure (without
+     * it TCP autotuning lets a client park up to tcp_rmem[2], 32 MiB here);
+     * requests are small GETs, and a 16 KiB window still fills a 4 KiB
+     * provided buffer per read. Send: the kernel's own copy of unread
+     * answers, which autotuning grows to tcp_wmem[2] (4 MiB) per connection
+     * on loopback; 64 KiB holds a few hundred answers, more than one turn
+     * produces for any connection (CONN_OUT_HIGH_WATER). */
+    int rcvbuf = LISTEN_RCVBUF, sndbuf = LISTEN_SNDBUF;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
     if (bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
         int e = errno;
         close(fd);

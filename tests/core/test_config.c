@@ -13,7 +13,7 @@ static const char *const env_names[] = {
     "RINGD_LISTEN",          "RINGD_ADMIN_LISTEN",     "RINGD_DB",
     "RINGD_SHARDS",          "RINGD_MAX_CONNS",        "RINGD_HEADER_TIMEOUT_MS",
     "RINGD_IDLE_TIMEOUT_MS", "RINGD_WRITE_TIMEOUT_MS", "RINGD_DRAIN_TIMEOUT_MS",
-    "RINGD_REFRESH_MS",      "RINGD_H2_MAX_STREAMS",
+    "RINGD_REFRESH_MS",      "RINGD_H2_MAX_STREAMS",   "RINGD_PAUSED_BUDGET_MB",
 };
 
 static void clean_env(void)
@@ -61,6 +61,17 @@ Test(config, defaults, .init = clean_env)
     cr_assert_eq(c.drain_timeout_ms, 5000);
     cr_assert_gt(c.write_timeout_ms, 0);
     cr_assert_gt(c.refresh_ms, 0);
+    cr_assert_eq(c.paused_budget_mb, 64);
+}
+
+Test(config, paused_budget, .init = clean_env)
+{
+    cr_assert_eq(PARSE("--paused-budget-mb", "8"), 0, "%s", err);
+    cr_assert_eq(c.paused_budget_mb, 8);
+    setenv("RINGD_PAUSED_BUDGET_MB", "16", 1);
+    cr_assert_eq(parse_argv(NULL), 0, "%s", err);
+    cr_assert_eq(c.paused_budget_mb, 16);
+    cr_assert_eq(PARSE("--paused-budget-mb", "0"), -1, "a zero budget would close every paused connection");
 }
 
 Test(config, flags, .init = clean_env)
