@@ -17,6 +17,9 @@ const char config_serve_usage[] =
     "                             100,000 demo users when missing)\n"
     "  --shards N                 reactor threads, one per CPU (RINGD_SHARDS, default: online CPUs)\n"
     "  --admin-listen ADDR:PORT   serve /metrics only here (RINGD_ADMIN_LISTEN)\n"
+    "  --reuse-port-join          share the port with the ringd already listening there, for a\n"
+    "                             zero-downtime handover (RINGD_REUSE_PORT_JOIN=1); without it a\n"
+    "                             port in use is an error\n"
     "  --max-conns N              open connections in total (RINGD_MAX_CONNS, default 10000)\n"
     "  --header-timeout-ms N      time to receive a request head (RINGD_HEADER_TIMEOUT_MS, default 10000)\n"
     "  --idle-timeout-ms N        keep-alive idle time (RINGD_IDLE_TIMEOUT_MS, default 60000)\n"
@@ -97,7 +100,7 @@ void config_format_addr(const struct sockaddr_storage *ss, char *out, size_t out
     }
 }
 
-enum opt_kind { OPT_ADDR, OPT_ADMIN_ADDR, OPT_STR, OPT_UINT };
+enum opt_kind { OPT_ADDR, OPT_ADMIN_ADDR, OPT_STR, OPT_UINT, OPT_BOOL /* a flag alone; VAR=1|0 */ };
 
 struct opt {
     const char *flag;
@@ -123,6 +126,7 @@ static const struct opt opts[] = {
     {"--h2-max-streams", "RINGD_H2_MAX_STREAMS", OPT_UINT, OFF(h2_max_streams), 1, 10000},
     {"--paused-budget-mb", "RINGD_PAUSED_BUDGET_MB", OPT_UINT, OFF(paused_budget_mb), 1, 1048576},
     {"--batch-wait-us", "RINGD_BATCH_WAIT_US", OPT_UINT, OFF(batch_wait_us), 0, 10000},
+    {"--reuse-port-join", "RINGD_REUSE_PORT_JOIN", OPT_BOOL, OFF(reuse_port_join), 0, 0},
 };
 
 static int apply(struct config *c, const struct opt *o, const char *value, const char *src, char *err, size_t errlen)
@@ -156,6 +160,14 @@ static int apply(struct config *c, const struct opt *o, const char *value, const
         *(unsigned *)(base + o->offset) = (unsigned)v;
         return 0;
     }
+    case OPT_BOOL:
+        if (strcmp(value, "1") == 0 || strcmp(value, "true") == 0 || strcmp(value, "yes") == 0)
+            *(bool *)(base + o->offset) = true;
+        else if (strcmp(value, "0") == 0 || strcmp(value, "false") == 0 || strcmp(value, "no") == 0)
+            *(bool *)(base + o->offset) = false;
+        else
+            goto bad;
+        return 0;
     }
 bad:
     snprintf(err, errlen, "%s: bad value '%s'", src, value);
@@ -198,7 +210,10 @@ int config_parse_serve(struct config *c, int argc, char **argv, char *err, size_
         const char *value = NULL;
         for (size_t k = 0; k < nopts && o == NULL; k++) {
             size_t fl = strlen(opts[k].flag);
-            if (strcmp(arg, opts[k].flag) == 0) {
+            if (strcmp(arg, opts[k].flag) == 0 && opts[k].kind == OPT_BOOL) {
+                o = &opts[k];
+                value = "1";
+            } else if (strcmp(arg, opts[k].flag) == 0) {
                 o = &opts[k];
                 if (i + 1 >= argc) {
                     snprintf(err, errlen, "%s needs a value", arg);

@@ -26,6 +26,7 @@ struct config {
     unsigned refresh_ms;
     unsigned h2_max_streams;
     unsigned paused_budget_mb; /* buffers all paused connections may hold; split evenly over shards */
+    bool reuse_port_join;      /* share the listening port with a process already on it (handover) */
     unsigned batch_wait_us; /* at most this long a busy shard waits to gather completions; 0: wake per completion */
 };
 

@@ -69,15 +69,27 @@ static int probe_io_uring(void)
     return -1;
 }
 
-/* A listening socket in the SO_REUSEPORT group; returns the fd or -1 (logged). */
-static int open_listener(const struct sockaddr_storage *addr, socklen_t len)
+/* A listening socket on addr; returns the fd, or -1 with errno set.
+ *
+ * join: bind with SO_REUSEPORT, i.e. join the group that may already listen
+ * on addr: this process's first shard, or (--reuse-port-join) another process
+ * of the same user. Otherwise the port must be free: SO_REUSEPORT is left off
+ * for the bind, which then fails with EADDRINUSE if anything listens on addr,
+ * whatever that socket's options (a second `ringd serve` on the same port used
+ * to join silently and take half the connections). SO_REUSEADDR still lets a
+ * restart reuse a port that only TIME_WAIT connections hold. SO_REUSEPORT is
+ * set once the socket listens, so our other shards, and an operator's
+ * explicit --reuse-port-join handover, can join it. Binding first and joining
+ * after leaves no window: from the bind on, the port is ours alone. */
+static int open_listener(const struct sockaddr_storage *addr, socklen_t len, bool join)
 {
     int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (join)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     /* Accepted sockets inherit TCP_NODELAY: each response is one send already. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     /* Fixed socket buffers (inherited too) bound what a client that pipelines
@@ -92,7 +104,8 @@ static int open_listener(const struct sockaddr_storage *addr, socklen_t len)
     int rcvbuf = LISTEN_RCVBUF, sndbuf = LISTEN_SNDBUF;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-    if (bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+    if (bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0 ||
+        (!join && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)) {
         int e = errno;
         close(fd);
         errno = e;
@@ -101,16 +114,30 @@ static int open_listener(const struct sockaddr_storage *addr, socklen_t len)
     return fd;
 }
 
+/* Logs why addr could not be listened on (errno). */
+static void log_listen_failed(const struct sockaddr_storage *addr, bool join)
+{
+    char text[80];
+    config_format_addr(addr, text, sizeof(text));
+    if (errno == EADDRINUSE && !join)
+        log_error("listen_failed",
+                  "addr=%s err=\"address already in use\" hint=\"another process listens there; pass "
+                  "--reuse-port-join (RINGD_REUSE_PORT_JOIN=1) only to share the port with another ringd for a handover\"",
+                  text);
+    else
+        log_error("listen_failed", "addr=%s err=\"%s\"", text, strerror(errno));
+}
+
 static int open_listeners(struct server *srv)
 {
     const struct config *cfg = srv->cfg;
     struct sockaddr_storage addr = cfg->listen_addr;
-    char text[80];
     for (unsigned i = 0; i < srv->nshards; i++) {
-        int fd = open_listener(&addr, cfg->listen_len);
+        /* Shard 0 takes the port (alone unless --reuse-port-join); the others join it. */
+        bool join = i > 0 || cfg->reuse_port_join;
+        int fd = open_listener(&addr, cfg->listen_len, join);
         if (fd < 0) {
-            config_format_addr(&addr, text, sizeof(text));
-            log_error("listen_failed", "addr=%s err=\"%s\"", text, strerror(errno));
+            log_listen_failed(&addr, join);
             return -1;
         }
         srv->listen_fds[i] = fd;
@@ -122,12 +149,17 @@ static int open_listeners(struct server *srv)
         }
     }
     if (cfg->admin_enabled) {
-        srv->admin_fd = open_listener(&cfg->admin_addr, cfg->admin_len);
+        srv->admin_fd = open_listener(&cfg->admin_addr, cfg->admin_len, cfg->reuse_port_join);
         if (srv->admin_fd < 0) {
-            config_format_addr(&cfg->admin_addr, text, sizeof(text));
-            log_error("listen_failed", "addr=%s err=\"%s\"", text, strerror(errno));
+            log_listen_failed(&cfg->admin_addr, cfg->reuse_port_join);
             return -1;
         }
+    }
+    if (cfg->reuse_port_join) {
+        char text[80];
+        config_format_addr(&srv->bound, text, sizeof(text));
+        log_info("reuse_port_join", "addr=%s note=\"sharing the port with any process of this user listening there\"",
+                 text);
     }
     return 0;
 }

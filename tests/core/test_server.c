@@ -1,4 +1,5 @@
-/* test_server.c - process-level behaviour of `ringd serve`: io_uring refusal, port 0, shard balance, CLI errors. */
+/* test_server.c - process-level behaviour of `ringd serve`: io_uring refusal, port 0, shard balance, CLI errors,
+ * one ringd per port unless --reuse-port-join. */
 #include <criterion/criterion.h>
 
 #include <errno.h>
@@ -7,8 +8,10 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -155,7 +158,7 @@ Test(server, help_lists_every_flag)
     out[n] = '\0';
     pclose(p);
     const char *flags[] = {"--listen", "--db", "--shards", "--admin-listen", "--max-conns", "--header-timeout-ms",
-                           "--idle-timeout-ms", "--drain-timeout-ms", "--refresh-ms", "--paused-budget-mb", "rc=0"};
+                           "--idle-timeout-ms", "--drain-timeout-ms", "--refresh-ms", "--paused-budget-mb", "--reuse-port-join", "rc=0"};
     for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
         cr_expect(strstr(out, flags[i]) != NULL, "missing %s in: %s", flags[i], out);
 }
@@ -255,4 +258,137 @@ Test(server, pipelining_flood_is_slowed_not_dropped)
     /* The connection did stop reading and start again (the backpressure path ran). */
     cr_expect_gt(ts_metric(ts.port, "ringd_recv_rearms_total"), 0.0);
     cr_expect_eq(ts_stop(&ts), 0);
+}
+
+/* ---------- the listening port belongs to one ringd unless the operator says otherwise ---------- */
+
+/* Runs `ringd serve --db db --shards 2 --listen listen extra` to its end (at
+ * most 15 s: a server that starts keeps running and is then killed, rc 124),
+ * capturing its output. Returns the exit status. */
+static int serve_to_end(const char *db, const char *listen, const char *extra, char *out, size_t outlen)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "timeout 15 %s serve --db %s --shards 2 --listen '%s' %s 2>&1; echo rc=$?", RINGD_BIN, db,
+             listen, extra);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, outlen - 1, p);
+    out[n] = '\0';
+    pclose(p);
+    const char *rc = strstr(out, "rc=");
+    return rc != NULL ? atoi(rc + 3) : -1;
+}
+
+/* GET /users/500 on n fresh connections: counts 200 (a server with 1000
+ * users answered) and 404 (one with 10 users). */
+static void count_answers(int port, int n, int *ok, int *missing)
+{
+    *ok = *missing = 0;
+    for (int i = 0; i < n; i++) {
+        struct ts_response r;
+        cr_assert_eq(ts_get(port, "/users/500", NULL, &r), 0);
+        *ok += r.status == 200;
+        *missing += r.status == 404;
+    }
+}
+
+Test(server, second_serve_on_a_served_port_exits_1_and_takes_nothing, .timeout = 60)
+{
+    struct test_server a, b;
+    const char *args[] = {"--shards", "2", NULL};
+    cr_assert_eq(ts_launch(&a, 1000, args), 0);
+    cr_assert_eq(ts_prepare(&b, 10), 0);
+    char listen[64], out[4096];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", a.port);
+    int rc = serve_to_end(b.db, listen, "", out, sizeof(out));
+    cr_expect_eq(rc, 1, "a second ringd on %s: exit %d\n%s", listen, rc, out);
+    cr_expect(strstr(out, "address already in use") != NULL, "%s", out);
+    cr_expect(strstr(out, "--reuse-port-join") != NULL, "the message names the way to share: %s", out);
+    int ok, missing;
+    count_answers(a.port, 40, &ok, &missing);
+    cr_expect_eq(ok, 40, "the first server answered %d of 40 (%d from the other database)", ok, missing);
+    ts_stop(&b);
+    cr_expect_eq(ts_stop(&a), 0);
+}
+
+Test(server, second_serve_on_a_served_ipv6_port_exits_1, .timeout = 60)
+{
+    struct test_server a, b;
+    const char *args[] = {"--shards", "2", "--listen", "[::1]:0", NULL};
+    cr_assert_eq(ts_launch(&a, 10, args), 0);
+    cr_assert_eq(ts_prepare(&b, 10), 0);
+    char listen[64], out[4096];
+    snprintf(listen, sizeof(listen), "[::1]:%d", a.port);
+    int rc = serve_to_end(b.db, listen, "", out, sizeof(out));
+    cr_expect_eq(rc, 1, "a second ringd on %s: exit %d\n%s", listen, rc, out);
+    cr_expect(strstr(out, "address already in use") != NULL, "%s", out);
+    ts_stop(&b);
+    cr_expect_eq(ts_stop(&a), 0);
+}
+
+/* Any program of this user can join a SO_REUSEPORT group; ringd does not join one it did not ask for. */
+Test(server, port_held_by_another_reuseport_listener_is_refused)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof(sa);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sl), 0);
+    cr_assert_eq(listen(fd, 16), 0);
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    struct test_server b;
+    cr_assert_eq(ts_prepare(&b, 10), 0);
+    char listen[64], out[4096];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", ntohs(sa.sin_port));
+    int rc = serve_to_end(b.db, listen, "", out, sizeof(out));
+    cr_expect_eq(rc, 1, "exit %d\n%s", rc, out);
+    cr_expect(strstr(out, "address already in use") != NULL, "%s", out);
+    close(fd);
+    ts_stop(&b);
+}
+
+/* The handover an operator asks for: both serve the port (two databases tell them apart). */
+Test(server, reuse_port_join_shares_the_port_when_asked, .timeout = 60)
+{
+    struct test_server a, b;
+    const char *args[] = {"--shards", "2", NULL};
+    cr_assert_eq(ts_launch(&a, 1000, args), 0);
+    cr_assert_eq(ts_prepare(&b, 10), 0);
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", a.port);
+    const char *bargs[] = {"--shards", "2", "--listen", listen, "--reuse-port-join", NULL};
+    cr_assert_eq(ts_start(&b, bargs), 0, "a ringd asked to join did not start");
+    cr_expect(ts_log_contains(&b, "msg=reuse_port_join"), "joining is logged");
+    int ok, missing;
+    count_answers(a.port, 64, &ok, &missing);
+    cr_expect(ok > 0 && missing > 0, "answers: %d from the first, %d from the joined one", ok, missing);
+    cr_expect_eq(ts_stop(&b), 0);
+    /* The old one alone again. */
+    count_answers(a.port, 20, &ok, &missing);
+    cr_expect_eq(ok, 20);
+    cr_expect_eq(ts_stop(&a), 0);
+}
+
+/* The port of a ringd that stopped is free again at once, though connections it closed linger in TIME_WAIT. */
+Test(server, restart_on_the_same_port_succeeds, .timeout = 60)
+{
+    struct test_server a;
+    const char *args[] = {"--shards", "2", NULL};
+    cr_assert_eq(ts_launch(&a, 10, args), 0);
+    for (int i = 0; i < 20; i++) {
+        struct ts_response r; /* Connection: close: the server closes first, its side waits in TIME_WAIT */
+        cr_assert_eq(ts_roundtrip(a.port, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", &r), 0);
+    }
+    int port = a.port;
+    cr_assert_eq(ts_terminate(&a, 10000), 0);
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+    unlink(a.log); /* ts_start waits for a listening line: not the last run's */
+    const char *again[] = {"--shards", "2", "--listen", listen, NULL};
+    cr_assert_eq(ts_start(&a, again), 0, "restart on %s failed", listen);
+    struct ts_response r;
+    cr_expect_eq(ts_get(port, "/healthz", NULL, &r), 0);
+    cr_expect_eq(ts_stop(&a), 0);
 }
