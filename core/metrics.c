@@ -19,8 +19,8 @@ static const char *const bucket_le[METRICS_BUCKETS] = {
 
 static const char *const proto_names[PROTO__COUNT] = {"http1", "http2"};
 static const char *const route_names[ROUTE__COUNT] = {"users", "user", "metrics", "healthz", "readyz", "other"};
-static const char *const code_names[CODE__COUNT] = {"200", "400", "401", "404", "405", "408", "413",
-                                                    "414", "431", "500", "501", "503", "other"};
+static const char *const code_names[CODE__COUNT] = {"200", "400", "401", "404", "405", "408", "413", "414",
+                                                    "417", "431", "500", "501", "503", "505", "other"};
 static const char *const close_names[CLOSE__COUNT] = {"client", "idle_timeout", "header_timeout", "write_timeout",
                                                       "error",  "limit",        "shutdown",      "budget"};
 

@@ -33,8 +33,8 @@ static inline void metric_add(metric_t *field, uint64_t n)
 enum metrics_proto { PROTO_HTTP1, PROTO_HTTP2, PROTO__COUNT };
 enum metrics_route { ROUTE_USERS, ROUTE_USER, ROUTE_METRICS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_OTHER, ROUTE__COUNT };
 enum metrics_code {
-    CODE_200, CODE_400, CODE_401, CODE_404, CODE_405, CODE_408, CODE_413, CODE_414, CODE_431,
-    CODE_500, CODE_501, CODE_503, CODE_OTHER, CODE__COUNT
+    CODE_200, CODE_400, CODE_401, CODE_404, CODE_405, CODE_408, CODE_413, CODE_414, CODE_417, CODE_431,
+    CODE_500, CODE_501, CODE_503, CODE_505, CODE_OTHER, CODE__COUNT
 };
 enum metrics_close {
     CLOSE_CLIENT, CLOSE_IDLE_TIMEOUT, CLOSE_HEADER_TIMEOUT, CLOSE_WRITE_TIMEOUT, CLOSE_ERROR, CLOSE_LIMIT,
@@ -85,10 +85,12 @@ static inline enum metrics_code metrics_code_of(int status)
     case 408: return CODE_408;
     case 413: return CODE_413;
     case 414: return CODE_414;
+    case 417: return CODE_417;
     case 431: return CODE_431;
     case 500: return CODE_500;
     case 501: return CODE_501;
     case 503: return CODE_503;
+    case 505: return CODE_505;
     default: return CODE_OTHER;
     }
 }

@@ -22,10 +22,12 @@ static const struct error_body error_bodies[] = {
     {408, "{\"error\":\"request timeout\"}"},
     {413, "{\"error\":\"payload too large\"}"},
     {414, "{\"error\":\"uri too long\"}"},
+    {417, "{\"error\":\"expectation failed\"}"},
     {431, "{\"error\":\"request header fields too large\"}"},
     {500, "{\"error\":\"internal error\"}"},
     {501, "{\"error\":\"not implemented\"}"},
     {503, "{\"error\":\"unavailable\"}"},
+    {505, "{\"error\":\"http version not supported\"}"},
 };
 
 const char *router_error_body(int status, size_t *len)
