@@ -18,7 +18,7 @@ static const char *const bucket_le[METRICS_BUCKETS] = {
 };
 
 static const char *const proto_names[PROTO__COUNT] = {"http1", "http2"};
-static const char *const route_names[ROUTE__COUNT] = {"users", "user", "metrics", "healthz", "readyz", "other"};
+static const char *const route_names[ROUTE__COUNT] = {"users", "user", "metrics", "healthz", "readyz", "livez", "other"};
 static const char *const code_names[CODE__COUNT] = {"200", "400", "401", "404", "405", "408", "413", "414",
                                                     "417", "431", "500", "501", "503", "505", "other"};
 static const char *const close_names[CLOSE__COUNT] = {"client", "idle_timeout", "header_timeout", "write_timeout",
@@ -36,6 +36,7 @@ static const uint32_t expected_codes[ROUTE__COUNT] = {
     [ROUTE_METRICS] = C(CODE_200) | C(CODE_405),
     [ROUTE_HEALTHZ] = C(CODE_200) | C(CODE_405),
     [ROUTE_READYZ] = C(CODE_200) | C(CODE_405) | C(CODE_503),
+    [ROUTE_LIVEZ] = C(CODE_200) | C(CODE_405),
     [ROUTE_OTHER] = C(CODE_400) | C(CODE_404) | C(CODE_405),
 };
 #undef C

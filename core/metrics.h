@@ -31,7 +31,9 @@ static inline void metric_add(metric_t *field, uint64_t n)
 #define METRIC_GET(field) atomic_load_explicit(&(field), memory_order_relaxed)
 
 enum metrics_proto { PROTO_HTTP1, PROTO_HTTP2, PROTO__COUNT };
-enum metrics_route { ROUTE_USERS, ROUTE_USER, ROUTE_METRICS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_OTHER, ROUTE__COUNT };
+enum metrics_route {
+    ROUTE_USERS, ROUTE_USER, ROUTE_METRICS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_LIVEZ, ROUTE_OTHER, ROUTE__COUNT
+};
 enum metrics_code {
     CODE_200, CODE_400, CODE_401, CODE_404, CODE_405, CODE_408, CODE_413, CODE_414, CODE_417, CODE_431,
     CODE_500, CODE_501, CODE_503, CODE_505, CODE_OTHER, CODE__COUNT

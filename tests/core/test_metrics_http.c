@@ -15,7 +15,7 @@
 #define N401 11
 #define N200 23
 
-static const char *const route_names[] = {"users", "user", "metrics", "healthz", "readyz", "other"};
+static const char *const route_names[] = {"users", "user", "metrics", "healthz", "readyz", "livez", "other"};
 static const char *const les[] = {"2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025",
                                   "0.005",   "0.01",  "0.025",  "0.1",     "1",      "10",    "+Inf"};
 

@@ -392,3 +392,47 @@ Test(server, restart_on_the_same_port_succeeds, .timeout = 60)
     cr_expect_eq(ts_get(port, "/healthz", NULL, &r), 0);
     cr_expect_eq(ts_stop(&a), 0);
 }
+
+/* ---------- probes ---------- */
+
+/* At --max-conns the main listener refuses new connections, /healthz included;
+ * the admin listener sits outside the limit, so probes pointed there still
+ * get their answers. /livez is on both. */
+Test(server, probes_answer_on_the_admin_listener_at_max_conns, .timeout = 60)
+{
+    struct test_server ts;
+    const char *args[] = {"--shards", "2", "--max-conns", "2", "--admin-listen", "127.0.0.1:0", NULL};
+    cr_assert_eq(ts_launch(&ts, 10, args), 0);
+    cr_assert_gt(ts.admin_port, 0);
+    struct ts_response r;
+    cr_assert_eq(ts_get(ts.port, "/livez", NULL, &r), 0);
+    cr_expect_eq(r.status, 200, "/livez on the main listener");
+    cr_expect_str_eq(r.body, "ok\n");
+    int held[2];
+    const char *req = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    for (int i = 0; i < 2; i++) {
+        /* The previous /livez connection's slot may take a moment to be given back. */
+        for (int tries = 0;; tries++) {
+            held[i] = ts_connect(ts.port);
+            cr_assert_geq(held[i], 0);
+            if (ts_send_all(held[i], req, strlen(req)) == 0 && ts_read_response(held[i], &r, false) == 0)
+                break;
+            close(held[i]);
+            cr_assert_lt(tries, 100, "connection %d never accepted", i);
+            usleep(50000);
+        }
+        cr_assert_eq(r.status, 200);
+    }
+    int refused = ts_connect(ts.port);
+    cr_assert_geq(refused, 0);
+    cr_expect(ts_wait_closed(refused, 10000), "a third connection over --max-conns 2 was not closed");
+    close(refused);
+    static const char *const probes[] = {"/healthz", "/livez", "/readyz"};
+    for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+        cr_assert_eq(ts_get(ts.admin_port, probes[i], NULL, &r), 0, "%s on the admin listener: no answer", probes[i]);
+        cr_expect_eq(r.status, 200, "%s on the admin listener at the limit: %d", probes[i], r.status);
+    }
+    for (int i = 0; i < 2; i++)
+        close(held[i]);
+    cr_expect_eq(ts_stop(&ts), 0);
+}
