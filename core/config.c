@@ -13,8 +13,9 @@
 const char config_serve_usage[] =
     "usage: ringd serve [options]\n"
     "  --listen ADDR:PORT         main listener (RINGD_LISTEN, default 0.0.0.0:8080; port 0 picks one)\n"
-    "  --db DIR                   LMDB user database (RINGD_DB, default ./ringd-data, created with\n"
-    "                             100,000 demo users when missing)\n"
+    "  --db DIR                   LMDB user database, which must exist (RINGD_DB; make one with\n"
+    "                             ringd demo or ringd import). Without --db: ./ringd-data, created\n"
+    "                             with 100,000 demo users when missing\n"
     "  --shards N                 reactor threads, one per CPU (RINGD_SHARDS, default: online CPUs)\n"
     "  --admin-listen ADDR:PORT   serve /metrics only here (RINGD_ADMIN_LISTEN)\n"
     "  --reuse-port-join          share the port with the ringd already listening there, for a\n"

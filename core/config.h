@@ -16,7 +16,7 @@ struct config {
     struct sockaddr_storage admin_addr;
     socklen_t admin_len;
     const char *db;      /* --db; default "./ringd-data" */
-    bool db_is_default;  /* no --db/RINGD_DB: create a demo database when missing */
+    bool db_is_default;  /* no --db/RINGD_DB: create a demo database when missing (never a given one) */
     unsigned shards;     /* default: online CPUs */
     unsigned max_conns;  /* total over all shards */
     unsigned header_timeout_ms;

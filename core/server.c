@@ -176,7 +176,12 @@ static int open_store(struct server *srv)
         }
     }
     if (store_open(&srv->store, cfg->db, true, false, err, sizeof(err)) != 0) {
-        log_error("store_open_failed", "db=%s err=\"%s\"", cfg->db, err);
+        /* Only the default is created: a typo in --db must not serve demo users. */
+        bool missing = !cfg->db_is_default && !store_exists(cfg->db);
+        log_error("store_open_failed", "db=%s err=\"%s\"%s", cfg->db, err,
+                  missing ? " hint=\"a database given with --db or RINGD_DB is never created: make it with ringd demo "
+                            "--db DIR or ringd import --db DIR\""
+                          : "");
         return -1;
     }
     return 0;
