@@ -222,7 +222,7 @@ static int wait_started(struct server *srv)
     }
 }
 
-int server_main(int argc, char **argv)
+int server_main(int argc, char **argv, const char *allocator)
 {
     struct config cfg;
     char err[512];
@@ -292,6 +292,7 @@ int server_main(int argc, char **argv)
         config_format_addr(&a, admin + 7, sizeof(admin) - 7);
     }
     log_info("listening", "addr=%s shards=%u%s db=%s", addr, cfg.shards, admin, cfg.db);
+    log_info("allocator", "%s", allocator);
 
     for (;;) {
         siginfo_t si;
