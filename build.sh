@@ -3,7 +3,9 @@
 #   ./build.sh          install dependencies, Release build into build/
 #   ./build.sh run      ... then start `ringd serve --listen 127.0.0.1:8080` on ./ringd-data
 #   ./build.sh test     ASan+UBSan Debug build into build-asan/, every test through ctest,
-#                       then a ThreadSanitizer build driven with real clients (build-tsan/)
+#                       a ThreadSanitizer build driven with real clients (build-tsan/), and a
+#                       Release build with the tests (build-release/): its unit tests and the
+#                       memory test under the shipped allocator
 #   ./build.sh deps     only install the Debian packages
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -74,6 +76,19 @@ test)
         cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DRINGD_TSAN=ON -DRINGD_TESTS=OFF >/dev/null
         cmake --build build-tsan -j "$(jobs)" >/dev/null
         tests/core/tsan_shards.sh build-tsan || rc=1
+        # Release with the tests, the default configuration of a plain cmake:
+        # -O2 brings warnings -O0 does not (gcc's -Wformat-truncation broke this
+        # build once), so all of it is built. Its unit tests run (seconds), and
+        # the two integration tests that need the shipped binary: the memory
+        # test, whose RSS bound means something only with mimalloc (under ASan
+        # it checks the budget alone), and the benchmark's profile step, which
+        # valgrind cannot run on an ASan binary (~30 s). The other integration
+        # tests already ran above; twice would double the suite's time for little.
+        echo "build.sh: Release build with tests (build-release/)" >&2
+        cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DRINGD_TESTS=ON >/dev/null
+        cmake --build build-release -j "$(jobs)" >/dev/null
+        (cd build-release && ctest --output-on-failure -j 1 -L unit &&
+            ctest --output-on-failure -j 1 -R '^(core_test_shard|bench_profile_smoke)$') || rc=1
     fi
     (cd build-asan && ctest --output-on-failure -j 1 "${@:2}") || rc=$?
     if [ -n "$(ls -A "$logs")" ]; then

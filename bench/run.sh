@@ -63,6 +63,7 @@ OUT_DIR=""
 HYPER_FORCE_BUILD=0
 HYPER_BUILD_S=null
 PROFILE_SERVER=ringd   # hidden: --profile-server NAME, to try the profile step on a peer
+PROFILE_TOOL=auto      # hidden: --profile-tool callgrind|perf (auto: perf stat when the CPU counts instructions)
 RINGD_BIN=${RINGD_BIN:-$REPO_DIR/build/ringd}
 FLOOR_SRC=$BENCH_DIR/floor/floor.c
 FLOOR_BIN=$BENCH_DIR/.cache/floor
@@ -102,6 +103,7 @@ parse_args() {
         --wait-idle) WAIT_IDLE=${2:?}; shift ;;
         --out) OUT_DIR=${2:?}; shift ;;
         --profile-server) PROFILE_SERVER=${2:?}; shift ;;
+        --profile-tool) PROFILE_TOOL=${2:?}; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
         esac
@@ -769,8 +771,9 @@ choose_body() {
 profile_step() {
     local server=$PROFILE_SERVER
     has_server "$server" || return 0
-    if perf stat -e instructions true 2>&1 | grep -q '<not supported>' ||
-        ! perf stat -e instructions true >/dev/null 2>&1; then
+    if [ "$PROFILE_TOOL" = callgrind ] || { [ "$PROFILE_TOOL" = auto ] &&
+        { perf stat -e instructions true 2>&1 | grep -q '<not supported>' ||
+            ! perf stat -e instructions true >/dev/null 2>&1; }; }; then
         profile_callgrind "$server"
     else
         profile_perf "$server"
@@ -852,9 +855,15 @@ profile_load() { # phase
 profile_callgrind() {
     local server=$1 phase f ir total
     log "profile: callgrind on $server ($PROFILE_REQS requests per phase)"
-    local vg=(valgrind --tool=callgrind "--callgrind-out-file=$WORK/callgrind.out.%p")
+    # vgdb, through which callgrind_control talks to the server, makes FIFOs
+    # named after the pid; valgrind removes them only when it exits on its own,
+    # not when stop_server has to SIGKILL it. Kept in $WORK, not /tmp, and
+    # removed below, so no run leaves them behind.
+    local vgdb_prefix="--vgdb-prefix=$WORK/vgdb-pipe"
+    local vg=(valgrind --tool=callgrind "$vgdb_prefix" "--callgrind-out-file=$WORK/callgrind.out.%p")
     if ! start_server "$server" "${vg[@]}"; then
         log "warning: $server did not start under valgrind; no instruction counts"
+        rm -f "$WORK"/vgdb-pipe-*
         jq -n --arg tool callgrind --arg log "$(grep -v '^==' "$WORK/$server.log" | tail -n 5)" \
             '{tool: $tool, error: "the server did not start under valgrind; its log ends with:\n\($log)"}' >"$PROFILE_JSON"
         return 0
@@ -862,12 +871,13 @@ profile_callgrind() {
     local pid=$SERVER_PID entries=()
     # Zero the counters after start-up, then dump after each phase (a dump
     # also zeroes), so each dump holds only that phase's requests.
-    record_cmd callgrind_control -z "$pid"
-    callgrind_control -z "$pid" >"$WORK/callgrind_control.log" 2>&1 || log "warning: callgrind_control -z failed"
+    record_cmd callgrind_control "$vgdb_prefix" -z "$pid"
+    callgrind_control "$vgdb_prefix" -z "$pid" >"$WORK/callgrind_control.log" 2>&1 ||
+        log "warning: callgrind_control -z failed"
     for phase in h1 h2; do
         profile_load "$phase"
-        record_cmd callgrind_control -d "profile-$phase" "$pid"
-        callgrind_control -d "profile-$phase" "$pid" >>"$WORK/callgrind_control.log" 2>&1 ||
+        record_cmd callgrind_control "$vgdb_prefix" -d "profile-$phase" "$pid"
+        callgrind_control "$vgdb_prefix" -d "profile-$phase" "$pid" >>"$WORK/callgrind_control.log" 2>&1 ||
             log "warning: callgrind_control -d failed"
         sleep 1
         f=$(find "$WORK" -maxdepth 1 -name "callgrind.out.$pid.*" -printf '%T@ %p\n' | sort -rn | awk 'NR == 1 { print $2 }')
@@ -896,6 +906,7 @@ profile_callgrind() {
             '{phase: $phase, requests: $n, instructions: $total, instructions_per_request: $ir, top: $top}')")
     done
     stop_server
+    rm -f "$WORK"/vgdb-pipe-*
     printf '%s\n' "${entries[@]}" | jq -s --arg server "$server" \
         '{tool: "callgrind", server: $server, note: "instructions executed in user space by the server (valgrind Ir) per request; kernel work not included", phases: .}' \
         >"$PROFILE_JSON"

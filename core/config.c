@@ -13,10 +13,14 @@
 const char config_serve_usage[] =
     "usage: ringd serve [options]\n"
     "  --listen ADDR:PORT         main listener (RINGD_LISTEN, default 0.0.0.0:8080; port 0 picks one)\n"
-    "  --db DIR                   LMDB user database (RINGD_DB, default ./ringd-data, created with\n"
-    "                             100,000 demo users when missing)\n"
+    "  --db DIR                   LMDB user database, which must exist (RINGD_DB; make one with\n"
+    "                             ringd demo or ringd import). Without --db: ./ringd-data, created\n"
+    "                             with 100,000 demo users when missing\n"
     "  --shards N                 reactor threads, one per CPU (RINGD_SHARDS, default: online CPUs)\n"
     "  --admin-listen ADDR:PORT   serve /metrics only here (RINGD_ADMIN_LISTEN)\n"
+    "  --reuse-port-join          share the port with the ringd already listening there, for a\n"
+    "                             zero-downtime handover (RINGD_REUSE_PORT_JOIN=1); without it a\n"
+    "                             port in use is an error\n"
     "  --max-conns N              open connections in total (RINGD_MAX_CONNS, default 10000)\n"
     "  --header-timeout-ms N      time to receive a request head (RINGD_HEADER_TIMEOUT_MS, default 10000)\n"
     "  --idle-timeout-ms N        keep-alive idle time (RINGD_IDLE_TIMEOUT_MS, default 60000)\n"
@@ -24,6 +28,9 @@ const char config_serve_usage[] =
     "  --drain-timeout-ms N       shutdown grace period (RINGD_DRAIN_TIMEOUT_MS, default 5000)\n"
     "  --refresh-ms N             read-transaction renew interval (RINGD_REFRESH_MS, default 50)\n"
     "  --h2-max-streams N         HTTP/2 MAX_CONCURRENT_STREAMS (RINGD_H2_MAX_STREAMS, default 100)\n"
+    "  --paused-budget-mb N       memory connections paused for backpressure (clients not reading their\n"
+    "                             answers) may hold in total; past it the longest paused are closed\n"
+    "                             (RINGD_PAUSED_BUDGET_MB, default 64)\n"
     "  --batch-wait-us N          a busy shard waits up to N us to gather completions per wakeup\n"
     "                             (RINGD_BATCH_WAIT_US, default 0 = off; 0: wake per completion; Linux 6.12+)\n"
     "  --index-max-mb N           memory the in-memory id index may take (RINGD_INDEX_MAX_MB, default 1024;\n"
@@ -96,7 +103,7 @@ void config_format_addr(const struct sockaddr_storage *ss, char *out, size_t out
     }
 }
 
-enum opt_kind { OPT_ADDR, OPT_ADMIN_ADDR, OPT_STR, OPT_UINT };
+enum opt_kind { OPT_ADDR, OPT_ADMIN_ADDR, OPT_STR, OPT_UINT, OPT_BOOL /* a flag alone; VAR=1|0 */ };
 
 struct opt {
     const char *flag;
@@ -120,8 +127,10 @@ static const struct opt opts[] = {
     {"--drain-timeout-ms", "RINGD_DRAIN_TIMEOUT_MS", OPT_UINT, OFF(drain_timeout_ms), 0, 3600000},
     {"--refresh-ms", "RINGD_REFRESH_MS", OPT_UINT, OFF(refresh_ms), 1, 60000},
     {"--h2-max-streams", "RINGD_H2_MAX_STREAMS", OPT_UINT, OFF(h2_max_streams), 1, 10000},
+    {"--paused-budget-mb", "RINGD_PAUSED_BUDGET_MB", OPT_UINT, OFF(paused_budget_mb), 1, 1048576},
     {"--batch-wait-us", "RINGD_BATCH_WAIT_US", OPT_UINT, OFF(batch_wait_us), 0, 10000},
     {"--index-max-mb", "RINGD_INDEX_MAX_MB", OPT_UINT, OFF(index_max_mb), 0, 1048576},
+    {"--reuse-port-join", "RINGD_REUSE_PORT_JOIN", OPT_BOOL, OFF(reuse_port_join), 0, 0},
 };
 
 static int apply(struct config *c, const struct opt *o, const char *value, const char *src, char *err, size_t errlen)
@@ -155,6 +164,14 @@ static int apply(struct config *c, const struct opt *o, const char *value, const
         *(unsigned *)(base + o->offset) = (unsigned)v;
         return 0;
     }
+    case OPT_BOOL:
+        if (strcmp(value, "1") == 0 || strcmp(value, "true") == 0 || strcmp(value, "yes") == 0)
+            *(bool *)(base + o->offset) = true;
+        else if (strcmp(value, "0") == 0 || strcmp(value, "false") == 0 || strcmp(value, "no") == 0)
+            *(bool *)(base + o->offset) = false;
+        else
+            goto bad;
+        return 0;
     }
 bad:
     snprintf(err, errlen, "%s: bad value '%s'", src, value);
@@ -178,6 +195,7 @@ int config_parse_serve(struct config *c, int argc, char **argv, char *err, size_
     c->drain_timeout_ms = 5000;
     c->refresh_ms = 50;
     c->h2_max_streams = 100;
+    c->paused_budget_mb = 64;
     c->batch_wait_us = 0;
     c->index_max_mb = 1024;
 
@@ -197,7 +215,10 @@ int config_parse_serve(struct config *c, int argc, char **argv, char *err, size_
         const char *value = NULL;
         for (size_t k = 0; k < nopts && o == NULL; k++) {
             size_t fl = strlen(opts[k].flag);
-            if (strcmp(arg, opts[k].flag) == 0) {
+            if (strcmp(arg, opts[k].flag) == 0 && opts[k].kind == OPT_BOOL) {
+                o = &opts[k];
+                value = "1";
+            } else if (strcmp(arg, opts[k].flag) == 0) {
                 o = &opts[k];
                 if (i + 1 >= argc) {
                     snprintf(err, errlen, "%s needs a value", arg);

@@ -16,7 +16,7 @@ struct config {
     struct sockaddr_storage admin_addr;
     socklen_t admin_len;
     const char *db;      /* --db; default "./ringd-data" */
-    bool db_is_default;  /* no --db/RINGD_DB: create a demo database when missing */
+    bool db_is_default;  /* no --db/RINGD_DB: create a demo database when missing (never a given one) */
     unsigned shards;     /* default: online CPUs */
     unsigned max_conns;  /* total over all shards */
     unsigned header_timeout_ms;
@@ -25,6 +25,8 @@ struct config {
     unsigned drain_timeout_ms;
     unsigned refresh_ms;
     unsigned h2_max_streams;
+    unsigned paused_budget_mb; /* buffers all paused connections may hold; split evenly over shards */
+    bool reuse_port_join;      /* share the listening port with a process already on it (handover) */
     unsigned batch_wait_us; /* at most this long a busy shard waits to gather completions; 0: wake per completion */
     unsigned index_max_mb;  /* the snapshot index (store/index.h) may take this much memory; 0: no index */
 };

@@ -1,5 +1,4 @@
 /* main.c - the ringd binary: dispatches to the serve, import and demo subcommands. */
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,14 +31,15 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "serve") == 0) {
+        /* Logged by the server once it listens: an option error or --help
+         * comes alone, not after a line about the allocator. */
 #ifdef RINGD_WITH_MIMALLOC
-        bool help = false;
-        for (int i = 2; i < argc; i++)
-            help = help || strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0;
-        if (!help)
-            log_info("allocator", "name=mimalloc version=%d", mi_version());
+        char allocator[64];
+        snprintf(allocator, sizeof(allocator), "name=mimalloc version=%d", mi_version());
+#else
+        const char *allocator = "name=system"; /* sanitizer builds keep their own allocator */
 #endif
-        return server_main(argc - 1, argv + 1);
+        return server_main(argc - 1, argv + 1, allocator);
     }
     if (strcmp(cmd, "import") == 0)
         return store_import_main(argc - 1, argv + 1);

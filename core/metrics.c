@@ -18,11 +18,11 @@ static const char *const bucket_le[METRICS_BUCKETS] = {
 };
 
 static const char *const proto_names[PROTO__COUNT] = {"http1", "http2"};
-static const char *const route_names[ROUTE__COUNT] = {"users", "user", "metrics", "healthz", "readyz", "other"};
-static const char *const code_names[CODE__COUNT] = {"200", "400", "401", "404", "405", "408", "413",
-                                                    "414", "431", "500", "501", "503", "other"};
+static const char *const route_names[ROUTE__COUNT] = {"users", "user", "metrics", "healthz", "readyz", "livez", "other"};
+static const char *const code_names[CODE__COUNT] = {"200", "400", "401", "404", "405", "408", "413", "414",
+                                                    "417", "431", "500", "501", "503", "505", "other"};
 static const char *const close_names[CLOSE__COUNT] = {"client", "idle_timeout", "header_timeout", "write_timeout",
-                                                      "error",  "limit",        "shutdown"};
+                                                      "error",  "limit",        "shutdown",      "budget"};
 
 /* The (route, code) pairs the router answers in normal operation, per route a
  * bit set over enum metrics_code. Their series are exported from the first
@@ -36,6 +36,7 @@ static const uint32_t expected_codes[ROUTE__COUNT] = {
     [ROUTE_METRICS] = C(CODE_200) | C(CODE_405),
     [ROUTE_HEALTHZ] = C(CODE_200) | C(CODE_405),
     [ROUTE_READYZ] = C(CODE_200) | C(CODE_405) | C(CODE_503),
+    [ROUTE_LIVEZ] = C(CODE_200) | C(CODE_405),
     [ROUTE_OTHER] = C(CODE_400) | C(CODE_404) | C(CODE_405),
 };
 #undef C
@@ -155,12 +156,20 @@ void metrics_render(struct buf *out, const struct metrics_scrape *sc)
         buf_printf(out, "ringd_connections_accepted_total{shard=\"%u\"} %llu\n", i,
                    (unsigned long long)METRIC_GET(sc->shards[i]->conns_accepted));
     family(out, "ringd_connections_closed_total", "counter",
-           "Connections closed, by reason; limit: refused at accept over --max-conns (never counted as accepted).");
+           "Connections closed, by reason; limit: refused at accept over --max-conns (never counted as accepted); "
+           "budget: a paused connection held more than CONN_STALLED_MAX after 1 s without progress, or had waited "
+           "longest when paused connections held more than --paused-budget-mb.");
     for (int c = 0; c < CLOSE__COUNT; c++)
         buf_printf(out, "ringd_connections_closed_total{reason=\"%s\"} %llu\n", close_names[c],
                    (unsigned long long)SUM(sc, conns_closed[c]));
     simple(out, "ringd_connections_handed_off_total", "counter",
            "Accepted connections passed to a less loaded shard over MSG_RING.", SUM(sc, conns_handed_off));
+    simple(out, "ringd_connections_paused", "gauge",
+           "Connections not being read because their client does not read its answers (backpressure).",
+           SUM(sc, conns_paused));
+    simple(out, "ringd_paused_buffer_bytes", "gauge",
+           "Bytes of input and output buffers held by paused connections (bounded by --paused-budget-mb).",
+           SUM(sc, paused_bytes));
     simple(out, "ringd_accept_errors_total", "counter", "Failed accepts (EMFILE, ENFILE, ...).", SUM(sc, accept_errors));
 
     simple(out, "ringd_bytes_received_total", "counter", "Bytes read from clients.", SUM(sc, bytes_received));

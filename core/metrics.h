@@ -31,14 +31,16 @@ static inline void metric_add(metric_t *field, uint64_t n)
 #define METRIC_GET(field) atomic_load_explicit(&(field), memory_order_relaxed)
 
 enum metrics_proto { PROTO_HTTP1, PROTO_HTTP2, PROTO__COUNT };
-enum metrics_route { ROUTE_USERS, ROUTE_USER, ROUTE_METRICS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_OTHER, ROUTE__COUNT };
+enum metrics_route {
+    ROUTE_USERS, ROUTE_USER, ROUTE_METRICS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_LIVEZ, ROUTE_OTHER, ROUTE__COUNT
+};
 enum metrics_code {
-    CODE_200, CODE_400, CODE_401, CODE_404, CODE_405, CODE_408, CODE_413, CODE_414, CODE_431,
-    CODE_500, CODE_501, CODE_503, CODE_OTHER, CODE__COUNT
+    CODE_200, CODE_400, CODE_401, CODE_404, CODE_405, CODE_408, CODE_413, CODE_414, CODE_417, CODE_431,
+    CODE_500, CODE_501, CODE_503, CODE_505, CODE_OTHER, CODE__COUNT
 };
 enum metrics_close {
     CLOSE_CLIENT, CLOSE_IDLE_TIMEOUT, CLOSE_HEADER_TIMEOUT, CLOSE_WRITE_TIMEOUT, CLOSE_ERROR, CLOSE_LIMIT,
-    CLOSE_SHUTDOWN, CLOSE__COUNT
+    CLOSE_SHUTDOWN, CLOSE_BUDGET, CLOSE__COUNT
 };
 
 /* Upper bounds of the latency buckets in ns; the last bucket is +Inf. */
@@ -53,6 +55,8 @@ struct metrics_shard {
     metric_t conns_accepted;
     metric_t conns_closed[CLOSE__COUNT];
     metric_t conns_handed_off;
+    metric_t conns_paused;  /* gauge: connections not read because their answers are not read */
+    metric_t paused_bytes;  /* gauge: buffer bytes those connections hold */
     metric_t accept_errors;
     metric_t bytes_received;
     metric_t bytes_sent;
@@ -84,10 +88,12 @@ static inline enum metrics_code metrics_code_of(int status)
     case 408: return CODE_408;
     case 413: return CODE_413;
     case 414: return CODE_414;
+    case 417: return CODE_417;
     case 431: return CODE_431;
     case 500: return CODE_500;
     case 501: return CODE_501;
     case 503: return CODE_503;
+    case 505: return CODE_505;
     default: return CODE_OTHER;
     }
 }

@@ -18,7 +18,8 @@
 #include "core/tag.h"
 
 #define LISTEN_BACKLOG 4096
-#define LISTEN_RCVBUF (256 * 1024)
+#define LISTEN_RCVBUF (16 * 1024) /* the kernel doubles both for its bookkeeping */
+#define LISTEN_SNDBUF (64 * 1024)
 #define DEMO_USERS 100000
 
 bool server_ready(struct server *srv)
@@ -68,24 +69,43 @@ static int probe_io_uring(void)
     return -1;
 }
 
-/* A listening socket in the SO_REUSEPORT group; returns the fd or -1 (logged). */
-static int open_listener(const struct sockaddr_storage *addr, socklen_t len)
+/* A listening socket on addr; returns the fd, or -1 with errno set.
+ *
+ * join: bind with SO_REUSEPORT, i.e. join the group that may already listen
+ * on addr: this process's first shard, or (--reuse-port-join) another process
+ * of the same user. Otherwise the port must be free: SO_REUSEPORT is left off
+ * for the bind, which then fails with EADDRINUSE if anything listens on addr,
+ * whatever that socket's options (a second `ringd serve` on the same port used
+ * to join silently and take half the connections). SO_REUSEADDR still lets a
+ * restart reuse a port that only TIME_WAIT connections hold. SO_REUSEPORT is
+ * set once the socket listens, so our other shards, and an operator's
+ * explicit --reuse-port-join handover, can join it. Binding first and joining
+ * after leaves no window: from the bind on, the port is ours alone. */
+static int open_listener(const struct sockaddr_storage *addr, socklen_t len, bool join)
 {
     int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (join)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     /* Accepted sockets inherit TCP_NODELAY: each response is one send already. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    /* A fixed receive buffer (inherited too) bounds what a multishot recv can
-     * pull in after a connection pauses for backpressure: without it TCP
-     * autotuning lets a client park up to tcp_rmem[2] (32 MiB here) per
-     * connection. Requests are small GETs; 256 KiB is ample for them. */
-    int rcvbuf = LISTEN_RCVBUF;
+    /* Fixed socket buffers (inherited too) bound what a client that pipelines
+     * and never reads can make us hold. Receive: what a multishot recv pulls
+     * into the connection's input after it pauses for backpressure (without
+     * it TCP autotuning lets a client park up to tcp_rmem[2], 32 MiB here);
+     * requests are small GETs, and a 16 KiB window still fills a 4 KiB
+     * provided buffer per read. Send: the kernel's own copy of unread
+     * answers, which autotuning grows to tcp_wmem[2] (4 MiB) per connection
+     * on loopback; 64 KiB holds a few hundred answers, more than one turn
+     * produces for any connection (CONN_OUT_HIGH_WATER). */
+    int rcvbuf = LISTEN_RCVBUF, sndbuf = LISTEN_SNDBUF;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-    if (bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+    if (bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0 ||
+        (!join && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)) {
         int e = errno;
         close(fd);
         errno = e;
@@ -94,16 +114,30 @@ static int open_listener(const struct sockaddr_storage *addr, socklen_t len)
     return fd;
 }
 
+/* Logs why addr could not be listened on (errno). */
+static void log_listen_failed(const struct sockaddr_storage *addr, bool join)
+{
+    char text[80];
+    config_format_addr(addr, text, sizeof(text));
+    if (errno == EADDRINUSE && !join)
+        log_error("listen_failed",
+                  "addr=%s err=\"address already in use\" hint=\"another process listens there; pass "
+                  "--reuse-port-join (RINGD_REUSE_PORT_JOIN=1) only to share the port with another ringd for a handover\"",
+                  text);
+    else
+        log_error("listen_failed", "addr=%s err=\"%s\"", text, strerror(errno));
+}
+
 static int open_listeners(struct server *srv)
 {
     const struct config *cfg = srv->cfg;
     struct sockaddr_storage addr = cfg->listen_addr;
-    char text[80];
     for (unsigned i = 0; i < srv->nshards; i++) {
-        int fd = open_listener(&addr, cfg->listen_len);
+        /* Shard 0 takes the port (alone unless --reuse-port-join); the others join it. */
+        bool join = i > 0 || cfg->reuse_port_join;
+        int fd = open_listener(&addr, cfg->listen_len, join);
         if (fd < 0) {
-            config_format_addr(&addr, text, sizeof(text));
-            log_error("listen_failed", "addr=%s err=\"%s\"", text, strerror(errno));
+            log_listen_failed(&addr, join);
             return -1;
         }
         srv->listen_fds[i] = fd;
@@ -115,12 +149,17 @@ static int open_listeners(struct server *srv)
         }
     }
     if (cfg->admin_enabled) {
-        srv->admin_fd = open_listener(&cfg->admin_addr, cfg->admin_len);
+        srv->admin_fd = open_listener(&cfg->admin_addr, cfg->admin_len, cfg->reuse_port_join);
         if (srv->admin_fd < 0) {
-            config_format_addr(&cfg->admin_addr, text, sizeof(text));
-            log_error("listen_failed", "addr=%s err=\"%s\"", text, strerror(errno));
+            log_listen_failed(&cfg->admin_addr, cfg->reuse_port_join);
             return -1;
         }
+    }
+    if (cfg->reuse_port_join) {
+        char text[80];
+        config_format_addr(&srv->bound, text, sizeof(text));
+        log_info("reuse_port_join", "addr=%s note=\"sharing the port with any process of this user listening there\"",
+                 text);
     }
     return 0;
 }
@@ -137,7 +176,12 @@ static int open_store(struct server *srv)
         }
     }
     if (store_open(&srv->store, cfg->db, true, false, err, sizeof(err)) != 0) {
-        log_error("store_open_failed", "db=%s err=\"%s\"", cfg->db, err);
+        /* Only the default is created: a typo in --db must not serve demo users. */
+        bool missing = !cfg->db_is_default && !store_exists(cfg->db);
+        log_error("store_open_failed", "db=%s err=\"%s\"%s", cfg->db, err,
+                  missing ? " hint=\"a database given with --db or RINGD_DB is never created: make it with ringd demo "
+                            "--db DIR or ringd import --db DIR\""
+                          : "");
         return -1;
     }
     return 0;
@@ -178,7 +222,7 @@ static int wait_started(struct server *srv)
     }
 }
 
-int server_main(int argc, char **argv)
+int server_main(int argc, char **argv, const char *allocator)
 {
     struct config cfg;
     char err[512];
@@ -253,6 +297,7 @@ int server_main(int argc, char **argv)
         config_format_addr(&a, admin + 7, sizeof(admin) - 7);
     }
     log_info("listening", "addr=%s shards=%u%s db=%s", addr, cfg.shards, admin, cfg.db);
+    log_info("allocator", "%s", allocator);
 
     for (;;) {
         siginfo_t si;

@@ -40,7 +40,9 @@ struct server {
 /* Whether /readyz answers 200: every shard serves and no drain has begun. */
 bool server_ready(struct server *srv);
 
-/* `ringd serve`: parses argv, runs until SIGTERM/SIGINT and the drain. Returns the exit code. */
-int server_main(int argc, char **argv);
+/* `ringd serve`: parses argv, runs until SIGTERM/SIGINT and the drain. Returns the exit code.
+ * allocator: key=value text naming the allocator (e.g. "name=mimalloc version=209"), logged once
+ * the server listens, never before an option error; borrowed for the call. */
+int server_main(int argc, char **argv, const char *allocator);
 
 #endif

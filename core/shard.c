@@ -117,6 +117,110 @@ static void update_timer(struct shard *s, struct conn *c)
     }
 }
 
+/* ---------- the paused budget ----------
+ *
+ * A paused connection (its client does not read its answers) keeps its
+ * buffers until the client reads again. Its output is small
+ * (CONN_OUT_HIGH_WATER); its input is whatever the multishot recv delivered
+ * before the cancel took effect, which only the provided-buffer ring bounds.
+ * Two rules keep that memory bounded whatever the clients do:
+ *   - per connection: one that makes no send progress for CONN_STALL_MS while
+ *     holding more than CONN_STALLED_MAX is closed (a sweep every
+ *     PAUSED_SWEEP_MS), so a stalled connection holds tens of KiB;
+ *   - in total: past the shard's share of --paused-budget-mb the connections
+ *     that went longest without progress are closed first.
+ * Both close with reason "budget". The shard keeps its paused connections in
+ * the order of their last progress (pause or send) and counts their buffers'
+ * capacity (what they cost) whenever backpressure is re-evaluated (sync_recv).
+ * A client that reads moves to the back of the line on every send. */
+
+#define PAUSED_SWEEP_MS 250
+
+/* Takes c out of the line (list only). */
+static void paused_unlink(struct shard *s, struct conn *c)
+{
+    if (c->_paused_prev != NULL)
+        c->_paused_prev->_paused_next = c->_paused_next;
+    else
+        s->paused_head = c->_paused_next;
+    if (c->_paused_next != NULL)
+        c->_paused_next->_paused_prev = c->_paused_prev;
+    else
+        s->paused_tail = c->_paused_prev;
+    c->_paused_prev = c->_paused_next = NULL;
+}
+
+/* Puts c last in line, as having progressed now (list only). */
+static void paused_link(struct shard *s, struct conn *c)
+{
+    c->_paused_ms = s->clock.now_ms;
+    c->_paused_next = NULL;
+    c->_paused_prev = s->paused_tail;
+    if (s->paused_tail != NULL)
+        s->paused_tail->_paused_next = c;
+    else
+        s->paused_head = c;
+    s->paused_tail = c;
+    if (!timer_linked(&s->paused_sweep))
+        timer_add(&s->wheel, &s->paused_sweep, s->clock.now_ms + PAUSED_SWEEP_MS);
+}
+
+/* Stops counting c (resumed or closing). */
+static void paused_release(struct shard *s, struct conn *c)
+{
+    if (!c->_paused_linked)
+        return;
+    paused_unlink(s, c);
+    c->_paused_linked = false;
+    s->paused_bytes -= c->_held;
+    c->_held = 0;
+    s->npaused--;
+    METRIC_SET(s->metrics->conns_paused, s->npaused);
+    METRIC_SET(s->metrics->paused_bytes, s->paused_bytes);
+}
+
+/* Paused c sent something: its client reads, so it goes to the back of the line. */
+static void paused_progress(struct shard *s, struct conn *c)
+{
+    paused_unlink(s, c);
+    paused_link(s, c);
+}
+
+/* Counts paused c's buffers (linking it when it was not counted yet), then
+ * closes the longest-waiting connections while over the budget. */
+static void paused_hold(struct shard *s, struct conn *c)
+{
+    if (!c->_paused_linked) {
+        c->_paused_linked = true;
+        paused_link(s, c);
+        s->npaused++;
+        METRIC_SET(s->metrics->conns_paused, s->npaused);
+    }
+    size_t held = c->in.cap + c->out.cap + c->_sending.cap;
+    s->paused_bytes = s->paused_bytes - c->_held + held;
+    c->_held = held;
+    while (s->paused_bytes > s->paused_budget && s->paused_head != NULL)
+        shard_close_conn(s, s->paused_head, CLOSE_BUDGET); /* unlinks it */
+    METRIC_SET(s->metrics->paused_bytes, s->paused_bytes);
+}
+
+/* The sweep: closes connections stalled for CONN_STALL_MS that hold more
+ * than CONN_STALLED_MAX. The line is in progress order, so it stops at the
+ * first one that progressed recently. */
+static void paused_sweep(struct shard *s)
+{
+    struct conn *next;
+    for (struct conn *c = s->paused_head; c != NULL; c = next) {
+        next = c->_paused_next;
+        if (s->clock.now_ms - c->_paused_ms < CONN_STALL_MS)
+            break;
+        if (c->_held > CONN_STALLED_MAX)
+            shard_close_conn(s, c, CLOSE_BUDGET);
+    }
+    if (s->paused_head != NULL)
+        timer_add(&s->wheel, &s->paused_sweep, s->clock.now_ms + PAUSED_SWEEP_MS);
+}
+
 /* ---------- connection lifetime ---------- */
 
 static void load_add(struct shard *s, unsigned shard_id, int delta)
@@ -165,6 +269,7 @@ void shard_close_conn(struct shard *s, struct conn *c, enum metrics_close reason
     METRIC_SET(s->metrics->conns_active, METRIC_GET(s->metrics->conns_active) - 1);
     if (c->listener == LISTENER_MAIN)
         release_slot(s);
+    paused_release(s, c);
     timer_del(&s->wheel, &c->_timer);
     if (c->_recv_armed || c->_send_inflight) {
         struct io_uring_sqe *sqe = get_sqe(s);
@@ -290,6 +395,8 @@ static void on_send(struct shard *s, struct conn *c, int res)
         return;
     }
     METRIC_ADD(s->metrics->bytes_sent, res);
+    if (c->_paused_linked && res > 0)
+        paused_progress(s, c);
     c->_sent += (size_t)res;
     if (c->_sent < c->_sending.len) {
         /* Short send (socket buffer full): the rest, from the same stable buffer. */
@@ -325,15 +432,21 @@ static void sync_recv(struct shard *s, struct conn *c)
     if (c->_closing || c->_lingering)
         return;
     if (c->paused) {
+        paused_hold(s, c);
+        if (c->_closing)
+            return; /* closed over the budget */
         if (c->_recv_armed && !c->_recv_stopping) {
             struct io_uring_sqe *sqe = get_sqe(s);
             io_uring_prep_cancel64(sqe, tag_make_ptr(TAG_RECV, c), 0);
             io_uring_sqe_set_data64(sqe, tag_make(TAG_IGNORE, 0));
             c->_recv_stopping = true;
         }
-    } else if (!c->_recv_armed && !c->peer_eof) {
-        METRIC_INC(s->metrics->recv_rearms);
-        arm_recv(s, c);
+    } else {
+        paused_release(s, c);
+        if (!c->_recv_armed && !c->peer_eof) {
+            METRIC_INC(s->metrics->recv_rearms);
+            arm_recv(s, c);
+        }
     }
 }
 
@@ -488,6 +601,10 @@ static void on_timer(struct timer_node *node, void *arg)
             arm_accept(s, (enum listener_kind)k);
         return;
     }
+    if (node == &s->paused_sweep) {
+        paused_sweep(s);
+        return;
+    }
     struct conn *c = container_of(node, struct conn, _timer);
     if (c->_closing)
         return;
@@ -599,6 +716,7 @@ struct shard *shard_new(struct server *srv, unsigned id)
     s->listen_fd[LISTENER_MAIN] = srv->listen_fds[id];
     s->listen_fd[LISTENER_ADMIN] = id == 0 ? srv->admin_fd : -1;
     s->metrics = xaligned_zalloc(64, sizeof(struct metrics_shard));
+    s->paused_budget = (size_t)srv->cfg->paused_budget_mb * 1024 * 1024 / srv->nshards;
     return s;
 }
 

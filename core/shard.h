@@ -39,6 +39,7 @@ struct shard {
     int listen_fd[LISTENER__COUNT]; /* -1 when this shard has no such listener */
     bool accept_armed[LISTENER__COUNT];
     struct timer_node accept_retry; /* re-arms accept after EMFILE/ENFILE */
+    struct timer_node paused_sweep; /* closes stalled connections over CONN_STALLED_MAX */
 
     struct io_uring_buf_ring *_br;
     char *_bufs;
@@ -54,6 +55,10 @@ struct shard {
     struct conn *conns;       /* every live connection (for drain) */
     unsigned nconns;
     struct conn *flush_head;  /* connections with output to send this turn */
+    struct conn *paused_head, *paused_tail; /* paused connections, longest paused first */
+    unsigned npaused;
+    size_t paused_bytes;      /* buffer bytes the paused connections hold */
+    size_t paused_budget;     /* this shard's share of --paused-budget-mb */
     uint64_t turn_start_ns;   /* when this turn's completions were reaped */
     uint32_t answered[ROUTE__COUNT]; /* requests answered this turn, observed at submit */
     bool answered_any;

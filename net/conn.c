@@ -47,6 +47,16 @@ static bool head_may_be_complete(const char *buf, size_t old, size_t len)
     return false;
 }
 
+/* Drops the first used bytes of c->in. A buffer that grew while parsing was
+ * paused is freed once empty, so a connection that caught up holds no input
+ * memory between requests. */
+static void in_consume(struct conn *c, size_t used)
+{
+    buf_consume(&c->in, used);
+    if (c->in.len == 0 && c->in.cap > CONN_IN_KEEP)
+        buf_free(&c->in);
+}
+
 void conn_on_data(struct conn *c, const char *data, size_t len)
 {
     if (c->_closing)
@@ -67,7 +77,7 @@ void conn_on_data(struct conn *c, const char *data, size_t len)
             return; /* a head trickling in: no re-parse until it can have ended */
         if (!c->paused) {
             size_t used = process(c, c->in.data, c->in.len);
-            buf_consume(&c->in, used);
+            in_consume(c, used);
         }
     }
     if (!c->_closing && c->in.len > CONN_IN_MAX)
@@ -90,7 +100,7 @@ void conn_resume(struct conn *c)
     if (c->in.len == 0)
         return;
     size_t used = process(c, c->in.data, c->in.len);
-    buf_consume(&c->in, used);
+    in_consume(c, used);
 }
 
 bool conn_is_idle(const struct conn *c)

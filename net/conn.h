@@ -23,13 +23,37 @@ enum conn_proto { CONN_H1, CONN_H2 };
 /* What the connection's single timer currently guards. */
 enum conn_timer { CT_HEADER, CT_IDLE, CT_WRITE, CT_LINGER };
 
-/* Output a connection may hold unsent before it stops reading requests. */
-#define CONN_OUT_HIGH_WATER (256u * 1024)
-/* Input it may buffer while paused before it is closed as abusive. A paused
- * connection stops reading (its recv is cancelled), but what the multishot
- * recv delivered in the turn that paused it must be kept: up to the whole
- * provided-buffer ring (SHARD_BUF_COUNT * SHARD_BUF_SIZE = 4 MiB). */
+/* Output a connection may hold unsent before it stops reading requests.
+ * Small, because a client that pipelines and never reads keeps this (twice:
+ * the buffer in flight and the one filling behind it) until it times out.
+ * Just under 16 KiB so that, for answers of typical size, each buffer stays
+ * within 16 KiB (buf.c doubles capacity). It is far above one turn's answers
+ * for a client pipelining as benchmarks do (16 requests: ~4 KiB), so those
+ * still get all their answers in one send; a bigger burst goes out 16 KiB
+ * per send, one send per turn. */
+#define CONN_OUT_HIGH_WATER (15u * 1024)
+/* Input a paused connection may buffer before it is closed as abusive. A
+ * paused connection stops reading (its recv is cancelled), but what the
+ * multishot recv delivered before the cancel took effect must be kept. The
+ * listener's small receive buffer does not bound that: on loopback the peer
+ * refills the socket while the kernel drains it, and one io_uring_enter was
+ * seen to deliver ~400 KiB to one connection; only the provided-buffer ring
+ * (SHARD_BUF_COUNT * SHARD_BUF_SIZE = 4 MiB per shard and turn) does. A client
+ * that bursts like that and then reads is served in full; one that stops
+ * reading is closed after CONN_STALL_MS (CONN_STALLED_MAX). */
 #define CONN_IN_MAX (8u * 1024 * 1024)
+/* What a paused connection may hold (input and output buffers, by capacity)
+ * once it has made no send progress for CONN_STALL_MS; one holding more is
+ * closed then (reason "budget") instead of at --write-timeout-ms. Output
+ * takes at most two 16 KiB buffers (CONN_OUT_HIGH_WATER); input is what
+ * arrived in the turn it paused, typically the listener's 32 KiB receive
+ * window plus what the client had in flight, in a buffer of up to 64 KiB
+ * (capacities are powers of two). A client bursting more than that and then
+ * not reading is closed after CONN_STALL_MS. */
+#define CONN_STALLED_MAX (96u * 1024)
+#define CONN_STALL_MS 1000
+/* An empty input buffer larger than this is freed rather than kept. */
+#define CONN_IN_KEEP (16u * 1024)
 /* Time a closing connection keeps reading after its last response (lingering close). */
 #define CONN_LINGER_MS 2000
 
@@ -59,12 +83,16 @@ struct conn {
     bool _closing;          /* shard_close_conn ran: free when _inflight reaches 0 */
     bool _lingering;        /* SHUT_WR sent; reading until EOF or CONN_LINGER_MS */
     bool _in_flush;
+    bool _paused_linked;    /* in the shard's list of paused connections */
+    size_t _held;           /* bytes counted against the shard's paused budget */
+    uint64_t _paused_ms;    /* paused, or last sent something while paused, at this time */
     struct buf _sending;    /* bytes of the in-flight send: stable until its CQE */
     size_t _sent;
     uint8_t _timer_kind;    /* enum conn_timer */
     uint64_t _deadline_ms;  /* lazily enforced: the wheel node may fire early, then re-arms */
     struct timer_node _timer;
     struct conn *_flush_next;
+    struct conn *_paused_prev, *_paused_next; /* oldest paused first */
     struct conn *_prev, *_next;
 };
 

@@ -95,6 +95,14 @@ size_t h1_process(struct conn *c, const char *data, size_t len)
         }
         off += (size_t)rc;
         c->body_left = req.content_length;
+        if (req.expect_continue && req.content_length > len - off) {
+            /* The client waits for this before sending its body (RFC 9110
+             * 10.1.1); the final answer follows at once, and the body is
+             * then read and discarded like any other. Not sent once the
+             * whole body is already here. */
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            buf_append(&c->out, cont, sizeof(cont) - 1);
+        }
         if (req.upgrade_h2c && req.content_length == 0 && !c->shard->draining &&
             h2_upgrade(c, &req) == 0)
             return off; /* the rest of the bytes are HTTP/2 frames */

@@ -54,6 +54,19 @@ static void connection_token(const char *t, size_t len, void *arg)
         ct->upgrade = true;
 }
 
+struct expect_tokens {
+    bool cont, unknown;
+};
+
+static void expect_token(const char *t, size_t len, void *arg)
+{
+    struct expect_tokens *et = arg;
+    if (len == 12 && strncasecmp(t, "100-continue", 12) == 0)
+        et->cont = true;
+    else
+        et->unknown = true;
+}
+
 /* Content-Length: 1*DIGIT. Returns 0 and sets *out (saturated at UINT64_MAX),
  * -400 when not decimal. The size limit is checked by the caller once every
  * framing header has been seen, so that CL with TE or differing CLs get 400. */
@@ -145,6 +158,48 @@ static int check_request_line(const char *buf, size_t len, size_t lead, struct h
     return pico(buf, examined, req) == -1 ? -400 : -414;
 }
 
+/* After phr_parse_request said -1 (it accepts only "HTTP/1." versions): -505
+ * when buf[lead..len) begins with a well-formed request line, method SP
+ * target SP "HTTP/" DIGIT "." DIGIT line-end, whose major version is not 1
+ * (RFC 9110 15.6.6: HTTP/2.0 or HTTP/3.1 there is a version we do not speak,
+ * not a syntax error); 0 when the bytes so far are a prefix of such a line
+ * (the verdict waits for the line end, whatever the read split); else -400. */
+static int unsupported_version(const char *buf, size_t len, size_t lead)
+{
+    size_t i = lead, start = lead;
+    while (i < len && is_tchar((unsigned char)buf[i]))
+        i++;
+    if (i == len)
+        return 0;
+    if (i == start || buf[i++] != ' ')
+        return -400;
+    start = i;
+    while (i < len && (unsigned char)buf[i] > ' ' && buf[i] != 0x7f)
+        i++;
+    if (i == len)
+        return 0;
+    if (i == start || buf[i++] != ' ')
+        return -400;
+    static const char shape[] = "HTTP/9.9\r\n"; /* 9: any digit; the CR is optional */
+    char major = 0;
+    for (size_t k = 0; k < sizeof(shape) - 1; k++, i++) {
+        if (i == len)
+            return 0;
+        char want = shape[k], c = buf[i];
+        if (want == '9') {
+            if (c < '0' || c > '9')
+                return -400;
+            if (major == 0)
+                major = c;
+        } else if (want == '\r' && c == '\n') {
+            break; /* bare LF ends the line too */
+        } else if (c != want) {
+            return -400;
+        }
+    }
+    return major == '1' ? -400 : -505;
+}
+
 /* Absolute-form targets ("http://host/p") route like their path ("/p"). */
 static void strip_absolute_form(struct h1_request *req)
 {
@@ -177,8 +232,10 @@ int h1_parse(const char *buf, size_t len, struct h1_request *req)
     int head = pico(buf, win, req);
     if (head == -2)
         return win >= H1_MAX_HEAD ? -431 : 0;
-    if (head < 0)
-        return classify_failure(buf, win, lead, req);
+    if (head < 0) {
+        int v = unsupported_version(buf, win, lead);
+        return v != -400 ? v : classify_failure(buf, win, lead, req);
+    }
 
     size_t line_len = (size_t)(req->path + req->path_len - req->method) + sizeof(" HTTP/1.1") - 1;
     if (line_len > H1_MAX_REQUEST_LINE)
@@ -211,6 +268,7 @@ int h1_parse(const char *buf, size_t len, struct h1_request *req)
 
     struct conn_tokens ct = {false, false, false};
     bool has_cl = false, has_te = false, cl_differ = false, has_upgrade_h2c = false;
+    struct expect_tokens et = {false, false};
     unsigned hosts = 0;
     req->content_length = 0;
     req->user_id = NULL;
@@ -230,11 +288,20 @@ int h1_parse(const char *buf, size_t len, struct h1_request *req)
             h->value_len--;
         switch (h->name_len) {
         case 4:
-            if (NAME_IS(h, "host"))
+            if (NAME_IS(h, "host")) {
+                if (h->value_len == 0)
+                    return -400; /* an empty Host names no authority (nginx: 400 too) */
                 hosts++;
+            }
+            break;
+        case 6:
+            if (NAME_IS(h, "expect"))
+                each_token(h->value, h->value_len, expect_token, &et);
             break;
         case 7:
             if (NAME_IS(h, "user-id")) {
+                if (req->user_id != NULL)
+                    return -400; /* which one is the caller? Neither is used */
                 req->user_id = h->value;
                 req->user_id_len = h->value_len;
             } else if (NAME_IS(h, "upgrade")) {
@@ -275,6 +342,9 @@ int h1_parse(const char *buf, size_t len, struct h1_request *req)
         return -400;
     if (req->content_length > H1_MAX_BODY)
         return -413;
+    if (et.unknown)
+        return -417; /* RFC 9110 10.1.1: an expectation we cannot meet */
+    req->expect_continue = et.cont && req->minor_version == 1;
     req->keep_alive = req->minor_version == 1 ? !ct.close : (ct.keep_alive && !ct.close);
     req->upgrade_h2c = has_upgrade_h2c && ct.upgrade && req->h2_settings != NULL;
     return head;

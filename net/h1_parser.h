@@ -29,6 +29,7 @@ struct h1_request {
     uint64_t content_length;
     const char *user_id;   /* value of the user-id header, NULL when absent */
     size_t user_id_len;
+    bool expect_continue;  /* HTTP/1.1 with Expect: 100-continue (ignored in HTTP/1.0, RFC 9110 10.1.1) */
     bool upgrade_h2c;      /* Upgrade: h2c with Connection: Upgrade, HTTP2-Settings */
     const char *h2_settings;
     size_t h2_settings_len;
@@ -39,9 +40,13 @@ struct h1_request {
 /* Parses and checks the request head at the start of buf[0..len).
  * Returns the head's length (> 0; the body of content_length bytes follows),
  * 0 when more bytes are needed (len is then below H1_MAX_HEAD), or a negative
- * HTTP status (-400, -413, -414, -431, -501) for a request that must be
- * answered with that status, after which the connection is closed because the
- * byte stream can no longer be trusted. Never reads past buf + len. */
+ * HTTP status for a request that must be answered with that status, after
+ * which the connection is closed because the byte stream can no longer be
+ * trusted: -400 (syntax, framing, Host, a repeated user-id), -413 (body over
+ * H1_MAX_BODY), -414, -417 (an expectation other than 100-continue), -431,
+ * -501 (Transfer-Encoding), -505 (a well-formed request line whose HTTP major
+ * version is not 1). The verdict for a prefix of an input is 0 or the
+ * verdict for the whole. Never reads past buf + len. */
 int h1_parse(const char *buf, size_t len, struct h1_request *req);
 
 #endif

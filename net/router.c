@@ -1,4 +1,4 @@
-/* router.c - routes and handlers: users from LMDB, metrics, health. The request path does no JSON work. */
+/* router.c - routes and handlers: users from LMDB, metrics, health, readiness, liveness. The request path does no JSON work. */
 #include "net/router.h"
 
 #include <string.h>
@@ -22,10 +22,12 @@ static const struct error_body error_bodies[] = {
     {408, "{\"error\":\"request timeout\"}"},
     {413, "{\"error\":\"payload too large\"}"},
     {414, "{\"error\":\"uri too long\"}"},
+    {417, "{\"error\":\"expectation failed\"}"},
     {431, "{\"error\":\"request header fields too large\"}"},
     {500, "{\"error\":\"internal error\"}"},
     {501, "{\"error\":\"not implemented\"}"},
     {503, "{\"error\":\"unavailable\"}"},
+    {505, "{\"error\":\"http version not supported\"}"},
 };
 
 const char *router_error_body(int status, size_t *len)
@@ -183,6 +185,8 @@ void router_handle(struct shard *s, const struct request *req, struct response *
         res->route = ROUTE_HEALTHZ;
     else if (PATH_IS(path, n, "/readyz"))
         res->route = ROUTE_READYZ;
+    else if (PATH_IS(path, n, "/livez"))
+        res->route = ROUTE_LIVEZ;
     else
         res->route = ROUTE_OTHER;
 
@@ -204,6 +208,12 @@ void router_handle(struct shard *s, const struct request *req, struct response *
         render_metrics(s, res);
         return;
     case ROUTE_HEALTHZ:
+        set(res, 200, "text/plain; charset=utf-8", "ok\n", 3);
+        return;
+    case ROUTE_LIVEZ:
+        /* Liveness: this thread answers, nothing else is asked (not the
+         * store, not readiness, not draining), so a probe restarts ringd only
+         * when it is really stuck. */
         set(res, 200, "text/plain; charset=utf-8", "ok\n", 3);
         return;
     case ROUTE_READYZ:

@@ -164,7 +164,7 @@ static int store_import_run(const struct store_import_opts *o)
     MDB_txn *txn = NULL;
     char *line = NULL;
     size_t cap = 0;
-    uint64_t line_no = 0, records = 0, bytes = 0;
+    uint64_t line_no = 0, records = 0, blank = 0, bytes = 0;
     int code = 1;
     int rc;
 
@@ -198,8 +198,10 @@ static int store_import_run(const struct store_import_opts *o)
     while ((n = getline(&line, &cap, in)) > 0) {
         line_no++;
         bytes += (uint64_t)n;
-        if (store_import_blank(line, (size_t)n))
+        if (store_import_blank(line, (size_t)n)) {
+            blank++; /* skipped, but said in the summary: a file of blank lines is not "0 users" by accident */
             continue;
+        }
         uint64_t id;
         char *rec;
         size_t rec_len;
@@ -250,8 +252,10 @@ static int store_import_run(const struct store_import_opts *o)
     }
     double secs = (double)(clock_now_ns() - progress.start_ns) / 1e9;
     char db[256];
-    log_info("import_done", "db=\"%s\" records=%llu replaced=%s users=%llu seconds=%.3f records_per_sec=%.0f",
-             store_cli_log_safe(o->db, db, sizeof(db)), (unsigned long long)records, o->replace ? "yes" : "no",
+    log_info("import_done",
+             "db=\"%s\" records=%llu blank_lines=%llu replaced=%s users=%llu seconds=%.3f records_per_sec=%.0f",
+             store_cli_log_safe(o->db, db, sizeof(db)), (unsigned long long)records, (unsigned long long)blank,
+             o->replace ? "yes" : "no",
              (unsigned long long)users, secs, secs > 0 ? (double)records / secs : 0.0);
     code = 0;
 

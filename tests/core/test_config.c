@@ -13,7 +13,8 @@ static const char *const env_names[] = {
     "RINGD_LISTEN",          "RINGD_ADMIN_LISTEN",     "RINGD_DB",
     "RINGD_SHARDS",          "RINGD_MAX_CONNS",        "RINGD_HEADER_TIMEOUT_MS",
     "RINGD_IDLE_TIMEOUT_MS", "RINGD_WRITE_TIMEOUT_MS", "RINGD_DRAIN_TIMEOUT_MS",
-    "RINGD_REFRESH_MS",      "RINGD_H2_MAX_STREAMS",
+    "RINGD_REFRESH_MS",      "RINGD_H2_MAX_STREAMS",   "RINGD_PAUSED_BUDGET_MB",
+    "RINGD_REUSE_PORT_JOIN",
 };
 
 static void clean_env(void)
@@ -61,6 +62,34 @@ Test(config, defaults, .init = clean_env)
     cr_assert_eq(c.drain_timeout_ms, 5000);
     cr_assert_gt(c.write_timeout_ms, 0);
     cr_assert_gt(c.refresh_ms, 0);
+    cr_assert_eq(c.paused_budget_mb, 64);
+}
+
+Test(config, reuse_port_join_is_asked_for, .init = clean_env)
+{
+    cr_assert_eq(parse_argv(NULL), 0, "%s", err);
+    cr_assert_not(c.reuse_port_join, "joining another process's port is never the default");
+    cr_assert_eq(PARSE("--reuse-port-join", "--shards", "1"), 0, "%s", err);
+    cr_assert(c.reuse_port_join);
+    cr_assert_eq(c.shards, 1, "the flag takes no value");
+    cr_assert_eq(PARSE("--reuse-port-join=0"), 0, "%s", err);
+    cr_assert_not(c.reuse_port_join);
+    setenv("RINGD_REUSE_PORT_JOIN", "1", 1);
+    cr_assert_eq(parse_argv(NULL), 0, "%s", err);
+    cr_assert(c.reuse_port_join);
+    setenv("RINGD_REUSE_PORT_JOIN", "maybe", 1);
+    cr_assert_eq(parse_argv(NULL), -1);
+    cr_assert(strstr(err, "RINGD_REUSE_PORT_JOIN") != NULL, "%s", err);
+}
+
+Test(config, paused_budget, .init = clean_env)
+{
+    cr_assert_eq(PARSE("--paused-budget-mb", "8"), 0, "%s", err);
+    cr_assert_eq(c.paused_budget_mb, 8);
+    setenv("RINGD_PAUSED_BUDGET_MB", "16", 1);
+    cr_assert_eq(parse_argv(NULL), 0, "%s", err);
+    cr_assert_eq(c.paused_budget_mb, 16);
+    cr_assert_eq(PARSE("--paused-budget-mb", "0"), -1, "a zero budget would close every paused connection");
 }
 
 Test(config, flags, .init = clean_env)

@@ -327,8 +327,8 @@ Test(metrics, code_of_maps_every_slot)
         enum metrics_code code;
     } map[] = {
         {200, CODE_200},   {400, CODE_400},   {401, CODE_401},   {404, CODE_404},   {405, CODE_405},
-        {408, CODE_408},   {413, CODE_413},   {414, CODE_414},   {431, CODE_431},   {500, CODE_500},
-        {501, CODE_501},   {503, CODE_503},   {0, CODE_OTHER},   {-1, CODE_OTHER},  {100, CODE_OTHER},
+        {408, CODE_408},   {413, CODE_413},   {414, CODE_414},   {417, CODE_417},   {431, CODE_431},
+        {500, CODE_500},   {501, CODE_501},   {503, CODE_503},   {505, CODE_505},   {0, CODE_OTHER},   {-1, CODE_OTHER},  {100, CODE_OTHER},
         {101, CODE_OTHER}, {201, CODE_OTHER}, {204, CODE_OTHER}, {301, CODE_OTHER}, {402, CODE_OTHER},
         {429, CODE_OTHER}, {502, CODE_OTHER}, {504, CODE_OTHER}, {599, CODE_OTHER}, {1000, CODE_OTHER},
     };

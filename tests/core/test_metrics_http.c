@@ -1,6 +1,7 @@
 /* test_metrics_http.c - /metrics of the real binary: labelled counters move by exactly what was sent, histograms are
  * consistent, promtool accepts the text, and --admin-listen moves /metrics off the main listener. */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,7 @@
 #define N401 11
 #define N200 23
 
-static const char *const route_names[] = {"users", "user", "metrics", "healthz", "readyz", "other"};
+static const char *const route_names[] = {"users", "user", "metrics", "healthz", "readyz", "livez", "other"};
 static const char *const les[] = {"2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025",
                                   "0.005",   "0.01",  "0.025",  "0.1",     "1",      "10",    "+Inf"};
 
@@ -369,5 +370,48 @@ Test(metrics_http, admin_listener_owns_metrics, .timeout = 60)
     cr_assert_eq(ts_get(ts.admin_port, "/users/1", NULL, &r), 0);
     cr_expect_eq(r.status, 404);
     cr_expect_eq(ts_metric(ts.admin_port, "ringd_requests_processed_total{protocol=\"http1\",route=\"metrics\",code=\"200\"}"), 1);
+    cr_expect_eq(ts_stop(&ts), 0);
+}
+
+/* process_threads is what the README says: the main thread, one per shard, and
+ * io_uring workers (iou-wrk-*) the kernel adds for work it does not complete
+ * inline, such as the shutdown of a lingering close. */
+Test(metrics_http, process_threads_are_main_shards_and_io_uring_workers, .timeout = 60)
+{
+    struct test_server ts;
+    const char *args[] = {"--shards", "2", NULL};
+    cr_assert_eq(ts_launch(&ts, USERS, args), 0);
+    for (int i = 0; i < 10; i++) {
+        struct ts_response r; /* Connection: close: a lingering close, its shutdown(2) on an io_uring worker */
+        cr_assert_eq(ts_roundtrip(ts.port, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", &r), 0);
+    }
+    double threads = ts_metric(ts.port, "process_threads");
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)ts.pid);
+    DIR *d = opendir(path);
+    cr_expect_not_null(d, "%s", path);
+    int ours = 0, workers = 0;
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char comm_path[384], comm[32] = "";
+        snprintf(comm_path, sizeof(comm_path), "%s/%s/comm", path, e->d_name);
+        FILE *f = fopen(comm_path, "r");
+        if (f == NULL)
+            continue; /* a worker that just exited */
+        if (fgets(comm, sizeof(comm), f) == NULL)
+            comm[0] = '\0';
+        fclose(f);
+        if (strncmp(comm, "iou-wrk-", 8) == 0)
+            workers++;
+        else
+            ours++;
+    }
+    if (d != NULL)
+        closedir(d);
+    cr_log_info("process_threads %.0f: %d of ringd's own, %d io_uring workers", threads, ours, workers);
+    cr_expect_eq(ours, 3, "threads other than io_uring workers: %d, want main + 2 shards", ours);
+    cr_expect_geq(threads, 3);
     cr_expect_eq(ts_stop(&ts), 0);
 }

@@ -1,4 +1,5 @@
-/* test_server.c - process-level behaviour of `ringd serve`: io_uring refusal, port 0, shard balance, CLI errors. */
+/* test_server.c - process-level behaviour of `ringd serve`: io_uring refusal, port 0, shard balance, CLI errors,
+ * one ringd per port unless --reuse-port-join. */
 #include <criterion/criterion.h>
 
 #include <errno.h>
@@ -7,8 +8,10 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -155,7 +158,7 @@ Test(server, help_lists_every_flag)
     out[n] = '\0';
     pclose(p);
     const char *flags[] = {"--listen", "--db", "--shards", "--admin-listen", "--max-conns", "--header-timeout-ms",
-                           "--idle-timeout-ms", "--drain-timeout-ms", "--refresh-ms", "rc=0"};
+                           "--idle-timeout-ms", "--drain-timeout-ms", "--refresh-ms", "--paused-budget-mb", "--reuse-port-join", "rc=0"};
     for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
         cr_expect(strstr(out, flags[i]) != NULL, "missing %s in: %s", flags[i], out);
 }
@@ -255,4 +258,186 @@ Test(server, pipelining_flood_is_slowed_not_dropped)
     /* The connection did stop reading and start again (the backpressure path ran). */
     cr_expect_gt(ts_metric(ts.port, "ringd_recv_rearms_total"), 0.0);
     cr_expect_eq(ts_stop(&ts), 0);
+}
+
+/* ---------- the listening port belongs to one ringd unless the operator says otherwise ---------- */
+
+/* The servers of the tests below, stopped by fini even when an assertion ends a test early. */
+static struct test_server srv_a, srv_b;
+
+static void stop_servers(void)
+{
+    if (srv_a.dir[0] != '\0')
+        ts_stop(&srv_a);
+    if (srv_b.dir[0] != '\0')
+        ts_stop(&srv_b);
+}
+
+/* Runs `ringd serve --db db --shards 2 --listen listen extra` to its end (at
+ * most 15 s: a server that starts keeps running and is then killed, rc 124),
+ * capturing its output. Returns the exit status. */
+static int serve_to_end(const char *db, const char *listen, const char *extra, char *out, size_t outlen)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "timeout 15 %s serve --db %s --shards 2 --listen '%s' %s 2>&1; echo rc=$?", RINGD_BIN, db,
+             listen, extra);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, outlen - 1, p);
+    out[n] = '\0';
+    pclose(p);
+    const char *rc = strstr(out, "rc=");
+    return rc != NULL ? atoi(rc + 3) : -1;
+}
+
+/* GET /users/500 on n fresh connections: counts 200 (a server with 1000
+ * users answered) and 404 (one with 10 users). */
+static void count_answers(int port, int n, int *ok, int *missing)
+{
+    *ok = *missing = 0;
+    for (int i = 0; i < n; i++) {
+        struct ts_response r;
+        cr_assert_eq(ts_get(port, "/users/500", NULL, &r), 0);
+        *ok += r.status == 200;
+        *missing += r.status == 404;
+    }
+}
+
+Test(server, second_serve_on_a_served_port_exits_1_and_takes_nothing, .fini = stop_servers, .timeout = 60)
+{
+        const char *args[] = {"--shards", "2", NULL};
+    cr_assert_eq(ts_launch(&srv_a, 1000, args), 0);
+    cr_assert_eq(ts_prepare(&srv_b, 10), 0);
+    char listen[64], out[4096];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", srv_a.port);
+    int rc = serve_to_end(srv_b.db, listen, "", out, sizeof(out));
+    cr_expect_eq(rc, 1, "a second ringd on %s: exit %d\n%s", listen, rc, out);
+    cr_expect(strstr(out, "address already in use") != NULL, "%s", out);
+    cr_expect(strstr(out, "--reuse-port-join") != NULL, "the message names the way to share: %s", out);
+    int ok, missing;
+    count_answers(srv_a.port, 40, &ok, &missing);
+    cr_expect_eq(ok, 40, "the first server answered %d of 40 (%d from the other database)", ok, missing);
+    ts_stop(&srv_b);
+    cr_expect_eq(ts_stop(&srv_a), 0);
+}
+
+Test(server, second_serve_on_a_served_ipv6_port_exits_1, .fini = stop_servers, .timeout = 60)
+{
+        const char *args[] = {"--shards", "2", "--listen", "[::1]:0", NULL};
+    cr_assert_eq(ts_launch(&srv_a, 10, args), 0);
+    cr_assert_eq(ts_prepare(&srv_b, 10), 0);
+    char listen[64], out[4096];
+    snprintf(listen, sizeof(listen), "[::1]:%d", srv_a.port);
+    int rc = serve_to_end(srv_b.db, listen, "", out, sizeof(out));
+    cr_expect_eq(rc, 1, "a second ringd on %s: exit %d\n%s", listen, rc, out);
+    cr_expect(strstr(out, "address already in use") != NULL, "%s", out);
+    ts_stop(&srv_b);
+    cr_expect_eq(ts_stop(&srv_a), 0);
+}
+
+/* Any program of this user can join a SO_REUSEPORT group; ringd does not join one it did not ask for. */
+Test(server, port_held_by_another_reuseport_listener_is_refused, .fini = stop_servers)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof(sa);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sl), 0);
+    cr_assert_eq(listen(fd, 16), 0);
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    cr_assert_eq(ts_prepare(&srv_b, 10), 0);
+    char listen[64], out[4096];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", ntohs(sa.sin_port));
+    int rc = serve_to_end(srv_b.db, listen, "", out, sizeof(out));
+    cr_expect_eq(rc, 1, "exit %d\n%s", rc, out);
+    cr_expect(strstr(out, "address already in use") != NULL, "%s", out);
+    close(fd);
+    ts_stop(&srv_b);
+}
+
+/* The handover an operator asks for: both serve the port (two databases tell them apart). */
+Test(server, reuse_port_join_shares_the_port_when_asked, .fini = stop_servers, .timeout = 60)
+{
+        const char *args[] = {"--shards", "2", NULL};
+    cr_assert_eq(ts_launch(&srv_a, 1000, args), 0);
+    cr_assert_eq(ts_prepare(&srv_b, 10), 0);
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", srv_a.port);
+    const char *bargs[] = {"--shards", "2", "--listen", listen, "--reuse-port-join", NULL};
+    cr_assert_eq(ts_start(&srv_b, bargs), 0, "a ringd asked to join did not start");
+    cr_expect(ts_log_contains(&srv_b, "msg=reuse_port_join"), "joining is logged");
+    int ok, missing;
+    count_answers(srv_a.port, 64, &ok, &missing);
+    cr_expect(ok > 0 && missing > 0, "answers: %d from the first, %d from the joined one", ok, missing);
+    cr_expect_eq(ts_stop(&srv_b), 0);
+    /* The old one alone again. */
+    count_answers(srv_a.port, 20, &ok, &missing);
+    cr_expect_eq(ok, 20);
+    cr_expect_eq(ts_stop(&srv_a), 0);
+}
+
+/* The port of a ringd that stopped is free again at once, though connections it closed linger in TIME_WAIT. */
+Test(server, restart_on_the_same_port_succeeds, .fini = stop_servers, .timeout = 60)
+{
+    const char *args[] = {"--shards", "2", NULL};
+    cr_assert_eq(ts_launch(&srv_a, 10, args), 0);
+    for (int i = 0; i < 20; i++) {
+        struct ts_response r; /* Connection: close: the server closes first, its side waits in TIME_WAIT */
+        cr_assert_eq(ts_roundtrip(srv_a.port, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", &r), 0);
+    }
+    int port = srv_a.port;
+    cr_assert_eq(ts_terminate(&srv_a, 10000), 0);
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+    unlink(srv_a.log); /* ts_start waits for a listening line: not the last run's */
+    const char *again[] = {"--shards", "2", "--listen", listen, NULL};
+    cr_assert_eq(ts_start(&srv_a, again), 0, "restart on %s failed", listen);
+    struct ts_response r;
+    cr_expect_eq(ts_get(port, "/healthz", NULL, &r), 0);
+    cr_expect_eq(ts_stop(&srv_a), 0);
+}
+
+/* ---------- probes ---------- */
+
+/* At --max-conns the main listener refuses new connections, /healthz included;
+ * the admin listener sits outside the limit, so probes pointed there still
+ * get their answers. /livez is on both. */
+Test(server, probes_answer_on_the_admin_listener_at_max_conns, .fini = stop_servers, .timeout = 60)
+{
+    const char *args[] = {"--shards", "2", "--max-conns", "2", "--admin-listen", "127.0.0.1:0", NULL};
+    cr_assert_eq(ts_launch(&srv_a, 10, args), 0);
+    cr_assert_gt(srv_a.admin_port, 0);
+    struct ts_response r;
+    cr_assert_eq(ts_get(srv_a.port, "/livez", NULL, &r), 0);
+    cr_expect_eq(r.status, 200, "/livez on the main listener");
+    cr_expect_str_eq(r.body, "ok\n");
+    int held[2];
+    const char *req = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    for (int i = 0; i < 2; i++) {
+        /* The previous /livez connection's slot may take a moment to be given back. */
+        for (int tries = 0;; tries++) {
+            held[i] = ts_connect(srv_a.port);
+            cr_assert_geq(held[i], 0);
+            if (ts_send_all(held[i], req, strlen(req)) == 0 && ts_read_response(held[i], &r, false) == 0)
+                break;
+            close(held[i]);
+            cr_assert_lt(tries, 100, "connection %d never accepted", i);
+            usleep(50000);
+        }
+        cr_assert_eq(r.status, 200);
+    }
+    int refused = ts_connect(srv_a.port);
+    cr_assert_geq(refused, 0);
+    cr_expect(ts_wait_closed(refused, 10000), "a third connection over --max-conns 2 was not closed");
+    close(refused);
+    static const char *const probes[] = {"/healthz", "/livez", "/readyz"};
+    for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+        cr_assert_eq(ts_get(srv_a.admin_port, probes[i], NULL, &r), 0, "%s on the admin listener: no answer", probes[i]);
+        cr_expect_eq(r.status, 200, "%s on the admin listener at the limit: %d", probes[i], r.status);
+    }
+    for (int i = 0; i < 2; i++)
+        close(held[i]);
+    cr_expect_eq(ts_stop(&srv_a), 0);
 }

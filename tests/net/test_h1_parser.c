@@ -372,7 +372,11 @@ Test(h1_parser, malformed_request_line_400)
     EXPECT_ERROR("no version", "GET /\r\n" H "\r\n", 400);
     EXPECT_ERROR("no target", "GET HTTP/1.1\r\n" H "\r\n", 400);
     EXPECT_ERROR("empty target", "GET  HTTP/1.1\r\n" H "\r\n", 400);
-    EXPECT_ERROR("http/2", "GET / HTTP/2.0\r\n" H "\r\n", 400);
+    EXPECT_ERROR("version without minor", "GET / HTTP/2\r\n" H "\r\n", 400);
+    EXPECT_ERROR("two-digit major", "GET / HTTP/20.0\r\n" H "\r\n", 400);
+    EXPECT_ERROR("unsupported version, then a word", "GET / HTTP/2.0 x\r\n" H "\r\n", 400);
+    EXPECT_ERROR("unsupported version, bad target", "GET /a\x01 HTTP/2.0\r\n" H "\r\n", 400);
+    EXPECT_ERROR("unsupported version, bare CR", "GET / HTTP/2.0\rX" H "\r\n", 400);
     EXPECT_ERROR("lower version", "GET / http/1.1\r\n" H "\r\n", 400);
     EXPECT_ERROR("garbage version", "GET / HTTX/1.1\r\n" H "\r\n", 400);
     EXPECT_ERROR("trailing word", "GET / HTTP/1.1 x\r\n" H "\r\n", 400);
@@ -457,6 +461,66 @@ Test(h1_parser, host_rules_400)
     EXPECT_ERROR("1.1 without host, other fields", "GET / HTTP/1.1\r\nX-Host: a\r\nHostname: b\r\n\r\n", 400);
     EXPECT_ERROR("two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);
     EXPECT_ERROR("two hosts 1.0", "GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n", 400);
+}
+
+Test(h1_parser, empty_host_400)
+{
+    EXPECT_ERROR("empty", "GET / HTTP/1.1\r\nHost:\r\n\r\n", 400);
+    EXPECT_ERROR("only spaces", "GET / HTTP/1.1\r\nHost:  \t \r\n\r\n", 400);
+    EXPECT_ERROR("1.0", "GET / HTTP/1.0\r\nHost: \r\n\r\n", 400);
+    EXPECT_ERROR("empty and another", "GET / HTTP/1.1\r\nHost:\r\nHost: a\r\n\r\n", 400);
+}
+
+Test(h1_parser, repeated_user_id_400)
+{
+    EXPECT_ERROR("twice", "GET /user HTTP/1.1\r\n" H "user-id: 1\r\nuser-id: 2\r\n\r\n", 400);
+    EXPECT_ERROR("same value, other case", "GET /user HTTP/1.1\r\n" H "User-Id: 1\r\nUSER-ID: 1\r\n\r\n", 400);
+    EXPECT_ERROR("one empty", "GET /user HTTP/1.1\r\n" H "user-id:\r\nuser-id: 2\r\n\r\n", 400);
+}
+
+/* ---------- 505: versions we do not speak ---------- */
+
+Test(h1_parser, other_major_versions_505)
+{
+    EXPECT_ERROR("2.0", "GET / HTTP/2.0\r\n" H "\r\n", 505);
+    EXPECT_ERROR("3.1", "GET /users/1 HTTP/3.1\r\n" H "\r\n", 505);
+    EXPECT_ERROR("0.9", "GET / HTTP/0.9\r\n" H "\r\n", 505);
+    EXPECT_ERROR("9.9", "GET / HTTP/9.9\r\n" H "\r\n", 505);
+    EXPECT_ERROR("bare lf", "GET / HTTP/2.0\n" H "\n", 505);
+    EXPECT_ERROR("leading empty line", "\r\nHEAD / HTTP/2.0\r\n" H "\r\n", 505);
+    EXPECT_ERROR("whatever follows the line", "GET / HTTP/2.0\r\n\x01\x02 garbage\r\n\r\n", 505);
+    EXPECT_ERROR("the h2 preface after a request", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505);
+    /* HTTP/1.x stays HTTP/1.1 (RFC 9112 2.3). */
+    struct h1_request r;
+    EXPECT_VALID("1.9", "GET / HTTP/1.9\r\n" H "\r\n", &r);
+}
+
+/* ---------- Expect ---------- */
+
+Test(h1_parser, expect_100_continue)
+{
+    struct h1_request r;
+    EXPECT_VALID("plain", "POST / HTTP/1.1\r\n" H "Content-Length: 5\r\nExpect: 100-continue\r\n\r\n", &r);
+    cr_assert(r.expect_continue);
+    cr_assert_eq(r.content_length, 5);
+    EXPECT_VALID("case", "POST / HTTP/1.1\r\n" H "expect: 100-Continue\r\n\r\n", &r);
+    cr_assert(r.expect_continue);
+    EXPECT_VALID("none", "POST / HTTP/1.1\r\n" H "Content-Length: 5\r\n\r\n", &r);
+    cr_assert_not(r.expect_continue);
+    /* RFC 9110 10.1.1: a server MUST ignore 100-continue in an HTTP/1.0 request. */
+    EXPECT_VALID("1.0", "POST / HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", &r);
+    cr_assert_not(r.expect_continue);
+    EXPECT_VALID("empty list", "GET / HTTP/1.1\r\n" H "Expect:\r\n\r\n", &r);
+    cr_assert_not(r.expect_continue);
+}
+
+Test(h1_parser, unknown_expectation_417)
+{
+    EXPECT_ERROR("other", "POST / HTTP/1.1\r\n" H "Content-Length: 5\r\nExpect: 200-ok\r\n\r\n", 417);
+    EXPECT_ERROR("in a list", "GET / HTTP/1.1\r\n" H "Expect: 100-continue, foo\r\n\r\n", 417);
+    EXPECT_ERROR("parameter", "GET / HTTP/1.1\r\n" H "Expect: 100-continue;x=1\r\n\r\n", 417);
+    EXPECT_ERROR("second field", "GET / HTTP/1.1\r\n" H "Expect: 100-continue\r\nExpect: x\r\n\r\n", 417);
+    EXPECT_ERROR("1.0 too", "GET / HTTP/1.0\r\nExpect: x\r\n\r\n", 417);
 }
 
 /* ---------- 414 / 431: sizes ---------- */
@@ -667,7 +731,8 @@ Test(h1_parser, single_byte_mutations_are_consistent)
             in[pos] = (char)b;
             struct h1_request r;
             int whole = parse_guarded(in, n, &r);
-            cr_assert(whole == 0 || whole > 0 || whole == -400 || whole == -413 || whole == -501 || whole == -414 || whole == -431,
+            cr_assert(whole == 0 || whole > 0 || whole == -400 || whole == -413 || whole == -501 || whole == -414 || whole == -431 ||
+                          whole == -505,
                       "pos %zu byte 0x%02x: %d", pos, b, whole);
             if (whole > 0)
                 cr_assert_leq((size_t)whole, n);

@@ -716,7 +716,14 @@ Test(http1, malformed_input_gets_its_status_and_closes, .fini = fini)
     LAUNCH("--idle-timeout-ms", "60000");
     struct bad_case cases[] = {
         LIT("bad request line", "GET  / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
-        LIT("bad version", "GET / HTTP/9.9\r\nHost: t\r\n\r\n", 400),
+        LIT("bad version", "GET / HTTP/1.x\r\nHost: t\r\n\r\n", 400),
+        LIT("HTTP/2.0", "GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+        LIT("HTTP/3.1", "GET /users/1 HTTP/3.1\r\nHost: t\r\n\r\n", 505),
+        LIT("HTTP/9.9", "GET / HTTP/9.9\r\nHost: t\r\n\r\n", 505),
+        LIT("empty Host", "GET /healthz HTTP/1.1\r\nHost:\r\n\r\n", 400),
+        LIT("blank Host", "GET /healthz HTTP/1.1\r\nHost:  \r\n\r\n", 400),
+        LIT("two user-ids", "GET /user HTTP/1.1\r\nHost: t\r\nuser-id: 1\r\nuser-id: 2\r\n\r\n", 400),
+        LIT("unknown expectation", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 200-ok\r\n\r\n", 417),
         LIT("garbage", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", 400),
         LIT("bad header", "GET / HTTP/1.1\r\nHost: t\r\nNoColon\r\n\r\n", 400),
         LIT("obs-fold", "GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n  b\r\n\r\n", 400),
@@ -823,6 +830,45 @@ Test(http1, body_is_discarded_and_next_request_answered, .fini = fini)
     expect(c, &r, 405, false);
     expect(c, &r, 200, false);
     expect_user(&r, 23);
+    cl_close(c);
+    finish();
+}
+
+/* RFC 9110 10.1.1: a client that sends Expect: 100-continue waits for 100
+ * (or a final status) before its body. It gets 100, then the answer; its
+ * body is read and dropped, and the connection carries on. */
+Test(http1, expect_100_continue_gets_100_before_the_body, .fini = fini)
+{
+    LAUNCH("--idle-timeout-ms", "60000");
+    struct client *c = cl_open(ts.port);
+    cl_send(c, "POST /users/7 HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n");
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    while (c->len < sizeof(cont) - 1)
+        cr_assert_gt(cl_fill(c), 0, "no 100 Continue before the body (got %zu bytes)", c->len);
+    cr_assert_eq(memcmp(c->buf, cont, sizeof(cont) - 1), 0, "first bytes: %.*s", (int)c->len, c->buf);
+    memmove(c->buf, c->buf + sizeof(cont) - 1, c->len - (sizeof(cont) - 1));
+    c->len -= sizeof(cont) - 1;
+    cl_send(c, "0123456789");
+    struct resp r;
+    expect(c, &r, 405, false); /* the final answer to the POST */
+    cl_send(c, "GET /users/8 HTTP/1.1\r\nHost: t\r\n\r\n");
+    expect(c, &r, 200, false); /* the body was not taken for a request */
+    expect_user(&r, 8);
+    /* Body already sent along: no 100, just the answer. */
+    cl_send(c, "GET /users/9 HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nab"
+               "GET /users/10 HTTP/1.1\r\nHost: t\r\n\r\n");
+    expect(c, &r, 200, false);
+    expect_user(&r, 9);
+    expect(c, &r, 200, false);
+    expect_user(&r, 10);
+    /* HTTP/1.0: the expectation is ignored (no 1xx to a 1.0 client). */
+    cl_close(c);
+    c = cl_open(ts.port);
+    cl_send(c, "GET /users/11 HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n");
+    usleep(200000);
+    cl_send(c, "ab");
+    expect(c, &r, 200, false);
+    expect_user(&r, 11);
     cl_close(c);
     finish();
 }

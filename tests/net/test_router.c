@@ -229,6 +229,23 @@ Test(router_handle, readyz, .init = fake_setup, .fini = fake_teardown)
     cr_assert_eq(r.status, 200, "healthz stays 200 while draining");
 }
 
+Test(router_handle, livez_asks_nothing, .init = fake_setup, .fini = fake_teardown)
+{
+    for (uint8_t l = LISTENER_MAIN; l <= LISTENER_ADMIN; l++) {
+        struct response r = handle(METHOD_GET, "/livez", NULL, l);
+        cr_assert_eq(r.status, 200);
+        cr_assert_eq(r.route, ROUTE_LIVEZ);
+        cr_assert_eq(memcmp(r.body, "ok\n", 3), 0);
+    }
+    atomic_store(&srv.shards_running, 0);
+    sh.draining = true;
+    struct response r = handle(METHOD_HEAD, "/livez", NULL, LISTENER_MAIN);
+    cr_assert_eq(r.status, 200, "neither readiness nor a drain makes ringd not alive");
+    cr_assert_not(sh.looked_up, "no store access");
+    r = handle(METHOD_OTHER, "/livez", NULL, LISTENER_MAIN);
+    assert_json_error(&r, 405);
+}
+
 Test(router_handle, admin_listener_split, .init = fake_setup, .fini = fake_teardown)
 {
     cfg.admin_enabled = true;
@@ -239,6 +256,10 @@ Test(router_handle, admin_listener_split, .init = fake_setup, .fini = fake_teard
     r = handle(METHOD_GET, "/user", NULL, LISTENER_ADMIN);
     assert_json_error(&r, 404);
     r = handle(METHOD_GET, "/healthz", NULL, LISTENER_ADMIN);
+    cr_assert_eq(r.status, 200);
+    r = handle(METHOD_GET, "/readyz", NULL, LISTENER_ADMIN);
+    cr_assert_eq(r.status, 200);
+    r = handle(METHOD_GET, "/livez", NULL, LISTENER_ADMIN);
     cr_assert_eq(r.status, 200);
 }
 

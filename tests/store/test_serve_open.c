@@ -331,3 +331,31 @@ Test(serve_open, no_db_flag_creates_demo_db_in_cwd)
     expect_user(port, 100000, 200);
     cr_assert_eq(stop_serve(pid), 0);
 }
+
+/* ---- a database that is named is never created: the help says so, and so does the error ---- */
+
+Test(serve_open, a_named_db_is_never_created_and_help_says_so)
+{
+    /* Even ./ringd-data, when named. */
+    static const char *const names[] = {"missing-db", "ringd-data"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        expect_refused(sub(names[i]), "no such directory");
+        char *out = read_all(sub("serve.log"));
+        cr_expect(strstr(out, "is never created") != NULL, "no hint in:\n%s", out);
+        cr_expect(strstr(out, "creating_demo_db") == NULL, "%s", out);
+        free(out);
+        struct stat st;
+        cr_expect_neq(stat(sub(names[i]), &st), 0, "--db %s was created", names[i]);
+    }
+    char cmd[512], help[4096];
+    snprintf(cmd, sizeof(cmd), "%s serve --help", RINGD_BIN);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(help, 1, sizeof(help) - 1, p);
+    help[n] = '\0';
+    pclose(p);
+    const char *db = strstr(help, "--db DIR");
+    cr_assert_not_null(db, "%s", help);
+    cr_expect(strstr(db, "must exist") != NULL, "the help does not say a given --db must exist:\n%s", help);
+    cr_expect(strstr(db, "Without --db: ./ringd-data, created") != NULL, "%s", help);
+}

@@ -81,7 +81,11 @@ int ts_start(struct test_server *ts, const char *const *args)
             const char *p = strstr(line, "msg=listening addr=");
             if (p == NULL)
                 continue;
-            const char *colon = strchr(p + strlen("msg=listening addr="), ':');
+            /* addr=127.0.0.1:PORT or addr=[::1]:PORT: the port follows the token's last colon. */
+            const char *tok = p + strlen("msg=listening addr="), *colon = NULL;
+            for (const char *q = tok; *q != '\0' && *q != ' '; q++)
+                if (*q == ':')
+                    colon = q;
             ts->port = colon ? atoi(colon + 1) : 0;
             const char *a = strstr(line, " admin=");
             if (a != NULL && (colon = strchr(a, ':')) != NULL)
