@@ -343,6 +343,7 @@ static void *indexer_main(void *arg)
     struct store_indexer *ix = arg;
     /* A build is background work: when CPUs are short the shards go first. */
     setpriority(PRIO_PROCESS, (id_t)gettid(), INDEXER_NICE);
+    pthread_setname_np(pthread_self(), "ringd-index");
     pthread_mutex_lock(&ix->_mu);
     while (!ix->_stop) {
         struct timespec ts;

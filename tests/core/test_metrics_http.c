@@ -376,7 +376,7 @@ Test(metrics_http, admin_listener_owns_metrics, .timeout = 60)
 /* process_threads is what the README says: the main thread, one per shard, and
  * io_uring workers (iou-wrk-*) the kernel adds for work it does not complete
  * inline, such as the shutdown of a lingering close. */
-Test(metrics_http, process_threads_are_main_shards_and_io_uring_workers, .timeout = 60)
+Test(metrics_http, process_threads_are_main_shards_indexer_and_io_uring_workers, .timeout = 60)
 {
     struct test_server ts;
     const char *args[] = {"--shards", "2", NULL};
@@ -411,7 +411,7 @@ Test(metrics_http, process_threads_are_main_shards_and_io_uring_workers, .timeou
     if (d != NULL)
         closedir(d);
     cr_log_info("process_threads %.0f: %d of ringd's own, %d io_uring workers", threads, ours, workers);
-    cr_expect_eq(ours, 3, "threads other than io_uring workers: %d, want main + 2 shards", ours);
+    cr_expect_eq(ours, 4, "threads other than io_uring workers: %d, want main + 2 shards + the index builder", ours);
     cr_expect_geq(threads, 3);
     cr_expect_eq(ts_stop(&ts), 0);
 }
