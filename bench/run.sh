@@ -307,6 +307,18 @@ SERVER_PID=""
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Whether port $1 stays busy for 5 s. A server that just exited can hold its
+# listener a moment longer: io_uring tears a ring down after the process is
+# gone, and the listening socket lives until the ring's accept is cancelled.
+port_held() {
+    local i
+    for ((i = 0; i < 50; i++)); do
+        port_busy "$1" || return 1
+        sleep 0.1
+    done
+    return 0
+}
+
 # All pids of a process tree (the process and its descendants).
 proc_tree() {
     local pid=$1 c
@@ -404,8 +416,8 @@ wait_ready() {
 start_server() {
     local name=$1
     shift
-    port_busy "$PORT" && die "port $PORT is already in use by another process"
-    [ "$name" = nginx ] && port_busy "$H2C_PORT" && die "port $H2C_PORT is already in use"
+    port_held "$PORT" && die "port $PORT is already in use by another process"
+    [ "$name" = nginx ] && port_held "$H2C_PORT" && die "port $H2C_PORT is already in use"
     server_cmd "$name"
     local cmd=(taskset -c "$SERVER_CPU" "$@" "${SERVER_CMD[@]}")
     record_cmd "${cmd[@]}"

@@ -14,6 +14,7 @@
 #include <liburing.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/signalfd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,7 @@
 #define BUFSZ 4096
 #define OUT_CAP (1u << 20) /* per-connection output; a connection that exceeds it is closed */
 
-enum { T_ACCEPT = 1, T_RECV = 2, T_SEND = 3, T_CLOSE = 4 };
+enum { T_ACCEPT = 1, T_RECV = 2, T_SEND = 3, T_CLOSE = 4, T_SIGNAL = 5 };
 
 struct conn {
     int fd, inflight;
@@ -177,6 +178,16 @@ int main(int argc, char **argv)
     }
     load_response(body);
     signal(SIGPIPE, SIG_IGN);
+    /* SIGTERM/SIGINT arrive as a read on a signalfd, so the loop can cancel its
+     * accept and close the listener before exiting: a ring torn down by exit
+     * alone keeps the listening socket alive a moment after the process. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigprocmask(SIG_BLOCK, &sigs, NULL);
+    int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+    static struct signalfd_siginfo si;
     int lfd = listen_on(listen_spec);
     if (lfd < 0) {
         fprintf(stderr, "floor: cannot listen on %s: %s\n", listen_spec, strerror(errno));
@@ -205,9 +216,12 @@ int main(int argc, char **argv)
     struct io_uring_sqe *sqe = sqe_get();
     io_uring_prep_multishot_accept(sqe, lfd, NULL, NULL, SOCK_CLOEXEC);
     io_uring_sqe_set_data64(sqe, tag(T_ACCEPT, NULL));
+    sqe = sqe_get();
+    io_uring_prep_read(sqe, sfd, &si, sizeof(si), 0);
+    io_uring_sqe_set_data64(sqe, tag(T_SIGNAL, NULL));
     fprintf(stderr, "floor: listening on %s\n", listen_spec);
 
-    for (;;) {
+    for (bool stop = false; !stop;) {
         io_uring_submit_and_wait(&ring, 1);
         struct io_uring_cqe *cqe;
         unsigned head, n = 0;
@@ -218,7 +232,9 @@ int main(int argc, char **argv)
             int kind = (int)(cqe->user_data >> 56);
             struct conn *c = (struct conn *)(uintptr_t)(cqe->user_data & ((1ULL << 56) - 1));
             bool more = cqe->flags & IORING_CQE_F_MORE;
-            if (kind == T_ACCEPT) {
+            if (kind == T_SIGNAL) {
+                stop = true;
+            } else if (kind == T_ACCEPT) {
                 if (cqe->res >= 0) {
                     c = calloc(1, sizeof(*c));
                     c->fd = cqe->res;
@@ -267,4 +283,17 @@ int main(int argc, char **argv)
         if (returned)
             io_uring_buf_ring_advance(br, returned);
     }
+    /* Cancel the accept and wait for it, so the listener is gone when we exit. */
+    struct io_uring_sqe *c = sqe_get();
+    io_uring_prep_cancel64(c, tag(T_ACCEPT, NULL), 0);
+    io_uring_sqe_set_data64(c, 0);
+    for (bool accept_done = false; !accept_done;) {
+        struct io_uring_cqe *cqe;
+        if (io_uring_submit_and_wait(&ring, 1) < 0 || io_uring_peek_cqe(&ring, &cqe) != 0)
+            break;
+        accept_done = cqe->user_data == tag(T_ACCEPT, NULL) && !(cqe->flags & IORING_CQE_F_MORE);
+        io_uring_cqe_seen(&ring, cqe);
+    }
+    close(lfd);
+    return 0;
 }
