@@ -499,6 +499,21 @@ static inline __attribute__((always_inline)) int get_indexed(const struct hpack_
     return 0;
 }
 
+size_t hpack_table_size(const struct hpack_decoder *d)
+{
+    return d->_size;
+}
+
+unsigned hpack_table_count(const struct hpack_decoder *d)
+{
+    return d->_count;
+}
+
+bool hpack_table_entry(const struct hpack_decoder *d, unsigned i, struct hpack_field *f)
+{
+    return i < d->_count && get_indexed(d, HPACK_STATIC_ENTRIES + 1 + i, f, true) == 0;
+}
+
 /* ---------- decoding ---------- */
 
 int hpack_decode(struct hpack_decoder *d, struct hpack_cursor *cur, struct hpack_field *f)

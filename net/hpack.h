@@ -107,6 +107,13 @@ static inline void hpack_cursor_init(struct hpack_cursor *cur, const uint8_t *bl
  * fields are not wanted, or the table falls out of step with the peer's. */
 int hpack_decode(struct hpack_decoder *d, struct hpack_cursor *cur, struct hpack_field *f);
 
+/* The dynamic table, for tests and diagnostics: its RFC 7541 size, its
+ * entries, and entry i (0 = the newest, HPACK index 62 + i) into *f (valid
+ * until the next decode). Returns false when there is no entry i. */
+size_t hpack_table_size(const struct hpack_decoder *d);
+unsigned hpack_table_count(const struct hpack_decoder *d);
+bool hpack_table_entry(const struct hpack_decoder *d, unsigned i, struct hpack_field *f);
+
 /* Decodes len Huffman-coded octets (RFC 7541 5.2) into out, which must hold
  * hpack_huffman_max(len) octets. Returns the decoded length, or -1 when the
  * input holds the EOS symbol or ends in padding that is longer than 7 bits or
