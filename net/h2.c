@@ -661,7 +661,8 @@ static void request_field(struct h2_conn *h, struct h2_request *rq, const struct
         if (rq->user_ids++ == 0) {
             rq->user_id_off = (uint32_t)h->rq.len;
             rq->user_id_len = f->value_len;
-            buf_append(&h->rq, f->value, f->value_len);
+            if (f->value_len > 0) /* buf_append of nothing to an empty buffer would memcpy to NULL */
+                buf_append(&h->rq, f->value, f->value_len);
         }
         return;
     default:
@@ -852,7 +853,8 @@ static void on_headers(struct h2_conn *h, const struct h2_frame *f)
     h->hb_self_dep = self_dep;
     h->hb_frames = 0;
     h->hb.len = 0;
-    buf_append(&h->hb, block, len);
+    if (len > 0)
+        buf_append(&h->hb, block, len);
 }
 
 static void on_continuation(struct h2_conn *h, const struct h2_frame *f)
@@ -865,11 +867,14 @@ static void on_continuation(struct h2_conn *h, const struct h2_frame *f)
         conn_error(h, H2_ENHANCE_YOUR_CALM);
         return;
     }
-    buf_append(&h->hb, f->payload, f->len);
+    if (f->len > 0)
+        buf_append(&h->hb, f->payload, f->len);
     if (!(f->flags & H2_FLAG_END_HEADERS))
         return;
     h->hb_active = false;
-    header_block(h, h->hb_stream, h->hb_flags, h->hb_self_dep, (const uint8_t *)h->hb.data, (uint32_t)h->hb.len);
+    static const uint8_t empty[1];
+    const uint8_t *block = h->hb.data != NULL ? (const uint8_t *)h->hb.data : empty; /* no arithmetic on NULL */
+    header_block(h, h->hb_stream, h->hb_flags, h->hb_self_dep, block, (uint32_t)h->hb.len);
     if (h->hb.cap > 16384)
         buf_free(&h->hb);
     else

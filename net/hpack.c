@@ -376,17 +376,23 @@ static void insert(struct hpack_decoder *d, const struct hpack_field *f)
         return;
     }
     evict_for(d, size);
-    if (d->_end - d->_base + need > d->_mem_cap) {
+    if (d->_mem == NULL) { /* the first insertion (even of an empty field: _mem is never NULL after) */
+        uint32_t cap = MEM_MIN;
+        while (cap < 2 * need && cap < MEM_MAX)
+            cap *= 2;
+        d->_mem = xmalloc(cap);
+        d->_mem_cap = cap;
+        d->_base = d->_start = d->_end;
+    } else if (d->_end - d->_base + need > d->_mem_cap) {
         uint32_t live = d->_end - d->_start;
         if (live + need <= d->_mem_cap / 2 || d->_mem_cap == MEM_MAX) {
             memmove(d->_mem, d->_mem + (d->_start - d->_base), live);
         } else {
-            uint32_t cap = d->_mem_cap ? d->_mem_cap : MEM_MIN;
+            uint32_t cap = d->_mem_cap;
             while (cap < 2 * (live + need) && cap < MEM_MAX)
                 cap *= 2;
             char *mem = xmalloc(cap);
-            if (live > 0)
-                memcpy(mem, d->_mem + (d->_start - d->_base), live);
+            memcpy(mem, d->_mem + (d->_start - d->_base), live);
             free(d->_mem);
             d->_mem = mem;
             d->_mem_cap = cap;
@@ -555,7 +561,9 @@ int hpack_decode(struct hpack_decoder *d, struct hpack_cursor *cur, struct hpack
         if (indexing && name_in_table) {
             /* the entry it names may be evicted by this insertion (RFC 7541 4.4): keep a copy */
             name_off = d->_tmp.len;
-            buf_append(&d->_tmp, f->name, f->name_len);
+            buf_reserve(&d->_tmp, f->name_len + 1); /* never a memcpy to NULL, even for an empty name */
+            memcpy(d->_tmp.data + d->_tmp.len, f->name, f->name_len);
+            d->_tmp.len += f->name_len;
         }
         if (get_string(d, cur, &f->value, &f->value_len, &value_off) != 0)
             return -1;
