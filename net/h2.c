@@ -192,11 +192,12 @@ static void put_window_update(struct conn *c, uint32_t stream, uint32_t inc)
 
 /* ---------- stream ids ---------- */
 
-/* Where id sits in the bit windows below max_seen; -1 outside them. */
+/* Where client stream id sits in the bit windows below max_seen; -1 outside
+ * them (and for even ids: those are the server's, never opened here). */
 static inline int id_bit(const struct h2_conn *h, uint32_t id)
 {
     uint32_t k = (h->max_seen - id) >> 1;
-    return id <= h->max_seen && k < 64 ? (int)k : -1;
+    return (id & 1) && id <= h->max_seen && k < 64 ? (int)k : -1;
 }
 
 /* A HEADERS used a new id: every idle id below it is now closed (RFC 9113 5.1.1). */

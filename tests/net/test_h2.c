@@ -660,6 +660,16 @@ Test(h2, priority_on_itself_resets_the_stream)
     const uint8_t other[5] = {0, 0, 0, 1, 15};
     cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_PRIORITY, 0, 7, other, 5), 0);
     raw_get(&r, 5);
+    /* On an even (server) id: reset, and no client stream is taken for it. */
+    const uint8_t self4[5] = {0, 0, 0, 4, 15};
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_PRIORITY, 0, 4, self4, 5), 0);
+    memset(&res, 0, sizeof(res));
+    cr_assert_eq(h2raw_wait_error(&r, 4, &res), 0);
+    cr_assert(res.reset && res.rst_error == NGHTTP2_PROTOCOL_ERROR, "stream 4: reset %d", res.reset);
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, 5, "x", 1), 0);
+    memset(&res, 0, sizeof(res));
+    cr_assert_eq(h2raw_wait_error(&r, 5, &res), 0);
+    cr_assert(res.reset && res.rst_error == NGHTTP2_STREAM_CLOSED, "stream 5 is closed, not ignored: reset %d", res.reset);
     h2raw_close(&r);
     finish();
 }
