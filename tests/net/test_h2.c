@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -793,6 +794,84 @@ Test(h2, unread_ping_acks_close_the_connection)
     cr_assert(closed, "still open after %u unread PINGs", pings);
     h2raw_close(&r);
     expect_served();
+    finish();
+}
+
+struct sender {
+    int fd;
+    const uint8_t *wire;
+    size_t len;
+    int rc;
+};
+
+static void *send_all_thread(void *arg)
+{
+    struct sender *sd = arg;
+    sd->rc = ts_send_all(sd->fd, sd->wire, sd->len);
+    return NULL;
+}
+
+/* A client that sends requests and does not read: past CONN_OUT_HIGH_WATER
+ * of answers the server stops reading (its recv is cancelled, TCP pushes
+ * back), and when the client reads again every request is answered. */
+Test(h2, unread_answers_pause_reading_then_resume)
+{
+    struct h2raw r;
+    memset(&r, 0, sizeof(r));
+    r.fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(r.fd, 0);
+    int small = 4096; /* a tiny receive buffer: the answers back up into the server quickly */
+    setsockopt(r.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)ts.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(r.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(r.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    cr_assert_eq(nghttp2_hd_deflate_new(&r.def, 4096), 0);
+    cr_assert_eq(nghttp2_hd_inflate_new(&r.inf), 0);
+    double rearms = metric("ringd_recv_rearms_total");
+
+    /* Preface, SETTINGS opening the stream windows, a connection WINDOW_UPDATE: flow control never holds answers. */
+    enum { N = 12000 };
+    size_t cap = 64 + (size_t)N * 40, len = 0;
+    uint8_t *wire = malloc(cap);
+    memcpy(wire, NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN);
+    len = NGHTTP2_CLIENT_MAGIC_LEN;
+    const uint8_t iv[6] = {0, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0x7f, 0xff, 0xff, 0xff};
+    len += h2raw_frame(wire + len, NGHTTP2_SETTINGS, 0, 0, iv, sizeof(iv));
+    const uint8_t inc[4] = {0x7f, 0xff, 0x00, 0x00};
+    len += h2raw_frame(wire + len, NGHTTP2_WINDOW_UPDATE, 0, 0, inc, 4);
+    for (int i = 0; i < N; i++) {
+        uint8_t block[64];
+        int n = h2raw_encode(&r, get_users_3, block, sizeof(block));
+        cr_assert_gt(n, 0);
+        cr_assert_leq(len + 9 + (size_t)n, cap);
+        len += h2raw_frame(wire + len, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_STREAM | NGHTTP2_FLAG_END_HEADERS, 2 * i + 1, block,
+                           (size_t)n);
+    }
+    /* The requests go from another thread: once the server stops reading, this send blocks too. */
+    struct sender sd = {.fd = r.fd, .wire = wire, .len = len};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, send_all_thread, &sd), 0);
+    usleep(300000); /* answers pile up unread meanwhile */
+    struct h2raw_result res = {0};
+    for (int idle = 0; res.ends < N && !res.eof && !res.goaway;) {
+        unsigned before = res.ends;
+        h2raw_poll(&r, &res);
+        if (res.ends != before) {
+            idle = 0;
+            continue;
+        }
+        cr_assert_lt(++idle, 1000, "no progress for 10 s: %u answers", res.ends);
+        usleep(10000);
+    }
+    pthread_join(th, NULL);
+    cr_assert_eq(sd.rc, 0, "every request was sent");
+    cr_assert_eq(res.ends, N, "answered %u of %d (goaway %d eof %d)", res.ends, N, res.goaway, res.eof);
+    cr_assert(!res.goaway);
+    cr_assert_gt(metric("ringd_recv_rearms_total"), rearms, "the recv was stopped and armed again (backpressure)");
+    free(wire);
+    h2raw_close(&r);
     finish();
 }
 

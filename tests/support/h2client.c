@@ -434,11 +434,15 @@ static void raw_frame(struct h2raw *r, const uint8_t *f, size_t len, int32_t sid
             if (rv == 0 && off == len)
                 break;
         }
+        if (flags & NGHTTP2_FLAG_END_STREAM)
+            res->ends++;
         if (id == sid && (flags & NGHTTP2_FLAG_END_STREAM))
             res->done = true;
         break;
     }
     case NGHTTP2_DATA:
+        if (flags & NGHTTP2_FLAG_END_STREAM)
+            res->ends++;
         if (id == sid) {
             size_t n = len < sizeof(res->body) - 1 - res->body_len ? len : sizeof(res->body) - 1 - res->body_len;
             memcpy(res->body + res->body_len, p, n);

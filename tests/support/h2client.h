@@ -106,6 +106,7 @@ struct h2raw_result {
     uint32_t goaway_last[4]; /* ... and the last stream id of the first four */
     bool ping;               /* a PING (not an ACK) from the server ... */
     uint8_t ping_opaque[8];  /* ... with this opaque data (the last one) */
+    unsigned ends;           /* streams the server ended (END_STREAM), any stream */
     bool eof;
 };
 
