@@ -764,8 +764,8 @@ Test(h2, malformed_requests_are_reset)
 
 /* ---------- floods and drain ---------- */
 
-/* A peer that sends PINGs and never reads the ACKs is closed, not buffered for. */
-Test(h2, unread_ping_acks_close_the_connection)
+/* A peer that sends PINGs (or SETTINGS) and never reads the ACKs is closed, not buffered for. */
+static void unread_acks_close(uint8_t type)
 {
     struct h2raw r;
     memset(&r, 0, sizeof(r));
@@ -779,20 +779,25 @@ Test(h2, unread_ping_acks_close_the_connection)
     struct timeval tv = {.tv_sec = 10};
     setsockopt(r.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     cr_assert_eq(ts_send_all(r.fd, NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN), 0);
-    static uint8_t wire[9 + 100 * 17];
-    size_t len = h2raw_frame(wire, NGHTTP2_SETTINGS, 0, 0, NULL, 0);
+    static uint8_t wire[100 * 17];
     const uint8_t opaque[8] = {1, 2, 3, 4, 5, 6, 7, 8};
-    for (int i = 0; i < 100; i++)
-        len += h2raw_frame(wire + len, NGHTTP2_PING, 0, 0, opaque, 8);
+    size_t len = h2raw_frame(wire, NGHTTP2_SETTINGS, 0, 0, NULL, 0);
     bool closed = ts_send_all(r.fd, wire, len) != 0;
     len = 0;
     for (int i = 0; i < 100; i++)
-        len += h2raw_frame(wire + len, NGHTTP2_PING, 0, 0, opaque, 8);
-    unsigned pings = 100;
-    for (int round = 0; round < 20000 && !closed; round++, pings += 100)
+        len += type == NGHTTP2_PING ? h2raw_frame(wire + len, NGHTTP2_PING, 0, 0, opaque, 8)
+                                    : h2raw_frame(wire + len, NGHTTP2_SETTINGS, 0, 0, NULL, 0);
+    unsigned frames = 0;
+    for (int round = 0; round < 20000 && !closed; round++, frames += 100)
         closed = ts_send_all(r.fd, wire, len) != 0; /* fails once the server has reset the connection */
-    cr_assert(closed, "still open after %u unread PINGs", pings);
+    cr_assert(closed, "still open after %u unread %s frames", frames, type == NGHTTP2_PING ? "PING" : "SETTINGS");
     h2raw_close(&r);
+}
+
+Test(h2, unread_acks_close_the_connection)
+{
+    unread_acks_close(NGHTTP2_PING);
+    unread_acks_close(NGHTTP2_SETTINGS);
     expect_served();
     finish();
 }
