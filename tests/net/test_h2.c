@@ -909,3 +909,31 @@ Test(h2, drain_sends_two_goaways)
     h2raw_close(&r);
     cr_assert_eq(ts_terminate(&ts, 10000), 0, "exit status 0 after drain");
 }
+
+/* SETTINGS_HEADER_TABLE_SIZE below the default, at the start or later: the
+ * client's decoder needs a size update from us (RFC 7541 4.2), which our
+ * first header block always carries (our encoder never indexes). */
+Test(h2, client_header_table_size_is_respected)
+{
+    nghttp2_settings_entry zero[] = {{NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 0}};
+    struct h2c cl;
+    cr_assert_eq(h2c_connect(&cl, ts.port, zero, 1, false), 0);
+    int32_t a = h2c_request(&cl, "GET", "/users/1", NULL);
+    int32_t b = h2c_request(&cl, "GET", "/users/2", NULL);
+    cr_assert_eq(h2c_run(&cl), 0, "failed %d eof %d", cl.failed, cl.eof);
+    expect_user(h2c_stream(&cl, a), 1);
+    expect_user(h2c_stream(&cl, b), 2);
+    h2c_close(&cl);
+
+    cr_assert_eq(h2c_connect(&cl, ts.port, NULL, 0, false), 0);
+    a = h2c_request(&cl, "GET", "/users/3", NULL);
+    cr_assert_eq(h2c_run(&cl), 0);
+    expect_user(h2c_stream(&cl, a), 3);
+    nghttp2_settings_entry small[] = {{NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 100}};
+    cr_assert_eq(nghttp2_submit_settings(cl.ng, NGHTTP2_FLAG_NONE, small, 1), 0);
+    b = h2c_request(&cl, "GET", "/users/4", NULL);
+    cr_assert_eq(h2c_run(&cl), 0, "failed %d eof %d", cl.failed, cl.eof);
+    expect_user(h2c_stream(&cl, b), 4);
+    h2c_close(&cl);
+    finish();
+}
