@@ -522,11 +522,50 @@ bool hpack_table_entry(const struct hpack_decoder *d, unsigned i, struct hpack_f
 
 /* ---------- decoding ---------- */
 
+/* A literal (6.2): with incremental indexing (01), without (0000) or never
+ * indexed (0001). Out of line: hpack_decode's loop stays small for indexed fields. */
+static __attribute__((noinline)) int decode_literal(struct hpack_decoder *d, struct hpack_cursor *cur, struct hpack_field *f)
+{
+    bool indexing = *cur->p & 0x40;
+    uint32_t idx;
+    if (get_int(cur, indexing ? 6 : 4, &idx) != 0)
+        return -1;
+    d->_tmp.len = 0;
+    size_t name_off = SIZE_MAX, value_off;
+    bool name_in_table = false;
+    if (idx != 0) {
+        if (get_indexed(d, idx, f, false) != 0)
+            return -1;
+        name_in_table = idx > HPACK_STATIC_ENTRIES;
+    } else {
+        if (get_string(d, cur, &f->name, &f->name_len, &name_off) != 0)
+            return -1;
+    }
+    if (indexing && name_in_table) {
+        /* the entry it names may be evicted by this insertion (RFC 7541 4.4): keep a copy */
+        name_off = d->_tmp.len;
+        buf_reserve(&d->_tmp, f->name_len + 1); /* never a memcpy to NULL, even for an empty name */
+        memcpy(d->_tmp.data + d->_tmp.len, f->name, f->name_len);
+        d->_tmp.len += f->name_len;
+    }
+    if (get_string(d, cur, &f->value, &f->value_len, &value_off) != 0)
+        return -1;
+    /* _tmp may have moved while the value was decoded: point at it only now */
+    if (name_off != SIZE_MAX)
+        f->name = d->_tmp.data + name_off;
+    if (value_off != SIZE_MAX)
+        f->value = d->_tmp.data + value_off;
+    if (idx == 0)
+        f->token = hpack_name_token(f->name, f->name_len);
+    check_value(f->value, f->value_len, &f->value_ok, &f->value_visible);
+    if (indexing)
+        insert(d, f);
+    return 1;
+}
+
 int hpack_decode(struct hpack_decoder *d, struct hpack_cursor *cur, struct hpack_field *f)
 {
-    for (;;) {
-        if (cur->p == cur->end)
-            return 0;
+    while (cur->p != cur->end) {
         uint8_t b = *cur->p;
         uint32_t idx;
         if (b & 0x80) { /* indexed field (6.1) */
@@ -535,48 +574,15 @@ int hpack_decode(struct hpack_decoder *d, struct hpack_cursor *cur, struct hpack
                 return -1;
             return 1;
         }
-        if ((b & 0xe0) == 0x20) { /* dynamic table size update (6.3): only before the first field */
-            if (cur->field_seen || get_int(cur, 5, &idx) != 0 || idx > HPACK_TABLE_SIZE)
-                return -1;
-            d->_max_size = idx;
-            evict_for(d, 0);
-            continue;
+        if ((b & 0xe0) != 0x20) {
+            cur->field_seen = true;
+            return decode_literal(d, cur, f);
         }
-        /* a literal (6.2): with incremental indexing (01), without (0000) or never indexed (0001) */
-        cur->field_seen = true;
-        bool indexing = b & 0x40;
-        if (get_int(cur, indexing ? 6 : 4, &idx) != 0)
+        /* dynamic table size update (6.3): only before the first field */
+        if (cur->field_seen || get_int(cur, 5, &idx) != 0 || idx > HPACK_TABLE_SIZE)
             return -1;
-        d->_tmp.len = 0;
-        size_t name_off = SIZE_MAX, value_off;
-        bool name_in_table = false;
-        if (idx != 0) {
-            if (get_indexed(d, idx, f, false) != 0)
-                return -1;
-            name_in_table = idx > HPACK_STATIC_ENTRIES;
-        } else {
-            if (get_string(d, cur, &f->name, &f->name_len, &name_off) != 0)
-                return -1;
-        }
-        if (indexing && name_in_table) {
-            /* the entry it names may be evicted by this insertion (RFC 7541 4.4): keep a copy */
-            name_off = d->_tmp.len;
-            buf_reserve(&d->_tmp, f->name_len + 1); /* never a memcpy to NULL, even for an empty name */
-            memcpy(d->_tmp.data + d->_tmp.len, f->name, f->name_len);
-            d->_tmp.len += f->name_len;
-        }
-        if (get_string(d, cur, &f->value, &f->value_len, &value_off) != 0)
-            return -1;
-        /* _tmp may have moved while the value was decoded: point at it only now */
-        if (name_off != SIZE_MAX)
-            f->name = d->_tmp.data + name_off;
-        if (value_off != SIZE_MAX)
-            f->value = d->_tmp.data + value_off;
-        if (idx == 0)
-            f->token = hpack_name_token(f->name, f->name_len);
-        check_value(f->value, f->value_len, &f->value_ok, &f->value_visible);
-        if (indexing)
-            insert(d, f);
-        return 1;
+        d->_max_size = idx;
+        evict_for(d, 0);
     }
+    return 0;
 }
