@@ -3,7 +3,6 @@
 
 #include <dirent.h>
 #include <lmdb.h>
-#include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -221,9 +220,8 @@ void metrics_render(struct buf *out, const struct metrics_scrape *sc)
     int lmdb_major, lmdb_minor, lmdb_patch;
     mdb_version(&lmdb_major, &lmdb_minor, &lmdb_patch);
     family(out, "ringd_build_info", "gauge", "Build and library versions.");
-    buf_printf(out, "ringd_build_info{version=\"%s\",liburing=\"%s\",nghttp2=\"%s\",lmdb=\"%d.%d.%d\"} 1\n",
-               RINGD_VERSION, RINGD_LIBURING_VERSION, nghttp2_version(0)->version_str, lmdb_major, lmdb_minor,
-               lmdb_patch);
+    buf_printf(out, "ringd_build_info{version=\"%s\",liburing=\"%s\",lmdb=\"%d.%d.%d\"} 1\n", RINGD_VERSION,
+               RINGD_LIBURING_VERSION, lmdb_major, lmdb_minor, lmdb_patch);
 
     render_process(out, sc->start_time_seconds);
 }

@@ -21,6 +21,10 @@ static size_t process(struct conn *c, const char *data, size_t len)
                 shard_close_conn(c->shard, c, CLOSE_ERROR);
                 return len;
             }
+        } else if (n >= 4 && memcmp(data, "PRI ", 4) == 0) {
+            /* The PRI method exists only to open the preface (RFC 9113 11.6): a broken one is an HTTP/2 error. */
+            h2_refuse_preface(c);
+            return len;
         }
     }
     if (c->proto == CONN_H2)

@@ -1,31 +1,52 @@
-/* h2.c - HTTP/2 connections: nghttp2 as a pure protocol engine between the shard's recv bytes and the connection's output.
+/* h2.c - HTTP/2 connections: frames in from the shard's recv bytes, requests through the router, frames out into c->out.
  *
- * Bytes in: h2_process hands what the shard received to nghttp2_session_mem_recv.
- * Its callbacks collect each request's :method, :path and user-id into the
- * stream's own memory, and at END_STREAM the request goes through the same
- * router as HTTP/1.1. The answer's body is copied into the stream (the
- * router's body lives only until its next call) and served by a data
- * provider. Bytes out: pump() drains nghttp2_session_mem_send into c->out and
- * asks the shard to flush; everything produced in a loop turn leaves in one
- * send. h2_flush runs before each send so frames that flow control held back
- * go out as soon as a WINDOW_UPDATE let them.
+ * ringd speaks HTTP/2 with its own codec (net/h2_frame for the wire format,
+ * net/hpack for header compression) rather than a general-purpose library:
+ * a request is a HEADERS frame ending its stream, an answer is one HEADERS
+ * and a DATA frame or two, and everything a library adds around that
+ * (callbacks, per-stream queues, priority trees, copies of every header) was
+ * most of what an HTTP/2 request cost (bench/results/2026-12-02-h2-codec.md).
  *
- * Limits, since nghttp2 1.52 does not enforce all of them on receive:
- *   - header list: bytes (name + value + 32 per field, as RFC 9113 counts) and
- *     fields are counted in on_header; past the cap the stream is answered 431;
- *   - streams: SETTINGS_MAX_CONCURRENT_STREAMS = cfg->h2_max_streams;
- *   - rapid reset: nghttp2's RST_STREAM token bucket tears the session down;
- *   - CONTINUATION floods: at most H2_MAX_CONTINUATIONS per header block;
- *   - output: pump stops at CONN_OUT_HIGH_WATER and input pauses there too,
+ * Bytes in: h2_process walks whole frames in what the shard received (a
+ * partial frame stays in c->in for the next read). A request whose header
+ * block ends its stream is decoded, checked and answered on the spot: no
+ * stream record is allocated, the router's body goes straight into c->out
+ * as DATA when the peer's flow-control windows allow, and the stream is
+ * closed before the next frame is read. A record (struct h2_stream) exists
+ * only for a request still sending (HEADERS without END_STREAM: bodies are
+ * read and dropped) or an answer the windows hold back (the rest of its body
+ * is copied into the record and sent on WINDOW_UPDATE).
+ *
+ * Stream states without a table of closed streams: client streams are
+ * numbered upwards, so an id above the highest seen is idle, an id in the
+ * table is open (or half-closed), and any other id below is closed. Two
+ * 64-bit windows over the ids just below the highest say which of those were
+ * opened by a request (so a HEADERS there is STREAM_CLOSED rather than an
+ * out-of-order id, PROTOCOL_ERROR) and which we reset ourselves (frames the
+ * peer sent before it saw our RST_STREAM are ignored, RFC 9113 5.1).
+ *
+ * Errors: a connection error queues GOAWAY(last stream, code) and closes
+ * once it is sent; a stream error sends RST_STREAM and forgets the stream.
+ * c->out only ever holds whole frames.
+ *
+ * Limits and abuse:
+ *   - header list: name + value + 32 per field (RFC 9113's count) and the
+ *     field count are capped; past the cap the request is answered 431, the
+ *     block still decoded to keep HPACK in step;
+ *   - a header block is at most H2_MAX_HEADER_BLOCK octets in at most
+ *     H2_MAX_CONTINUATIONS CONTINUATION frames (CONTINUATION floods);
+ *   - streams: SETTINGS_MAX_CONCURRENT_STREAMS = cfg->h2_max_streams, more
+ *     are refused (REFUSED_STREAM);
+ *   - rapid reset: RST_STREAMs from the peer draw on a token bucket;
+ *   - control floods: ACKs and RST_STREAMs we owe while our output is not
+ *     being read are counted; past H2_MAX_CONTROL_UNSENT the connection is
+ *     closed at once (the peer does not read what it asks for);
+ *   - output: frames are read only while c->out is below CONN_OUT_HIGH_WATER,
  *     so a peer that does not read cannot grow our memory.
- * A fatal nghttp2 error (< NGHTTP2_ERR_FATAL) leaves the session unusable: a
- * GOAWAY is written by hand (c->out only ever holds whole frames) and the
- * connection closes after it is sent; a flood closes at once.
  */
 #include "net/h2.h"
 
-#include <nghttp2/nghttp2.h>
-#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -34,374 +55,1142 @@
 #include "core/shard.h"
 #include "net/conn.h"
 #include "net/h1_parser.h"
+#include "net/h2_frame.h"
+#include "net/hpack.h"
 #include "net/router.h"
 
 #define H2_MAX_HEADER_BYTES H1_MAX_HEADER_BYTES /* same caps as HTTP/1.1 */
 #define H2_MAX_HEADER_FIELDS H1_MAX_HEADERS
-#define H2_MAX_BODY H1_MAX_BODY  /* request body bytes discarded before 413 */
-#define H2_INITIAL_WINDOW 16384  /* requests carry no bodies; nothing is buffered */
-#define H2_MAX_CONTINUATIONS 16  /* a 32 KiB header list needs at most 2 at 16 KiB frames */
-#define H2_RESET_BURST 1000      /* RST_STREAM token bucket (nghttp2's defaults, explicit) */
-#define H2_RESET_RATE 33         /* tokens per second */
-#define H2_MAX_OUTBOUND_ACK 100  /* SETTINGS/PING ACKs queued before NGHTTP2_ERR_FLOODED */
-#define H2_SETTINGS_B64_MAX 1024 /* HTTP2-Settings longer than this is refused */
+#define H2_MAX_BODY H1_MAX_BODY          /* request body bytes dropped before 413 */
+#define H2_MAX_CONTINUATIONS 16          /* a 32 KiB header list needs at most 2 at 16 KiB frames */
+#define H2_MAX_HEADER_BLOCK (64u * 1024) /* octets of one block spread over CONTINUATION frames */
+#define H2_RESET_BURST 1000              /* RST_STREAM token bucket: burst ... */
+#define H2_RESET_RATE 33                 /* ... and tokens per second */
+#define H2_MAX_CONTROL_UNSENT 100        /* SETTINGS/PING ACKs and RST_STREAMs owed while output is unsent */
+#define H2_SETTINGS_B64_MAX 1024         /* HTTP2-Settings longer than this is refused */
+#define H2_RECV_WINDOW H2_DEFAULT_WINDOW /* our windows stay at the default: bodies are dropped, not buffered */
+#define H2_LAST_STREAM_MAX 0x7fffffffu   /* the first, "shutting down" GOAWAY of a drain */
 
-/* One client-opened stream. Its request fields and, once answered, the
- * response body live in `mem` (offsets, since appends may move it). */
+/* The opaque data of the PING that follows the first GOAWAY of a drain: its
+ * ACK means every stream the peer opened before seeing that GOAWAY has reached us. */
+static const uint8_t drain_ping[8] = {'r', 'i', 'n', 'g', 'd', 'g', 'o', 0};
+
+enum h2_phase {
+    PH_PREFACE,  /* the client's 24-octet preface is due */
+    PH_SETTINGS, /* its first frame must be SETTINGS (RFC 9113 3.4) */
+    PH_FRAMES,
+};
+
+/* A stream that outlives the frame that opened it. */
 struct h2_stream {
-    int32_t id;
+    uint32_t id;
+    uint8_t method;   /* enum router_method */
+    bool head;        /* HEAD: headers only */
+    bool client_done; /* END_STREAM received: half-closed (remote) */
+    bool answered;    /* our HEADERS went out; body_len - body_off octets still to send */
+    bool reset_after; /* answered before the client finished: RST_STREAM(NO_ERROR) after the last DATA */
+    bool has_user_id;
+    bool user_id_dup;       /* more than one user-id header: 400 */
+    int64_t content_length; /* of the request, -1 when absent */
+    uint64_t body_in;       /* request body octets received (dropped) */
+    int64_t send_window;    /* may go negative when the peer lowers SETTINGS_INITIAL_WINDOW_SIZE */
+    int64_t recv_window;
+    uint32_t recv_unacked; /* received octets not yet given back with WINDOW_UPDATE */
+    char *req;             /* path, then user-id, until answered */
+    uint32_t path_len, user_id_len;
+    char *body; /* the rest of the response body (a copy: the router's lives until its next call) */
+    size_t body_len, body_off;
+    struct h2_stream *pend_prev, *pend_next; /* in h2_conn.pend while body octets wait for window */
+    bool pending;
+};
+
+/* One header block's request fields as decoded. Offsets are into h2_conn.rq. */
+struct h2_request {
     uint8_t method; /* enum router_method */
-    bool has_method, has_path, has_user_id;
-    bool too_large; /* header list over the caps: answered 431 */
-    bool answered;
-    bool request_done; /* the client's END_STREAM came: it sends nothing more on this stream */
-    uint32_t hdr_bytes, hdr_fields;
-    uint64_t body_in; /* request body bytes received (discarded) */
-    size_t path_off, path_len, user_id_off, user_id_len;
-    size_t body_off, body_len, body_sent;
-    struct buf mem;
-    struct h2_stream *prev, *next;
+    bool has_method, has_scheme, has_path, has_authority;
+    bool is_connect, is_options;
+    bool regular_seen; /* a regular field came: pseudo-headers must precede them */
+    bool too_large, malformed;
+    unsigned user_ids;
+    uint32_t path_off, path_len, user_id_off, user_id_len;
+    int64_t content_length;
+    uint32_t bytes, fields;
 };
 
 struct h2_conn {
-    nghttp2_session *ng;
     struct conn *c;
-    struct h2_stream *streams; /* every stream with our data: freed at close or with the session */
+    uint8_t phase;         /* enum h2_phase */
+    bool dead;             /* a connection error was sent: input is dropped, c closes after its output */
+    bool error;            /* a GOAWAY with an error code went out */
+    bool draining;         /* the first GOAWAY of a drain and its PING went out */
+    bool goaway_final;     /* the GOAWAY with the real last stream went out: no new streams */
+    bool peer_goaway;      /* the peer sent GOAWAY */
+    bool size_update_sent; /* our first header block's size update to 0 went out */
+
+    uint32_t max_frame_out; /* the peer's SETTINGS_MAX_FRAME_SIZE */
+    int64_t initial_window; /* the peer's SETTINGS_INITIAL_WINDOW_SIZE */
+    int64_t send_window;    /* connection flow control, our sending */
+    int64_t recv_window;    /* and the peer's */
+    uint32_t recv_unacked;
+
+    uint32_t max_seen;    /* highest client stream id a HEADERS used */
+    uint32_t last_opened; /* highest stream accepted (GOAWAY's last stream id) */
+    uint64_t opened_bits; /* bit k: stream max_seen - 2k was opened by a request */
+    uint64_t reset_bits;  /* bit k: we reset stream max_seen - 2k (or ignored it) */
+
+    /* a header block spread over HEADERS + CONTINUATION */
+    bool hb_active;
+    bool hb_self_dep; /* its HEADERS depended on its own stream */
+    uint8_t hb_flags; /* its HEADERS' flags */
+    uint32_t hb_stream;
+    unsigned hb_frames;
+    struct buf hb;
+
+    struct h2_stream **tab; /* open addressing by id, power-of-two size */
+    uint32_t tab_mask;
     unsigned nstreams;
-    bool dead;     /* fatal nghttp2 error: the session must not be used again */
-    bool draining; /* our shutdown GOAWAY is queued */
-    bool error;    /* a GOAWAY with an error code was sent */
+    struct h2_stream *pend_head, *pend_tail; /* answers waiting for flow-control window, oldest first */
+
+    unsigned reset_tokens;
+    uint64_t reset_refill_ms;
+    unsigned control_unsent;
+
+    struct hpack_decoder dec;
+    struct buf rq; /* path and user-id of the block being decoded */
 };
 
-/* ---------- streams ---------- */
+/* ---------- output primitives (each appends whole frames to c->out) ---------- */
 
-static struct h2_stream *stream_new(struct h2_conn *h, int32_t id)
+static inline uint8_t *out_reserve(struct conn *c, size_t n)
 {
+    if (c->out.cap - c->out.len < n)
+        buf_reserve(&c->out, n);
+    return (uint8_t *)c->out.data + c->out.len;
+}
+
+static void put_settings(struct h2_conn *h)
+{
+    const struct h2_setting iv[] = {
+        {H2_SETTINGS_MAX_CONCURRENT_STREAMS, h->c->shard->cfg->h2_max_streams},
+        {H2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_BYTES},
+        {H2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
+    };
+    uint8_t *p = out_reserve(h->c, H2_FRAME_HEADER_LEN + 6 * 3);
+    h->c->out.len += h2_frame_settings(p, iv, 3);
+}
+
+static void put_goaway(struct conn *c, uint32_t last, uint32_t code)
+{
+    c->out.len += h2_frame_goaway(out_reserve(c, H2_GOAWAY_LEN), last, code);
+    METRIC_INC(c->shard->metrics->h2_goaways_sent);
+}
+
+static void put_window_update(struct conn *c, uint32_t stream, uint32_t inc)
+{
+    c->out.len += h2_frame_window_update(out_reserve(c, H2_WINDOW_UPDATE_LEN), stream, inc);
+}
+
+/* ---------- stream ids ---------- */
+
+/* Where client stream id sits in the bit windows below max_seen; -1 outside
+ * them (and for even ids: those are the server's, never opened here). */
+static inline int id_bit(const struct h2_conn *h, uint32_t id)
+{
+    uint32_t k = (h->max_seen - id) >> 1;
+    return (id & 1) && id <= h->max_seen && k < 64 ? (int)k : -1;
+}
+
+/* A HEADERS used a new id: every idle id below it is now closed (RFC 9113 5.1.1). */
+static void see_id(struct h2_conn *h, uint32_t id, bool opened)
+{
+    uint32_t shift = (id - h->max_seen) >> 1;
+    if (h->max_seen == 0 || shift >= 64) {
+        h->opened_bits = 0;
+        h->reset_bits = 0;
+    } else {
+        h->opened_bits <<= shift;
+        h->reset_bits <<= shift;
+    }
+    h->max_seen = id;
+    if (opened)
+        h->opened_bits |= 1;
+}
+
+static void mark_reset(struct h2_conn *h, uint32_t id)
+{
+    int k = id_bit(h, id);
+    if (k >= 0)
+        h->reset_bits |= (uint64_t)1 << k;
+}
+
+/* ---------- the stream table ---------- */
+
+static struct h2_stream *stream_find(const struct h2_conn *h, uint32_t id)
+{
+    if (h->nstreams == 0)
+        return NULL;
+    for (uint32_t i = (id >> 1) & h->tab_mask;; i = (i + 1) & h->tab_mask) {
+        struct h2_stream *st = h->tab[i];
+        if (st == NULL || st->id == id)
+            return st;
+    }
+}
+
+static void tab_insert(struct h2_stream **tab, uint32_t mask, struct h2_stream *st)
+{
+    uint32_t i = (st->id >> 1) & mask;
+    while (tab[i] != NULL)
+        i = (i + 1) & mask;
+    tab[i] = st;
+}
+
+static struct h2_stream *stream_new(struct h2_conn *h, uint32_t id)
+{
+    if (2 * (h->nstreams + 1) > h->tab_mask + 1 || h->tab == NULL) {
+        uint32_t size = h->tab == NULL ? 16 : 2 * (h->tab_mask + 1);
+        struct h2_stream **tab = xcalloc(size, sizeof(*tab));
+        for (uint32_t i = 0; h->tab != NULL && i <= h->tab_mask; i++)
+            if (h->tab[i] != NULL)
+                tab_insert(tab, size - 1, h->tab[i]);
+        free(h->tab);
+        h->tab = tab;
+        h->tab_mask = size - 1;
+    }
     struct h2_stream *st = xcalloc(1, sizeof(*st));
     st->id = id;
     st->method = METHOD_OTHER;
-    st->next = h->streams;
-    if (h->streams != NULL)
-        h->streams->prev = st;
-    h->streams = st;
+    st->content_length = -1;
+    st->send_window = h->initial_window;
+    st->recv_window = H2_RECV_WINDOW;
+    tab_insert(h->tab, h->tab_mask, st);
     h->nstreams++;
-    h->c->request_start_ms = h->c->shard->clock.now_ms; /* stream progress (see conn.h) */
-    METRIC_INC(h->c->shard->metrics->h2_streams);
     return st;
 }
 
+static void pend_unlink(struct h2_conn *h, struct h2_stream *st)
+{
+    if (!st->pending)
+        return;
+    if (st->pend_prev != NULL)
+        st->pend_prev->pend_next = st->pend_next;
+    else
+        h->pend_head = st->pend_next;
+    if (st->pend_next != NULL)
+        st->pend_next->pend_prev = st->pend_prev;
+    else
+        h->pend_tail = st->pend_prev;
+    st->pending = false;
+}
+
+/* Removes st from the table (linear probing: later entries of its run move up) and frees it. */
 static void stream_free(struct h2_conn *h, struct h2_stream *st)
 {
-    if (st->prev != NULL)
-        st->prev->next = st->next;
-    else
-        h->streams = st->next;
-    if (st->next != NULL)
-        st->next->prev = st->prev;
+    uint32_t mask = h->tab_mask, i = (st->id >> 1) & mask;
+    while (h->tab[i] != st)
+        i = (i + 1) & mask;
+    h->tab[i] = NULL;
+    for (uint32_t j = (i + 1) & mask; h->tab[j] != NULL; j = (j + 1) & mask) {
+        uint32_t home = (h->tab[j]->id >> 1) & mask;
+        /* the entry at j may move to the hole at i unless its home lies cyclically in (i, j] */
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            h->tab[i] = h->tab[j];
+            h->tab[j] = NULL;
+            i = j;
+        }
+    }
     h->nstreams--;
-    buf_free(&st->mem);
+    pend_unlink(h, st);
+    free(st->req);
+    free(st->body);
     free(st);
 }
 
-/* ---------- answering ---------- */
-
-static ssize_t read_body(nghttp2_session *ng, int32_t sid, uint8_t *out, size_t cap, uint32_t *flags, nghttp2_data_source *src,
-                         void *ud)
-{
-    struct h2_stream *st = src->ptr;
-    size_t n = st->body_len - st->body_sent;
-    if (n > cap)
-        n = cap;
-    memcpy(out, st->mem.data + st->body_off + st->body_sent, n);
-    st->body_sent += n;
-    if (st->body_sent == st->body_len)
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-    return (ssize_t)n;
-}
-
-#define NV_STATIC(n, v)                                                                                                            \
-    {                                                                                                                              \
-        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE \
-    }
-
-/* Answers st: through the router, or with status when it is not 0 (an error
- * decided here). The body is copied into the stream; nghttp2 copies the
- * header values it does not get as static strings. */
-static void answer(struct h2_conn *h, struct h2_stream *st, int status)
-{
-    struct conn *c = h->c;
-    struct shard *s = c->shard;
-    struct response res;
-    if (status == 0 && (!st->has_path || !st->has_method))
-        status = 400; /* nghttp2's checks make this unreachable; stay safe */
-    if (status != 0) {
-        res = (struct response){.status = status, .route = ROUTE_OTHER, .content_type = "application/json"};
-        res.body = router_error_body(status, &res.body_len);
-    } else {
-        struct request req = {
-            .method = (enum router_method)st->method,
-            .path = st->mem.data + st->path_off,
-            .path_len = st->path_len,
-            .user_id = st->has_user_id ? st->mem.data + st->user_id_off : NULL,
-            .user_id_len = st->user_id_len,
-            .listener = c->listener,
-        };
-        router_handle(s, &req, &res);
-    }
-    st->answered = true;
-    bool head = st->method == METHOD_HEAD;
-    if (!head && res.body_len > 0) {
-        st->body_off = st->mem.len;
-        st->body_len = res.body_len;
-        buf_append(&st->mem, res.body, res.body_len);
-    }
-
-    char status_s[3], len_s[20];
-    status_s[0] = (char)('0' + res.status / 100 % 10); /* statuses are three digits */
-    status_s[1] = (char)('0' + res.status / 10 % 10);
-    status_s[2] = (char)('0' + res.status % 10);
-    size_t len_n = buf_fmt_u64(len_s, res.body_len);
-    nghttp2_nv nva[6] = {
-        {(uint8_t *)":status", (uint8_t *)status_s, 7, 3, NGHTTP2_NV_FLAG_NO_COPY_NAME},
-        NV_STATIC("server", "ringd"),
-        {(uint8_t *)"date", (uint8_t *)s->clock.date, 4, CLOCK_DATE_LEN, NGHTTP2_NV_FLAG_NO_COPY_NAME},
-        /* content types are string literals: no copy */
-        {(uint8_t *)"content-type", (uint8_t *)res.content_type, 12, strlen(res.content_type),
-         NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE},
-        {(uint8_t *)"content-length", (uint8_t *)len_s + sizeof(len_s) - len_n, 14, len_n, NGHTTP2_NV_FLAG_NO_COPY_NAME},
-        NV_STATIC("allow", "GET, HEAD"),
-    };
-    size_t nvlen = res.status == 405 ? 6 : 5;
-    nghttp2_data_provider prd = {.source.ptr = st, .read_callback = read_body};
-    int rv = nghttp2_submit_response(h->ng, st->id, nva, nvlen, st->body_len > 0 ? &prd : NULL);
-    if (rv != 0) /* only on a stream nghttp2 already closed: nothing to answer */
-        return;
-    shard_count_request(s, PROTO_HTTP2, res.route, res.status);
-    c->seen_request = true;
-    c->request_start_ms = s->clock.now_ms; /* stream progress */
-}
-
-/* ---------- nghttp2 callbacks ---------- */
-
-static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
-{
-    struct h2_conn *h = ud;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0;
-    struct h2_stream *st = stream_new(h, frame->hd.stream_id);
-    nghttp2_session_set_stream_user_data(ng, frame->hd.stream_id, st);
-    return 0;
-}
-
-static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, size_t namelen, const uint8_t *value,
-                     size_t valuelen, uint8_t flags, void *ud)
-{
-    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
-    if (st == NULL || st->too_large)
-        return 0;
-    /* nghttp2 1.52 does not enforce a header list size on receive: count here. */
-    st->hdr_bytes += (uint32_t)(namelen + valuelen + 32);
-    st->hdr_fields++;
-    if (st->hdr_bytes > H2_MAX_HEADER_BYTES || st->hdr_fields > H2_MAX_HEADER_FIELDS) {
-        st->too_large = true;
-        return 0;
-    }
-    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0; /* trailers: counted, otherwise ignored */
-    if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
-        st->has_method = true;
-        if (valuelen == 3 && memcmp(value, "GET", 3) == 0)
-            st->method = METHOD_GET;
-        else if (valuelen == 4 && memcmp(value, "HEAD", 4) == 0)
-            st->method = METHOD_HEAD;
-        else
-            st->method = METHOD_OTHER;
-    } else if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
-        st->has_path = true;
-        st->path_off = st->mem.len;
-        st->path_len = valuelen;
-        buf_append(&st->mem, value, valuelen);
-    } else if (namelen == 7 && memcmp(name, "user-id", 7) == 0 && !st->has_user_id) {
-        st->has_user_id = true;
-        st->user_id_off = st->mem.len;
-        st->user_id_len = valuelen;
-        buf_append(&st->mem, value, valuelen);
-    }
-    return 0;
-}
-
-static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t sid, const uint8_t *data, size_t len, void *ud)
-{
-    struct h2_conn *h = ud;
-    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, sid);
-    if (st == NULL || st->answered)
-        return 0;
-    st->body_in += len;
-    if (st->body_in > H2_MAX_BODY) /* like HTTP/1.1: bodies are discarded, but not without end */
-        answer(h, st, 413);
-    return 0;
-}
-
-static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
-{
-    struct h2_conn *h = ud;
-    switch (frame->hd.type) {
-    case NGHTTP2_HEADERS:
-    case NGHTTP2_DATA: {
-        struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
-        if (st != NULL && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
-            st->request_done = true;
-        if (st == NULL || st->answered)
-            return 0;
-        if (st->too_large)
-            answer(h, st, 431); /* at the end of the header block, whether or not a body follows */
-        else if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
-            answer(h, st, 0);
-        return 0;
-    }
-    case NGHTTP2_RST_STREAM:
-        METRIC_INC(h->c->shard->metrics->h2_resets_received);
-        return 0;
-    default:
-        return 0;
-    }
-}
-
-static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
-{
-    struct h2_conn *h = ud;
-    if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
-        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-        /* Answered early (413, 431) while the client may still be sending:
-         * RST_STREAM(NO_ERROR) after our last frame frees the stream's slot
-         * and stops the upload (RFC 9113, 8.1). */
-        struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
-        if (st != NULL && !st->request_done)
-            nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
-    }
-    if (frame->hd.type == NGHTTP2_GOAWAY) {
-        METRIC_INC(h->c->shard->metrics->h2_goaways_sent);
-        if (frame->goaway.error_code != NGHTTP2_NO_ERROR)
-            h->error = true;
-    }
-    return 0;
-}
-
-static int on_stream_close(nghttp2_session *ng, int32_t sid, uint32_t error_code, void *ud)
-{
-    struct h2_conn *h = ud;
-    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, sid);
-    if (st != NULL) {
-        nghttp2_session_set_stream_user_data(ng, sid, NULL);
-        stream_free(h, st);
-    }
-    return 0;
-}
-
-/* ---------- session set-up (callbacks and options are built once, read-only after) ---------- */
-
-static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-static nghttp2_session_callbacks *g_callbacks;
-static nghttp2_option *g_option;
-
-static void init_once(void)
-{
-    if (nghttp2_session_callbacks_new(&g_callbacks) != 0 || nghttp2_option_new(&g_option) != 0)
-        abort();
-    nghttp2_session_callbacks_set_on_begin_headers_callback(g_callbacks, on_begin_headers);
-    nghttp2_session_callbacks_set_on_header_callback(g_callbacks, on_header);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(g_callbacks, on_data_chunk);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(g_callbacks, on_frame_recv);
-    nghttp2_session_callbacks_set_on_frame_send_callback(g_callbacks, on_frame_send);
-    nghttp2_session_callbacks_set_on_stream_close_callback(g_callbacks, on_stream_close);
-
-    nghttp2_option_set_no_closed_streams(g_option, 1); /* no priority tree: closed streams are dropped */
-    nghttp2_option_set_stream_reset_rate_limit(g_option, H2_RESET_BURST, H2_RESET_RATE);
-    nghttp2_option_set_max_continuations(g_option, H2_MAX_CONTINUATIONS);
-    nghttp2_option_set_max_outbound_ack(g_option, H2_MAX_OUTBOUND_ACK);
-    nghttp2_option_set_max_send_header_block_length(g_option, 16384); /* ours are a few hundred bytes */
-    nghttp2_option_set_max_deflate_dynamic_table_size(g_option, 4096);
-}
-
-/* Creates c's session and queues our SETTINGS. Returns NULL on failure. */
-static struct h2_conn *session_new(struct conn *c)
-{
-    pthread_once(&g_once, init_once);
-    struct h2_conn *h = xcalloc(1, sizeof(*h));
-    h->c = c;
-    if (nghttp2_session_server_new2(&h->ng, g_callbacks, h, g_option) != 0) {
-        free(h);
-        return NULL;
-    }
-    nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->shard->cfg->h2_max_streams},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_INITIAL_WINDOW},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_BYTES},
-        {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
-    };
-    if (nghttp2_submit_settings(h->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0) {
-        nghttp2_session_del(h->ng);
-        free(h);
-        return NULL;
-    }
-    return h;
-}
-
-/* ---------- output ---------- */
+/* ---------- errors ---------- */
 
 static enum metrics_close close_reason(const struct h2_conn *h)
 {
     return h->error ? CLOSE_ERROR : h->draining ? CLOSE_SHUTDOWN : CLOSE_CLIENT;
 }
 
-/* The session is unusable: queue a hand-made GOAWAY (c->out holds only whole
- * frames, so it is well-formed) and close once it is sent. */
-static void fail(struct h2_conn *h, uint32_t error_code)
+/* A connection error (RFC 9113 5.4.1): GOAWAY, then close once it is sent. */
+static void conn_error(struct h2_conn *h, uint32_t code)
 {
     struct conn *c = h->c;
+    if (h->dead)
+        return;
+    put_goaway(c, h->last_opened, code);
     h->dead = true;
-    h->error = true;
-    uint32_t last = (uint32_t)nghttp2_session_get_last_proc_stream_id(h->ng);
-    uint8_t f[17] = {0, 0, 8, NGHTTP2_GOAWAY, 0, 0, 0, 0, 0};
-    f[9] = (uint8_t)(last >> 24 & 0x7f);
-    f[10] = (uint8_t)(last >> 16);
-    f[11] = (uint8_t)(last >> 8);
-    f[12] = (uint8_t)last;
-    f[13] = (uint8_t)(error_code >> 24);
-    f[14] = (uint8_t)(error_code >> 16);
-    f[15] = (uint8_t)(error_code >> 8);
-    f[16] = (uint8_t)error_code;
-    buf_append(&c->out, f, sizeof(f));
-    METRIC_INC(c->shard->metrics->h2_goaways_sent);
+    h->error = code != H2_NO_ERROR;
     c->close_after_send = true;
     c->close_reason = CLOSE_ERROR;
     shard_want_flush(c->shard, c);
 }
 
-/* Drains nghttp2's output into c->out (up to the high-water mark; the rest
- * after the next send) and, when the session is finished, marks c to close
- * once its output is sent. */
-static void pump(struct h2_conn *h)
+/* The peer does not read what it asks for (ACKs, resets): nothing more is worth sending. */
+static bool flooded(struct h2_conn *h)
+{
+    if (++h->control_unsent <= H2_MAX_CONTROL_UNSENT)
+        return false;
+    h->dead = true;
+    shard_close_conn(h->c->shard, h->c, CLOSE_ERROR);
+    return true;
+}
+
+/* A stream error (RFC 9113 5.4.2): RST_STREAM, and the stream is forgotten. */
+static void stream_error(struct h2_conn *h, uint32_t id, uint32_t code)
+{
+    if (flooded(h))
+        return;
+    struct conn *c = h->c;
+    c->out.len += h2_frame_rst_stream(out_reserve(c, H2_RST_STREAM_LEN), id, code);
+    struct h2_stream *st = stream_find(h, id);
+    if (st != NULL)
+        stream_free(h, st);
+    mark_reset(h, id);
+}
+
+/* ---------- answering ---------- */
+
+/* Appends DATA frames carrying data[0..n) on stream id, END_STREAM on the last when end. */
+static void put_data(struct h2_conn *h, uint32_t id, const char *data, size_t n, bool end)
 {
     struct conn *c = h->c;
-    if (h->dead)
+    size_t frames = (n + h->max_frame_out - 1) / h->max_frame_out;
+    uint8_t *p = out_reserve(c, n + frames * H2_FRAME_HEADER_LEN);
+    while (n > 0) {
+        size_t chunk = n < h->max_frame_out ? n : h->max_frame_out;
+        p = h2_frame_put_header(p, (uint32_t)chunk, H2_DATA, chunk == n && end ? H2_FLAG_END_STREAM : 0, id);
+        memcpy(p, data, chunk);
+        p += chunk;
+        data += chunk;
+        n -= chunk;
+    }
+    c->out.len = (size_t)((char *)p - c->out.data);
+}
+
+/* The stream is closed on our side: if the client is still sending, stop it. */
+static void stream_sent(struct h2_conn *h, struct h2_stream *st, uint32_t id, bool client_done)
+{
+    if (!client_done) {
+        /* Answered early (413, 431): RST_STREAM(NO_ERROR) after our last frame
+         * frees the slot and stops the upload (RFC 9113 8.1). */
+        struct conn *c = h->c;
+        c->out.len += h2_frame_rst_stream(out_reserve(c, H2_RST_STREAM_LEN), id, H2_NO_ERROR);
+        mark_reset(h, id);
+    }
+    if (st != NULL)
+        stream_free(h, st);
+}
+
+/* The octets of the body that may go now: the smaller window, never below 0. */
+static inline size_t window_allows(int64_t stream_window, int64_t conn_window, size_t want)
+{
+    int64_t w = stream_window < conn_window ? stream_window : conn_window;
+    if (w <= 0)
+        return 0;
+    return (uint64_t)w < want ? (size_t)w : want;
+}
+
+/* Writes HEADERS for res on stream id and as much of the body as the windows
+ * allow; the rest is copied into the stream (created when st is NULL) and
+ * sent as the peer opens its windows. client_done: the request's END_STREAM came. */
+static void respond(struct h2_conn *h, uint32_t id, struct h2_stream *st, const struct response *res, bool head, bool client_done)
+{
+    struct conn *c = h->c;
+    struct shard *s = c->shard;
+    size_t body_len = head ? 0 : res->body_len;
+    size_t ctype_len = strlen(res->content_type);
+    uint8_t *f = out_reserve(c, H2_FRAME_HEADER_LEN + 96 + ctype_len);
+    uint8_t *p = f + H2_FRAME_HEADER_LEN;
+
+    /* The header block: static-table names, literal values without indexing
+     * (RFC 7541 6.2.2), so the peer's table never holds anything of ours. */
+    if (!h->size_update_sent) {
+        *p++ = 0x20; /* dynamic table size update to 0 (6.3): whatever SETTINGS_HEADER_TABLE_SIZE the peer sets */
+        h->size_update_sent = true;
+    }
+    switch (res->status) { /* the statuses of the static table (Appendix A, 8-14) are one octet */
+    case 200:
+        *p++ = 0x88;
+        break;
+    case 204:
+        *p++ = 0x89;
+        break;
+    case 206:
+        *p++ = 0x8a;
+        break;
+    case 304:
+        *p++ = 0x8b;
+        break;
+    case 400:
+        *p++ = 0x8c;
+        break;
+    case 404:
+        *p++ = 0x8d;
+        break;
+    case 500:
+        *p++ = 0x8e;
+        break;
+    default: /* literal with the name :status (8); statuses are three digits */
+        *p++ = 0x08;
+        *p++ = 3;
+        *p++ = (uint8_t)('0' + res->status / 100 % 10);
+        *p++ = (uint8_t)('0' + res->status / 10 % 10);
+        *p++ = (uint8_t)('0' + res->status % 10);
+        break;
+    }
+    /* server (54) "ringd"; date (33), 29 octets */
+    memcpy(p, "\x0f\x27\x05ringd\x0f\x12\x1d", 11);
+    p += 11;
+    memcpy(p, s->clock.date, CLOCK_DATE_LEN);
+    p += CLOCK_DATE_LEN;
+    /* content-type (31) */
+    *p++ = 0x0f;
+    *p++ = 0x10;
+    p += hpack_encode_int(p, 0, 7, (uint32_t)ctype_len);
+    memcpy(p, res->content_type, ctype_len);
+    p += ctype_len;
+    /* content-length (28) */
+    char digits[20];
+    size_t nd = buf_fmt_u64(digits, res->body_len);
+    *p++ = 0x0f;
+    *p++ = 0x0d;
+    *p++ = (uint8_t)nd;
+    memcpy(p, digits + sizeof(digits) - nd, nd);
+    p += nd;
+    if (res->status == 405) { /* allow (22) */
+        memcpy(p, "\x0f\x07\x09GET, HEAD", 12);
+        p += 12;
+    }
+    uint32_t blen = (uint32_t)(p - f - H2_FRAME_HEADER_LEN);
+    h2_frame_put_header(f, blen, H2_HEADERS, H2_FLAG_END_HEADERS | (body_len == 0 ? H2_FLAG_END_STREAM : 0), id);
+    c->out.len += H2_FRAME_HEADER_LEN + blen;
+
+    shard_count_request(s, PROTO_HTTP2, res->route, res->status);
+    c->seen_request = true;
+    c->request_start_ms = s->clock.now_ms; /* stream progress (see conn.h) */
+
+    int64_t window = st != NULL ? st->send_window : h->initial_window;
+    size_t n = window_allows(window, h->send_window, body_len);
+    if (n > 0) {
+        put_data(h, id, res->body, n, n == body_len);
+        h->send_window -= (int64_t)n;
+        window -= (int64_t)n;
+    }
+    if (n == body_len) {
+        stream_sent(h, st, id, client_done);
         return;
-    size_t before = c->out.len;
-    while (c->out.len < CONN_OUT_HIGH_WATER) {
-        const uint8_t *p;
-        ssize_t n = nghttp2_session_mem_send(h->ng, &p);
-        if (n < 0) {
-            h->dead = true;
-            shard_close_conn(c->shard, c, CLOSE_ERROR);
+    }
+    /* Flow control holds the rest: keep a copy in the stream. */
+    if (st == NULL)
+        st = stream_new(h, id);
+    free(st->req);
+    st->req = NULL;
+    st->answered = true;
+    st->client_done = client_done;
+    st->reset_after = !client_done;
+    st->send_window = window;
+    st->body_len = body_len - n;
+    st->body_off = 0;
+    st->body = xmalloc(st->body_len);
+    memcpy(st->body, res->body + n, st->body_len);
+    st->pending = true;
+    st->pend_next = NULL;
+    st->pend_prev = h->pend_tail;
+    if (h->pend_tail != NULL)
+        h->pend_tail->pend_next = st;
+    else
+        h->pend_head = st;
+    h->pend_tail = st;
+}
+
+/* Answers with an error status decided here (400, 413, 431). */
+static void respond_error(struct h2_conn *h, uint32_t id, struct h2_stream *st, int status, bool head, bool client_done)
+{
+    struct response res = {.status = status, .route = ROUTE_OTHER, .content_type = "application/json"};
+    res.body = router_error_body(status, &res.body_len);
+    respond(h, id, st, &res, head, client_done);
+}
+
+/* A complete request goes through the router (the body is copied at once: see router.h). */
+static void respond_request(struct h2_conn *h, uint32_t id, struct h2_stream *st, uint8_t method, const char *path,
+                            uint32_t path_len, const char *user_id, uint32_t user_id_len, bool user_id_dup)
+{
+    bool head = method == METHOD_HEAD;
+    if (user_id_dup) { /* which one would be the caller? Neither: like a bad request line */
+        respond_error(h, id, st, 400, head, true);
+        return;
+    }
+    struct request req = {
+        .method = (enum router_method)method,
+        .path = path,
+        .path_len = path_len,
+        .user_id = user_id,
+        .user_id_len = user_id_len,
+        .listener = h->c->listener,
+    };
+    struct response res;
+    router_handle(h->c->shard, &req, &res);
+    respond(h, id, st, &res, head, true);
+}
+
+/* Sends what flow control held back, oldest answer first, while windows and the high-water mark allow. */
+static void send_pending(struct h2_conn *h)
+{
+    struct conn *c = h->c;
+    struct h2_stream *st = h->pend_head;
+    while (st != NULL && h->send_window > 0 && c->out.len < CONN_OUT_HIGH_WATER) {
+        struct h2_stream *next = st->pend_next;
+        size_t rest = st->body_len - st->body_off;
+        size_t n = window_allows(st->send_window, h->send_window, rest);
+        if (n > 0) {
+            put_data(h, st->id, st->body + st->body_off, n, n == rest);
+            st->body_off += n;
+            st->send_window -= (int64_t)n;
+            h->send_window -= (int64_t)n;
+            if (n == rest) {
+                c->request_start_ms = c->shard->clock.now_ms; /* stream progress */
+                stream_sent(h, st, st->id, !st->reset_after);
+            }
+        }
+        st = next;
+    }
+}
+
+/* Whether output waits only for the high-water mark (not for the peer's windows). */
+static bool can_send(const struct h2_conn *h)
+{
+    if (h->send_window <= 0)
+        return false;
+    for (const struct h2_stream *st = h->pend_head; st != NULL; st = st->pend_next)
+        if (st->send_window > 0)
+            return true;
+    return false;
+}
+
+/* ---------- header blocks ---------- */
+
+static int64_t parse_length(const char *v, size_t n)
+{
+    if (n == 0 || n > 18)
+        return -1;
+    int64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned d = (unsigned)(uint8_t)v[i] - '0';
+        if (d > 9)
+            return -1;
+        x = x * 10 + d;
+    }
+    return x;
+}
+
+/* One field of a request's header block (trailers: of its trailer block). */
+static void request_field(struct h2_conn *h, struct h2_request *rq, const struct hpack_field *f, bool trailers)
+{
+    rq->bytes += f->name_len + f->value_len + 32;
+    if (++rq->fields > H2_MAX_HEADER_FIELDS || rq->bytes > H2_MAX_HEADER_BYTES)
+        rq->too_large = true;
+    if (rq->too_large || rq->malformed)
+        return;
+    if (!f->value_ok) {
+        rq->malformed = true;
+        return;
+    }
+    /* Pseudo-headers come first, and only in the request's head (RFC 9113 8.3). */
+    bool pseudo_misplaced = trailers || rq->regular_seen;
+    switch (f->token) {
+    case HPACK_TOK_METHOD:
+        if (pseudo_misplaced || rq->has_method || f->value_len == 0) {
+            rq->malformed = true;
             return;
         }
-        if (n == 0)
-            break;
-        buf_append(&c->out, p, (size_t)n);
+        rq->has_method = true;
+        if (f->value_len == 3 && memcmp(f->value, "GET", 3) == 0) {
+            rq->method = METHOD_GET;
+        } else if (f->value_len == 4 && memcmp(f->value, "HEAD", 4) == 0) {
+            rq->method = METHOD_HEAD;
+        } else {
+            rq->method = METHOD_OTHER;
+            rq->is_connect = f->value_len == 7 && memcmp(f->value, "CONNECT", 7) == 0;
+            rq->is_options = f->value_len == 7 && memcmp(f->value, "OPTIONS", 7) == 0;
+        }
+        return;
+    case HPACK_TOK_PATH:
+        /* Visible octets only: percent-encoding is the router's business, spaces and controls are not. */
+        if (pseudo_misplaced || rq->has_path || f->value_len == 0 || !f->value_visible) {
+            rq->malformed = true;
+            return;
+        }
+        rq->has_path = true;
+        rq->path_off = (uint32_t)h->rq.len;
+        rq->path_len = f->value_len;
+        buf_append(&h->rq, f->value, f->value_len);
+        return;
+    case HPACK_TOK_SCHEME:
+        if (pseudo_misplaced || rq->has_scheme || f->value_len == 0)
+            rq->malformed = true;
+        rq->has_scheme = true;
+        return;
+    case HPACK_TOK_AUTHORITY:
+        if (pseudo_misplaced || rq->has_authority)
+            rq->malformed = true;
+        rq->has_authority = true;
+        return;
+    case HPACK_TOK_PSEUDO_OTHER:        /* :status, :protocol (no extended CONNECT here), unknown */
+    case HPACK_TOK_CONNECTION_SPECIFIC: /* RFC 9113 8.2.2 */
+    case HPACK_TOK_INVALID:             /* uppercase or not a token */
+        rq->malformed = true;
+        return;
+    case HPACK_TOK_TE:
+        rq->regular_seen = true;
+        if (f->value_len != 8 || memcmp(f->value, "trailers", 8) != 0)
+            rq->malformed = true;
+        return;
+    case HPACK_TOK_CONTENT_LENGTH: {
+        rq->regular_seen = true;
+        int64_t v = parse_length(f->value, f->value_len);
+        if (v < 0 || (rq->content_length >= 0 && v != rq->content_length))
+            rq->malformed = true;
+        rq->content_length = v;
+        return;
     }
-    if (c->out.len != before)
-        shard_want_flush(c->shard, c);
-    if (!c->close_after_send && !nghttp2_session_want_read(h->ng) && !nghttp2_session_want_write(h->ng)) {
+    case HPACK_TOK_USER_ID:
+        rq->regular_seen = true;
+        if (trailers)
+            return; /* the request was decided by its head */
+        if (rq->user_ids++ == 0) {
+            rq->user_id_off = (uint32_t)h->rq.len;
+            rq->user_id_len = f->value_len;
+            if (f->value_len > 0) /* buf_append of nothing to an empty buffer would memcpy to NULL */
+                buf_append(&h->rq, f->value, f->value_len);
+        }
+        return;
+    default:
+        rq->regular_seen = true;
+        return;
+    }
+}
+
+/* Decodes a whole block into rq (trailers: as a trailer block). Returns 0,
+ * or -1 after a connection error (the block could not be decoded). */
+static int decode_request(struct h2_conn *h, const uint8_t *block, uint32_t len, struct h2_request *rq, bool trailers)
+{
+    memset(rq, 0, sizeof(*rq));
+    rq->method = METHOD_OTHER;
+    rq->content_length = -1;
+    h->rq.len = 0;
+    struct hpack_cursor cur;
+    hpack_cursor_init(&cur, block, len);
+    struct hpack_field f;
+    int rv;
+    while ((rv = hpack_decode(&h->dec, &cur, &f)) > 0)
+        request_field(h, rq, &f, trailers);
+    if (rv < 0) {
+        conn_error(h, H2_COMPRESSION_ERROR);
+        return -1;
+    }
+    if (!trailers && !rq->too_large && !rq->malformed) {
+        if (rq->is_connect) /* RFC 9113 8.5: no :scheme or :path, an :authority */
+            rq->malformed = rq->has_scheme || rq->has_path || !rq->has_authority;
+        else if (!rq->has_method || !rq->has_scheme || !rq->has_path)
+            rq->malformed = true;
+        else if (h->rq.data[rq->path_off] != '/' && !(rq->is_options && rq->path_len == 1 && h->rq.data[rq->path_off] == '*'))
+            rq->malformed = true;
+    }
+    if (len > 4096)
+        hpack_decoder_trim(&h->dec);
+    return 0;
+}
+
+/* Decodes a block nobody will answer, only to keep the HPACK table in step. Returns 0 or -1 (connection error). */
+static int discard_block(struct h2_conn *h, const uint8_t *block, uint32_t len)
+{
+    struct hpack_cursor cur;
+    hpack_cursor_init(&cur, block, len);
+    struct hpack_field f;
+    int rv;
+    while ((rv = hpack_decode(&h->dec, &cur, &f)) > 0)
+        ;
+    if (rv < 0) {
+        conn_error(h, H2_COMPRESSION_ERROR);
+        return -1;
+    }
+    return 0;
+}
+
+/* A request opening a stream (id above every id seen). */
+static void new_stream_block(struct h2_conn *h, uint32_t id, bool end_stream, bool self_dep, const uint8_t *block, uint32_t len)
+{
+    struct conn *c = h->c;
+    if (h->goaway_final || h->nstreams >= c->shard->cfg->h2_max_streams) {
+        see_id(h, id, false);
+        if (discard_block(h, block, len) != 0)
+            return;
+        if (h->goaway_final)
+            mark_reset(h, id); /* past our last stream: ignored, the client knows from the GOAWAY */
+        else
+            stream_error(h, id, H2_REFUSED_STREAM);
+        return;
+    }
+    see_id(h, id, true);
+    h->last_opened = id;
+    METRIC_INC(c->shard->metrics->h2_streams);
+    c->request_start_ms = c->shard->clock.now_ms; /* stream progress (see conn.h) */
+    struct h2_request rq;
+    if (decode_request(h, block, len, &rq, false) != 0)
+        return;
+    if (self_dep) { /* RFC 9113 5.3.1 */
+        stream_error(h, id, H2_PROTOCOL_ERROR);
+        return;
+    }
+    bool head = rq.method == METHOD_HEAD;
+    if (rq.too_large) { /* at the end of the header block, whether or not a body follows */
+        respond_error(h, id, NULL, 431, head, end_stream);
+        return;
+    }
+    if (rq.malformed || (end_stream && rq.content_length > 0)) { /* RFC 9113 8.1.1 */
+        stream_error(h, id, H2_PROTOCOL_ERROR);
+        return;
+    }
+    if (end_stream) {
+        respond_request(h, id, NULL, rq.method, h->rq.data + rq.path_off, rq.path_len,
+                        rq.user_ids > 0 ? h->rq.data + rq.user_id_off : NULL, rq.user_id_len, rq.user_ids > 1);
+        return;
+    }
+    /* A body follows: keep what the answer needs. */
+    struct h2_stream *st = stream_new(h, id);
+    st->method = rq.method;
+    st->head = head;
+    st->content_length = rq.content_length;
+    st->has_user_id = rq.user_ids > 0;
+    st->user_id_dup = rq.user_ids > 1;
+    st->path_len = rq.path_len;
+    st->user_id_len = st->has_user_id ? rq.user_id_len : 0;
+    st->req = xmalloc(st->path_len + st->user_id_len + 1);
+    memcpy(st->req, h->rq.data + rq.path_off, st->path_len);
+    if (st->has_user_id)
+        memcpy(st->req + st->path_len, h->rq.data + rq.user_id_off, st->user_id_len);
+}
+
+/* The request on st is complete (END_STREAM): check its length and answer. */
+static void finish_request(struct h2_conn *h, struct h2_stream *st)
+{
+    st->client_done = true;
+    if (st->content_length >= 0 && st->body_in != (uint64_t)st->content_length) { /* RFC 9113 8.1.1 */
+        stream_error(h, st->id, H2_PROTOCOL_ERROR);
+        return;
+    }
+    respond_request(h, st->id, st, st->method, st->req, st->path_len, st->has_user_id ? st->req + st->path_len : NULL,
+                    st->user_id_len, st->user_id_dup);
+}
+
+/* A complete header block (HEADERS plus any CONTINUATION) on stream id. */
+static void header_block(struct h2_conn *h, uint32_t id, uint8_t flags, bool self_dep, const uint8_t *block, uint32_t len)
+{
+    bool end_stream = flags & H2_FLAG_END_STREAM;
+    if (id > h->max_seen) {
+        new_stream_block(h, id, end_stream, self_dep, block, len);
+        return;
+    }
+    struct h2_stream *st = stream_find(h, id);
+    int k = id_bit(h, id);
+    bool ignored = k >= 0 && (h->reset_bits >> k & 1);
+    if (st == NULL && !ignored) {
+        /* A closed stream: after its END_STREAM (STREAM_CLOSED), or an id
+         * lower than one already used that never opened (PROTOCOL_ERROR, RFC 9113 5.1.1). */
+        bool opened = k < 0 || (h->opened_bits >> k & 1);
+        conn_error(h, opened ? H2_STREAM_CLOSED : H2_PROTOCOL_ERROR);
+        return;
+    }
+    if (st != NULL && st->client_done) { /* half-closed (remote): nothing may follow END_STREAM (RFC 9113 5.1) */
+        conn_error(h, H2_STREAM_CLOSED);
+        return;
+    }
+    if (st == NULL || st->answered) { /* we reset it or answered it early: the peer had not seen that yet */
+        discard_block(h, block, len);
+        return;
+    }
+    /* Trailers. */
+    struct h2_request rq;
+    if (decode_request(h, block, len, &rq, true) != 0)
+        return;
+    if (self_dep || !end_stream || rq.malformed) { /* trailers end the stream (RFC 9113 8.1) */
+        stream_error(h, id, H2_PROTOCOL_ERROR);
+        return;
+    }
+    if (rq.too_large) {
+        st->client_done = true;
+        respond_error(h, id, st, 431, st->head, true);
+        return;
+    }
+    finish_request(h, st);
+}
+
+/* ---------- frames ---------- */
+
+static void on_headers(struct h2_conn *h, const struct h2_frame *f)
+{
+    const uint8_t *block;
+    uint32_t len;
+    struct h2_priority prio;
+    uint32_t err = h2_frame_data(f, &block, &len, &prio);
+    if (err != 0) {
+        conn_error(h, err);
+        return;
+    }
+    if ((f->stream & 1) == 0) { /* even ids are the server's */
+        conn_error(h, H2_PROTOCOL_ERROR);
+        return;
+    }
+    bool self_dep = (f->flags & H2_FLAG_PRIORITY) && prio.depends_on == f->stream;
+    if (f->flags & H2_FLAG_END_HEADERS) {
+        header_block(h, f->stream, f->flags, self_dep, block, len);
+        return;
+    }
+    h->hb_active = true;
+    h->hb_stream = f->stream;
+    h->hb_flags = f->flags;
+    h->hb_self_dep = self_dep;
+    h->hb_frames = 0;
+    h->hb.len = 0;
+    if (len > 0)
+        buf_append(&h->hb, block, len);
+}
+
+static void on_continuation(struct h2_conn *h, const struct h2_frame *f)
+{
+    if (!h->hb_active || f->stream != h->hb_stream) {
+        conn_error(h, H2_PROTOCOL_ERROR);
+        return;
+    }
+    if (++h->hb_frames > H2_MAX_CONTINUATIONS || h->hb.len + f->len > H2_MAX_HEADER_BLOCK) {
+        conn_error(h, H2_ENHANCE_YOUR_CALM);
+        return;
+    }
+    if (f->len > 0)
+        buf_append(&h->hb, f->payload, f->len);
+    if (!(f->flags & H2_FLAG_END_HEADERS))
+        return;
+    h->hb_active = false;
+    static const uint8_t empty[1];
+    const uint8_t *block = h->hb.data != NULL ? (const uint8_t *)h->hb.data : empty; /* no arithmetic on NULL */
+    header_block(h, h->hb_stream, h->hb_flags, h->hb_self_dep, block, (uint32_t)h->hb.len);
+    if (h->hb.cap > 16384)
+        buf_free(&h->hb);
+    else
+        h->hb.len = 0;
+}
+
+/* Gives the connection's receive window back once half of it was used (the octets are dropped, not kept). */
+static void recv_window_used(struct h2_conn *h, uint32_t n)
+{
+    h->recv_unacked += n;
+    if (h->recv_unacked >= H2_RECV_WINDOW / 2) {
+        put_window_update(h->c, 0, h->recv_unacked);
+        h->recv_window += h->recv_unacked;
+        h->recv_unacked = 0;
+    }
+}
+
+static void on_data(struct h2_conn *h, const struct h2_frame *f)
+{
+    const uint8_t *data;
+    uint32_t len;
+    uint32_t err = h2_frame_data(f, &data, &len, NULL);
+    if (err != 0) {
+        conn_error(h, err);
+        return;
+    }
+    /* Flow control counts the whole payload, padding included (RFC 9113 6.9.1). */
+    if ((int64_t)f->len > h->recv_window) {
+        conn_error(h, H2_FLOW_CONTROL_ERROR);
+        return;
+    }
+    h->recv_window -= f->len;
+    recv_window_used(h, f->len);
+    if (f->stream > h->max_seen || (f->stream & 1) == 0) { /* idle (RFC 9113 5.1) */
+        conn_error(h, H2_PROTOCOL_ERROR);
+        return;
+    }
+    struct h2_stream *st = stream_find(h, f->stream);
+    if (st == NULL) {
+        int k = id_bit(h, f->stream);
+        if (k < 0 || !(h->reset_bits >> k & 1))
+            stream_error(h, f->stream, H2_STREAM_CLOSED); /* closed (RFC 9113 5.1, 6.1) */
+        return;
+    }
+    if (st->client_done) { /* half-closed (remote) */
+        stream_error(h, f->stream, H2_STREAM_CLOSED);
+        return;
+    }
+    if (st->answered)
+        return; /* answered early: the rest of the upload is dropped */
+    if ((int64_t)f->len > st->recv_window) {
+        stream_error(h, f->stream, H2_FLOW_CONTROL_ERROR);
+        return;
+    }
+    st->recv_window -= f->len;
+    st->body_in += len;
+    if (st->content_length >= 0 && st->body_in > (uint64_t)st->content_length) {
+        stream_error(h, f->stream, H2_PROTOCOL_ERROR);
+        return;
+    }
+    bool end_stream = f->flags & H2_FLAG_END_STREAM;
+    if (st->body_in > H2_MAX_BODY) { /* like HTTP/1.1: bodies are dropped, but not without end */
+        respond_error(h, st->id, st, 413, st->head, end_stream);
+        return;
+    }
+    if (end_stream) {
+        finish_request(h, st);
+        return;
+    }
+    st->recv_unacked += f->len;
+    if (st->recv_unacked >= H2_RECV_WINDOW / 2) {
+        put_window_update(h->c, st->id, st->recv_unacked);
+        st->recv_window += st->recv_unacked;
+        st->recv_unacked = 0;
+    }
+}
+
+/* Applies a SETTINGS payload (len a multiple of 6). Returns 0 or the connection error's code. */
+static uint32_t apply_settings(struct h2_conn *h, const uint8_t *p, size_t len)
+{
+    for (size_t i = 0; i + 6 <= len; i += 6) {
+        uint16_t id = (uint16_t)(p[i] << 8 | p[i + 1]);
+        uint32_t v = h2_get_u32(p + i + 2);
+        switch (id) {
+        case H2_SETTINGS_ENABLE_PUSH:
+            if (v > 1)
+                return H2_PROTOCOL_ERROR;
+            break;
+        case H2_SETTINGS_INITIAL_WINDOW_SIZE: {
+            if (v > H2_MAX_WINDOW)
+                return H2_FLOW_CONTROL_ERROR;
+            /* Every stream's window moves by the change (RFC 9113 6.9.2). */
+            int64_t delta = (int64_t)v - h->initial_window;
+            for (uint32_t j = 0; delta != 0 && h->nstreams > 0 && j <= h->tab_mask; j++) {
+                struct h2_stream *st = h->tab[j];
+                if (st == NULL)
+                    continue;
+                st->send_window += delta;
+                if (st->send_window > H2_MAX_WINDOW)
+                    return H2_FLOW_CONTROL_ERROR;
+            }
+            h->initial_window = v;
+            break;
+        }
+        case H2_SETTINGS_MAX_FRAME_SIZE:
+            if (v < H2_DEFAULT_FRAME_SIZE || v > H2_MAX_FRAME_SIZE)
+                return H2_PROTOCOL_ERROR;
+            h->max_frame_out = v;
+            break;
+        default: /* HEADER_TABLE_SIZE asks nothing of an encoder that never indexes; others are advice or unknown */
+            break;
+        }
+    }
+    return 0;
+}
+
+static void on_settings(struct h2_conn *h, const struct h2_frame *f)
+{
+    if (f->flags & H2_FLAG_ACK)
+        return;
+    uint32_t err = apply_settings(h, f->payload, f->len);
+    if (err != 0) {
+        conn_error(h, err);
+        return;
+    }
+    if (flooded(h))
+        return;
+    struct conn *c = h->c;
+    c->out.len += h2_frame_settings_ack(out_reserve(c, H2_FRAME_HEADER_LEN));
+    send_pending(h); /* a larger initial window may have opened held streams */
+}
+
+static void on_ping(struct h2_conn *h, const struct h2_frame *f)
+{
+    struct conn *c = h->c;
+    if (f->flags & H2_FLAG_ACK) {
+        if (h->draining && !h->goaway_final && memcmp(f->payload, drain_ping, 8) == 0) {
+            /* Every stream opened before our first GOAWAY has arrived: say which is the last. */
+            put_goaway(c, h->last_opened, H2_NO_ERROR);
+            h->goaway_final = true;
+        }
+        return;
+    }
+    if (flooded(h))
+        return;
+    c->out.len += h2_frame_ping(out_reserve(c, H2_PING_LEN), H2_FLAG_ACK, f->payload);
+}
+
+/* Takes a token for a RST_STREAM from the peer; false when the bucket is empty. */
+static bool reset_token(struct h2_conn *h)
+{
+    uint64_t now = h->c->shard->clock.now_ms;
+    uint64_t add = (now - h->reset_refill_ms) * H2_RESET_RATE / 1000;
+    if (add > 0) {
+        h->reset_tokens = h->reset_tokens + add > H2_RESET_BURST ? H2_RESET_BURST : h->reset_tokens + (unsigned)add;
+        h->reset_refill_ms = now;
+    }
+    if (h->reset_tokens == 0)
+        return false;
+    h->reset_tokens--;
+    return true;
+}
+
+static void on_rst_stream(struct h2_conn *h, const struct h2_frame *f)
+{
+    METRIC_INC(h->c->shard->metrics->h2_resets_received);
+    if (f->stream > h->max_seen || (f->stream & 1) == 0) { /* idle */
+        conn_error(h, H2_PROTOCOL_ERROR);
+        return;
+    }
+    if (!reset_token(h)) { /* rapid reset (CVE-2023-44487) */
+        conn_error(h, H2_ENHANCE_YOUR_CALM);
+        return;
+    }
+    struct h2_stream *st = stream_find(h, f->stream);
+    if (st != NULL)
+        stream_free(h, st); /* closed by the peer: later frames on it are errors, not ignored */
+}
+
+static void on_priority(struct h2_conn *h, const struct h2_frame *f)
+{
+    struct h2_priority prio;
+    h2_frame_priority(f, &prio);
+    if (prio.depends_on == f->stream) /* RFC 9113 5.3.1: a stream error, even on an idle stream */
+        stream_error(h, f->stream, H2_PROTOCOL_ERROR);
+    /* Otherwise ignored: we announced SETTINGS_NO_RFC7540_PRIORITIES and answer in order. */
+}
+
+static void on_window_update(struct h2_conn *h, const struct h2_frame *f)
+{
+    uint32_t inc = h2_get_u32(f->payload) & 0x7fffffff;
+    if (f->stream == 0) {
+        if (inc == 0) {
+            conn_error(h, H2_PROTOCOL_ERROR);
+            return;
+        }
+        if (h->send_window + inc > H2_MAX_WINDOW) {
+            conn_error(h, H2_FLOW_CONTROL_ERROR);
+            return;
+        }
+        h->send_window += inc;
+        send_pending(h);
+        return;
+    }
+    if (f->stream > h->max_seen || (f->stream & 1) == 0) { /* idle */
+        conn_error(h, H2_PROTOCOL_ERROR);
+        return;
+    }
+    struct h2_stream *st = stream_find(h, f->stream);
+    if (st == NULL)
+        return; /* closed: a window update may still be on its way (RFC 9113 6.9) */
+    if (inc == 0) {
+        stream_error(h, f->stream, H2_PROTOCOL_ERROR);
+        return;
+    }
+    if (st->send_window + inc > H2_MAX_WINDOW) {
+        stream_error(h, f->stream, H2_FLOW_CONTROL_ERROR);
+        return;
+    }
+    st->send_window += inc;
+    if (st->pending)
+        send_pending(h);
+}
+
+static void on_frame(struct h2_conn *h, const struct h2_frame *f)
+{
+    if (h->hb_active && f->type != H2_CONTINUATION) { /* a header block is one run of frames (RFC 9113 4.3) */
+        conn_error(h, H2_PROTOCOL_ERROR);
+        return;
+    }
+    bool stream_err;
+    uint32_t err = h2_frame_check(f, H2_DEFAULT_FRAME_SIZE, &stream_err);
+    if (err != 0) {
+        if (stream_err)
+            stream_error(h, f->stream, err);
+        else
+            conn_error(h, err);
+        return;
+    }
+    if (h->phase == PH_SETTINGS) {
+        if (f->type != H2_SETTINGS || (f->flags & H2_FLAG_ACK)) {
+            conn_error(h, H2_PROTOCOL_ERROR);
+            return;
+        }
+        h->phase = PH_FRAMES;
+    }
+    switch (f->type) {
+    case H2_HEADERS:
+        on_headers(h, f);
+        break;
+    case H2_DATA:
+        on_data(h, f);
+        break;
+    case H2_CONTINUATION:
+        on_continuation(h, f);
+        break;
+    case H2_SETTINGS:
+        on_settings(h, f);
+        break;
+    case H2_PING:
+        on_ping(h, f);
+        break;
+    case H2_WINDOW_UPDATE:
+        on_window_update(h, f);
+        break;
+    case H2_RST_STREAM:
+        on_rst_stream(h, f);
+        break;
+    case H2_PRIORITY:
+        on_priority(h, f);
+        break;
+    case H2_GOAWAY:
+        h->peer_goaway = true; /* the peer opens nothing more: close once its streams are answered */
+        break;
+    default: /* unknown types are ignored (RFC 9113 4.1, 5.5) */
+        break;
+    }
+}
+
+/* ---------- session lifetime ---------- */
+
+static struct h2_conn *session_new(struct conn *c)
+{
+    struct h2_conn *h = xcalloc(1, sizeof(*h));
+    h->c = c;
+    h->phase = PH_PREFACE;
+    h->max_frame_out = H2_DEFAULT_FRAME_SIZE;
+    h->initial_window = H2_DEFAULT_WINDOW;
+    h->send_window = H2_DEFAULT_WINDOW;
+    h->recv_window = H2_RECV_WINDOW;
+    h->reset_tokens = H2_RESET_BURST;
+    h->reset_refill_ms = c->shard->clock.now_ms;
+    hpack_decoder_init(&h->dec);
+    return h;
+}
+
+static void session_free(struct h2_conn *h)
+{
+    for (uint32_t i = 0; h->nstreams > 0 && i <= h->tab_mask; i++)
+        while (h->tab[i] != NULL) /* the removal may move a later entry of the run here */
+            stream_free(h, h->tab[i]);
+    free(h->tab);
+    hpack_decoder_free(&h->dec);
+    buf_free(&h->hb);
+    buf_free(&h->rq);
+    free(h);
+}
+
+/* After input or output: close once the connection has nothing left to do. */
+static void maybe_finish(struct h2_conn *h)
+{
+    struct conn *c = h->c;
+    if (h->dead || c->close_after_send)
+        return;
+    if ((h->goaway_final || h->peer_goaway) && h->nstreams == 0) {
         c->close_after_send = true;
         c->close_reason = (uint8_t)close_reason(h);
         shard_want_flush(c->shard, c);
@@ -413,11 +1202,22 @@ static void pump(struct h2_conn *h)
 int h2_start(struct conn *c)
 {
     struct h2_conn *h = session_new(c);
-    if (h == NULL)
-        return -1;
     c->h2 = h;
     c->proto = CONN_H2;
+    put_settings(h); /* the server's preface may go at once (RFC 9113 3.4) */
+    shard_want_flush(c->shard, c);
     return 0;
+}
+
+void h2_refuse_preface(struct conn *c)
+{
+    /* Our preface (an empty SETTINGS), then the connection error it calls for (RFC 9113 3.4). */
+    h2_frame_put_header(out_reserve(c, H2_FRAME_HEADER_LEN), 0, H2_SETTINGS, 0, 0);
+    c->out.len += H2_FRAME_HEADER_LEN;
+    put_goaway(c, 0, H2_PROTOCOL_ERROR);
+    c->close_after_send = true;
+    c->close_reason = CLOSE_ERROR;
+    shard_want_flush(c->shard, c);
 }
 
 /* Decodes base64url (padding optional) into out; returns the length or -1. */
@@ -466,35 +1266,23 @@ int h2_upgrade(struct conn *c, const struct h1_request *req)
     if (slen < 0 || slen % 6 != 0)
         return -1;
     struct h2_conn *h = session_new(c);
-    if (h == NULL)
-        return -1;
-    bool head = req->method_kind == H1_HEAD;
-    if (nghttp2_session_upgrade2(h->ng, settings, (size_t)slen, head, NULL) != 0) {
-        nghttp2_session_del(h->ng);
-        free(h);
+    /* HTTP2-Settings is the client's first SETTINGS; the 101 acknowledges it (RFC 7540 3.2.1). */
+    if (apply_settings(h, settings, (size_t)slen) != 0) {
+        session_free(h);
         return -1;
     }
     static const char switching[] = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
     buf_append(&c->out, switching, sizeof(switching) - 1);
     c->h2 = h;
     c->proto = CONN_H2;
+    put_settings(h);
 
-    /* Stream 1 is the upgrading request, already half-closed by the client. */
-    struct h2_stream *st = stream_new(h, 1);
-    nghttp2_session_set_stream_user_data(h->ng, 1, st);
-    st->has_method = st->has_path = true;
-    st->method = req->method_kind == H1_GET ? METHOD_GET : head ? METHOD_HEAD : METHOD_OTHER;
-    st->path_off = st->mem.len;
-    st->path_len = req->path_len;
-    buf_append(&st->mem, req->path, req->path_len);
-    if (req->user_id != NULL) {
-        st->has_user_id = true;
-        st->user_id_off = st->mem.len;
-        st->user_id_len = req->user_id_len;
-        buf_append(&st->mem, req->user_id, req->user_id_len);
-    }
-    answer(h, st, 0);
-    pump(h);
+    /* Stream 1 is the upgrading request, half-closed (remote) from the start. */
+    see_id(h, 1, true);
+    h->last_opened = 1;
+    METRIC_INC(c->shard->metrics->h2_streams);
+    uint8_t method = req->method_kind == H1_GET ? METHOD_GET : req->method_kind == H1_HEAD ? METHOD_HEAD : METHOD_OTHER;
+    respond_request(h, 1, NULL, method, req->path, (uint32_t)req->path_len, req->user_id, (uint32_t)req->user_id_len, false);
     shard_want_flush(c->shard, c);
     return 0;
 }
@@ -502,31 +1290,59 @@ int h2_upgrade(struct conn *c, const struct h1_request *req)
 size_t h2_process(struct conn *c, const char *data, size_t len)
 {
     struct h2_conn *h = c->h2;
-    if (h->dead || !nghttp2_session_want_read(h->ng))
+    if (h->dead || ((h->goaway_final || h->peer_goaway) && h->nstreams == 0 && c->close_after_send))
         return len; /* finished: what the peer still sends is dropped */
-    if (c->out.len >= CONN_OUT_HIGH_WATER) {
-        c->paused = true; /* the peer is not reading: stop taking requests until output drains */
-        return 0;
-    }
-    ssize_t rv = nghttp2_session_mem_recv(h->ng, (const uint8_t *)data, len);
-    if (rv < 0) {
-        if (rv == NGHTTP2_ERR_FLOODED) {
-            /* The peer does not read what it asks for (ACKs): nothing more is worth sending. */
-            h->dead = true;
-            shard_close_conn(c->shard, c, CLOSE_ERROR);
-        } else {
-            fail(h, rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR);
+    if (c->out.len == 0)
+        h->control_unsent = 0; /* everything owed was handed to the kernel */
+    const uint8_t *p = (const uint8_t *)data, *end = p + len;
+    size_t out_before = c->out.len;
+    if (h->phase == PH_PREFACE) {
+        size_t n = len < H2_PREFACE_LEN ? len : H2_PREFACE_LEN;
+        if (memcmp(p, H2_PREFACE, n) != 0) {
+            conn_error(h, H2_PROTOCOL_ERROR);
+            return len;
         }
-        return len;
+        if (n < H2_PREFACE_LEN)
+            return 0;
+        p += H2_PREFACE_LEN;
+        h->phase = PH_SETTINGS;
     }
-    pump(h);
-    return len;
+    while (end - p >= H2_FRAME_HEADER_LEN) {
+        if (c->out.len >= CONN_OUT_HIGH_WATER) {
+            c->paused = true; /* the peer is not reading: stop taking frames until output drains */
+            break;
+        }
+        struct h2_frame f;
+        h2_frame_parse_header(p, &f);
+        if (f.len > H2_DEFAULT_FRAME_SIZE) { /* our SETTINGS_MAX_FRAME_SIZE: do not wait for it */
+            conn_error(h, H2_FRAME_SIZE_ERROR);
+            break;
+        }
+        if ((size_t)(end - p) - H2_FRAME_HEADER_LEN < f.len)
+            break;
+        on_frame(h, &f);
+        if (h->dead)
+            break;
+        p += H2_FRAME_HEADER_LEN + f.len;
+    }
+    if (h->dead)
+        return len;
+    if (c->out.len != out_before) /* all of this read's answers leave in one send */
+        shard_want_flush(c->shard, c);
+    maybe_finish(h);
+    return (size_t)((const char *)p - data);
 }
 
 void h2_flush(struct conn *c)
 {
-    if (c->h2 != NULL)
-        pump(c->h2);
+    struct h2_conn *h = c->h2;
+    if (h == NULL || h->dead)
+        return;
+    if (c->out.len == 0)
+        h->control_unsent = 0;
+    if (h->pend_head != NULL)
+        send_pending(h);
+    maybe_finish(h);
 }
 
 void h2_drain(struct conn *c)
@@ -534,19 +1350,23 @@ void h2_drain(struct conn *c)
     struct h2_conn *h = c->h2;
     if (h == NULL || h->dead || h->draining)
         return;
+    /* Two GOAWAYs (RFC 9113 6.8): the first, with the largest id, says no
+     * new streams after those in flight; the PING's ACK proves those have
+     * arrived, and the second names the last one. */
     h->draining = true;
-    nghttp2_submit_goaway(h->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->ng), NGHTTP2_NO_ERROR, NULL, 0);
+    put_goaway(c, H2_LAST_STREAM_MAX, H2_NO_ERROR);
+    c->out.len += h2_frame_ping(out_reserve(c, H2_PING_LEN), 0, drain_ping);
     if (!c->close_after_send) {
-        c->close_after_send = true; /* once in-flight streams finish and the GOAWAY is out (h2_done) */
+        c->close_after_send = true; /* once in-flight streams finish and the last GOAWAY is out (h2_done) */
         c->close_reason = CLOSE_SHUTDOWN;
     }
-    pump(h);
+    shard_want_flush(c->shard, c);
 }
 
 bool h2_idle(const struct conn *c)
 {
     const struct h2_conn *h = c->h2;
-    return h == NULL || h->dead || (h->nstreams == 0 && !nghttp2_session_want_write(h->ng));
+    return h == NULL || h->dead || h->nstreams == 0;
 }
 
 bool h2_done(const struct conn *c)
@@ -554,23 +1374,17 @@ bool h2_done(const struct conn *c)
     const struct h2_conn *h = c->h2;
     if (h == NULL || h->dead)
         return true;
-    if (nghttp2_session_want_write(h->ng))
+    if (can_send(h))
         return false;
-    /* The peer closed its side: nothing more will arrive. */
-    if (c->peer_eof)
+    if (c->peer_eof) /* nothing more will arrive, not even a WINDOW_UPDATE */
         return true;
-    return !nghttp2_session_want_read(h->ng);
+    return (h->goaway_final || h->peer_goaway) && h->nstreams == 0;
 }
 
 void h2_free(struct conn *c)
 {
-    struct h2_conn *h = c->h2;
-    if (h == NULL)
+    if (c->h2 == NULL)
         return;
-    /* nghttp2_session_del calls no stream-close callbacks: free our streams here. */
-    nghttp2_session_del(h->ng);
-    while (h->streams != NULL)
-        stream_free(h, h->streams);
-    free(h);
+    session_free(c->h2);
     c->h2 = NULL;
 }

@@ -478,7 +478,7 @@ Test(metrics, exposition_shape)
             size_t n = strcspn(lab, "=");
             bool known = false;
             for (const char *names[] = {"protocol", "route", "code", "le", "shard", "reason", "result", "version", "liburing",
-                                        "nghttp2", "lmdb", NULL},
+                                        "lmdb", NULL},
                             **nm = names;
                  *nm != NULL; nm++)
                 known |= strlen(*nm) == n && strncmp(*nm, lab, n) == 0;

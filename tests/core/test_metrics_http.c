@@ -295,7 +295,7 @@ Test(metrics_http, ts_metric_reads_one_sample, .timeout = 60)
         cr_assert_eq(ts_get(ts.port, "/users/999999999", NULL, &r), 0);
     cr_expect_eq(ts_metric(ts.port, "ringd_requests_processed_total{protocol=\"http1\",route=\"users\",code=\"404\"}"), 3);
     cr_expect_eq(
-        ts_metric(ts.port, "ringd_build_info{version=\"" RINGD_VERSION "\",liburing=\"2.3\",nghttp2=\"1.52.0\",lmdb=\"0.9.24\"}"),
+        ts_metric(ts.port, "ringd_build_info{version=\"" RINGD_VERSION "\",liburing=\"2.3\",lmdb=\"0.9.24\"}"),
         1, "build info labels (versions of Debian 12's packages)");
     cr_expect_eq(ts_stop(&ts), 0);
 }

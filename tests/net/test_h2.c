@@ -1,9 +1,15 @@
 /* test_h2.c - net/h2.c against the real server: prior knowledge, h2c upgrade, streams, flow control, limits, abuse, drain. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include "tests/support/h2client.h"
 #include "tests/support/server.h"
@@ -507,5 +513,427 @@ Test(h2_idle, pings_alone_do_not_keep_a_connection, .fini = stop, .timeout = 120
             usleep(50000);
     }
     cr_expect_gt(closed, 0.0);
+    finish();
+}
+
+/* ---------- stream states and connection errors (h2spec 3.5, 5.1, 5.1.1, 5.3.1, 6.3) ---------- */
+
+static const char *const get_users_3[] = {":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/users/3", NULL};
+
+/* One raw connection, its stream sid sent with END_STREAM and answered 200. */
+static void raw_get(struct h2raw *r, int32_t sid)
+{
+    cr_assert_eq(h2raw_send_headers(r, sid, NGHTTP2_FLAG_END_STREAM, get_users_3), 0);
+    struct h2raw_result res = {0};
+    cr_assert_eq(h2raw_wait(r, sid, &res), 0, "stream %d answered (goaway=%d eof=%d)", sid, res.goaway, res.eof);
+    cr_assert_eq(res.status, 200, "stream %d: %d", sid, res.status);
+}
+
+/* Reads to the end of the connection: a GOAWAY with code must come first. */
+static void expect_goaway_and_close(struct h2raw *r, uint32_t code, const char *what)
+{
+    struct h2raw_result res = {0};
+    h2raw_wait(r, 0, &res);
+    cr_assert(res.goaway, "%s: a GOAWAY", what);
+    cr_assert_eq(res.goaway_error, code, "%s: GOAWAY error %u, want %u", what, res.goaway_error, code);
+    cr_assert(res.eof, "%s: the connection closed", what);
+}
+
+/* 3.5: a connection that starts with "PRI " but not the whole preface is an
+ * HTTP/2 client that got it wrong: GOAWAY(PROTOCOL_ERROR), not an HTTP/1.1 400. */
+Test(h2, broken_preface_gets_goaway)
+{
+    static const char *const broken[] = {"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n", "PRI * HTTP/2.0\r\n\r\n\r\n\r\n",
+                                         "PRI / HTTP/1.1\r\nHost: x\r\n\r\n"};
+    for (size_t i = 0; i < sizeof(broken) / sizeof(broken[0]); i++) {
+        struct h2raw r;
+        memset(&r, 0, sizeof(r));
+        r.fd = ts_connect(ts.port);
+        cr_assert_geq(r.fd, 0);
+        cr_assert_eq(ts_send_all(r.fd, broken[i], strlen(broken[i])), 0);
+        expect_goaway_and_close(&r, NGHTTP2_PROTOCOL_ERROR, broken[i]);
+        h2raw_close(&r);
+    }
+    /* Not "PRI ": the HTTP/1.1 parser's verdict stands (h2spec's own "INVALID CONNECTION PREFACE" is this case). */
+    struct ts_response resp;
+    cr_assert_eq(ts_roundtrip(ts.port, "INVALID CONNECTION PREFACE\r\n\r\n", &resp), 0);
+    cr_assert_eq(resp.status, 400);
+    expect_served();
+    finish();
+}
+
+/* 5.1: after END_STREAM a DATA frame is STREAM_CLOSED, whether the answer was
+ * already sent (closed) or not yet (half-closed remote); the connection lives on. */
+Test(h2, data_after_end_stream_is_stream_closed)
+{
+    struct h2raw r;
+    cr_assert_eq(h2raw_connect(&r, ts.port), 0);
+    /* HEADERS(END_STREAM) and DATA in one write: the DATA meets a half-closed or just-closed stream. */
+    uint8_t block[256], wire[512];
+    int n = h2raw_encode(&r, get_users_3, block, sizeof(block));
+    cr_assert_gt(n, 0);
+    size_t len = h2raw_frame(wire, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_STREAM | NGHTTP2_FLAG_END_HEADERS, 1, block, (size_t)n);
+    len += h2raw_frame(wire + len, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, 1, "test", 4);
+    cr_assert_eq(ts_send_all(r.fd, wire, len), 0);
+    struct h2raw_result res = {0};
+    cr_assert_eq(h2raw_wait_error(&r, 1, &res), 0);
+    cr_assert(res.reset, "RST_STREAM on stream 1 (goaway=%d, error %u)", res.goaway, res.goaway_error);
+    cr_assert_eq(res.rst_error, NGHTTP2_STREAM_CLOSED);
+    cr_assert_eq(res.status, 200, "the request itself was answered");
+    /* Closed for a while now: the same. */
+    raw_get(&r, 3);
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, 3, "test", 4), 0);
+    memset(&res, 0, sizeof(res));
+    cr_assert_eq(h2raw_wait_error(&r, 3, &res), 0);
+    cr_assert(res.reset && res.rst_error == NGHTTP2_STREAM_CLOSED, "reset %d error %u", res.reset, res.rst_error);
+    raw_get(&r, 5); /* a stream error only */
+    h2raw_close(&r);
+    finish();
+}
+
+/* 5.1: a HEADERS after END_STREAM is a connection error STREAM_CLOSED. */
+Test(h2, headers_after_end_stream_is_connection_error)
+{
+    struct h2raw r;
+    cr_assert_eq(h2raw_connect(&r, ts.port), 0);
+    raw_get(&r, 1);
+    cr_assert_eq(h2raw_send_headers(&r, 1, NGHTTP2_FLAG_END_STREAM, get_users_3), 0);
+    expect_goaway_and_close(&r, NGHTTP2_STREAM_CLOSED, "HEADERS on a closed stream");
+    h2raw_close(&r);
+    expect_served();
+    finish();
+}
+
+/* 5.1: after the client's RST_STREAM, DATA is a stream error and HEADERS a connection error, both STREAM_CLOSED. */
+Test(h2, frames_after_client_reset_are_stream_closed)
+{
+    struct h2raw r;
+    cr_assert_eq(h2raw_connect(&r, ts.port), 0);
+    const uint8_t cancel[4] = {0, 0, 0, NGHTTP2_CANCEL};
+    cr_assert_eq(h2raw_send_headers(&r, 1, 0, get_users_3), 0); /* open: no END_STREAM */
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_RST_STREAM, 0, 1, cancel, 4), 0);
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, 1, "test", 4), 0);
+    struct h2raw_result res = {0};
+    cr_assert_eq(h2raw_wait_error(&r, 1, &res), 0);
+    cr_assert(res.reset, "RST_STREAM (goaway=%d)", res.goaway);
+    cr_assert_eq(res.rst_error, NGHTTP2_STREAM_CLOSED);
+    cr_assert_eq(res.status, 0, "the reset request was not answered");
+    raw_get(&r, 3);
+    /* (Stream 1 is now one we reset: frames on it are ignored, RFC 9113 5.1.) A fresh one: */
+    cr_assert_eq(h2raw_send_headers(&r, 5, 0, get_users_3), 0);
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_RST_STREAM, 0, 5, cancel, 4), 0);
+    cr_assert_eq(h2raw_send_headers(&r, 5, NGHTTP2_FLAG_END_STREAM, get_users_3), 0);
+    expect_goaway_and_close(&r, NGHTTP2_STREAM_CLOSED, "HEADERS after RST_STREAM");
+    h2raw_close(&r);
+    finish();
+}
+
+/* 5.1.1: a new stream id lower than one already used: PROTOCOL_ERROR, and the GOAWAY names the last stream. */
+Test(h2, lower_stream_id_is_protocol_error)
+{
+    struct h2raw r;
+    cr_assert_eq(h2raw_connect(&r, ts.port), 0);
+    cr_assert_eq(h2raw_send_headers(&r, 5, NGHTTP2_FLAG_END_STREAM, get_users_3), 0);
+    cr_assert_eq(h2raw_send_headers(&r, 3, NGHTTP2_FLAG_END_STREAM, get_users_3), 0);
+    struct h2raw_result res = {0};
+    h2raw_wait(&r, 0, &res);
+    cr_assert(res.goaway && res.eof, "GOAWAY %d, closed %d", res.goaway, res.eof);
+    cr_assert_eq(res.goaway_error, NGHTTP2_PROTOCOL_ERROR);
+    cr_assert_eq(res.goaway_last[0], 5, "last stream %u", res.goaway_last[0]);
+    h2raw_close(&r);
+    expect_served();
+    finish();
+}
+
+/* 5.3.1: a stream cannot depend on itself: a stream error, not silence. */
+Test(h2, priority_on_itself_resets_the_stream)
+{
+    struct h2raw r;
+    cr_assert_eq(h2raw_connect(&r, ts.port), 0);
+    const uint8_t self[5] = {0, 0, 0, 3, 15}; /* stream 3 depends on 3 */
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_PRIORITY, 0, 3, self, 5), 0);
+    struct h2raw_result res = {0};
+    cr_assert_eq(h2raw_wait_error(&r, 3, &res), 0);
+    cr_assert(res.reset, "RST_STREAM (goaway=%d eof=%d)", res.goaway, res.eof);
+    cr_assert_eq(res.rst_error, NGHTTP2_PROTOCOL_ERROR);
+    /* PRIORITY frames do not use stream ids: stream 1 may still open, and 5 after it. */
+    raw_get(&r, 1);
+    const uint8_t other[5] = {0, 0, 0, 1, 15};
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_PRIORITY, 0, 7, other, 5), 0);
+    raw_get(&r, 5);
+    /* On an even (server) id: reset, and no client stream is taken for it. */
+    const uint8_t self4[5] = {0, 0, 0, 4, 15};
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_PRIORITY, 0, 4, self4, 5), 0);
+    memset(&res, 0, sizeof(res));
+    cr_assert_eq(h2raw_wait_error(&r, 4, &res), 0);
+    cr_assert(res.reset && res.rst_error == NGHTTP2_PROTOCOL_ERROR, "stream 4: reset %d", res.reset);
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, 5, "x", 1), 0);
+    memset(&res, 0, sizeof(res));
+    cr_assert_eq(h2raw_wait_error(&r, 5, &res), 0);
+    cr_assert(res.reset && res.rst_error == NGHTTP2_STREAM_CLOSED, "stream 5 is closed, not ignored: reset %d", res.reset);
+    h2raw_close(&r);
+    finish();
+}
+
+/* 6.3: PRIORITY on stream 0 is a connection error. */
+Test(h2, priority_on_stream_zero_is_connection_error)
+{
+    struct h2raw r;
+    cr_assert_eq(h2raw_connect(&r, ts.port), 0);
+    const uint8_t prio[5] = {0, 0, 0, 1, 15};
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_PRIORITY, 0, 0, prio, 5), 0);
+    expect_goaway_and_close(&r, NGHTTP2_PROTOCOL_ERROR, "PRIORITY on stream 0");
+    h2raw_close(&r);
+    expect_served();
+    finish();
+}
+
+/* ---------- requests ---------- */
+
+/* Two user-id headers: which one is the caller? Neither: 400, like HTTP/1.1's own rule. */
+Test(h2, duplicate_user_id_is_400)
+{
+    struct h2c cl;
+    cr_assert_eq(h2c_connect(&cl, ts.port, NULL, 0, false), 0);
+    const char *two[] = {"user-id", "7", "user-id", "8", NULL};
+    const char *same[] = {"user-id", "7", "user-id", "7", NULL};
+    const char *one[] = {"user-id", "7", NULL};
+    int32_t a = h2c_request(&cl, "GET", "/user", two);
+    int32_t b = h2c_request(&cl, "GET", "/user", same);
+    int32_t c = h2c_request(&cl, "GET", "/user", one);
+    int32_t d = h2c_request(&cl, "HEAD", "/user", two);
+    cr_assert_eq(h2c_run(&cl), 0);
+    cr_assert_eq(h2c_stream(&cl, a)->status, 400);
+    cr_assert_str_eq(h2c_stream(&cl, a)->body, "{\"error\":\"bad request\"}");
+    cr_assert_eq(h2c_stream(&cl, b)->status, 400, "even when they agree");
+    expect_user(h2c_stream(&cl, c), 7);
+    cr_assert_eq(h2c_stream(&cl, d)->status, 400);
+    cr_assert_eq(h2c_stream(&cl, d)->body_len, 0, "HEAD: no body");
+    h2c_close(&cl);
+    finish();
+}
+
+/* RFC 9113 8.2, 8.3: malformed requests are stream errors (PROTOCOL_ERROR); the connection is fine. */
+Test(h2, malformed_requests_are_reset)
+{
+    struct h2raw r;
+    cr_assert_eq(h2raw_connect(&r, ts.port), 0);
+    static const char *const cases[][12] = {
+        {":method", "GET", ":scheme", "http", ":path", "/users/1", "User-Id", "1", NULL},        /* uppercase name */
+        {":method", "GET", ":scheme", "http", ":path", "/users/1", "connection", "close", NULL}, /* connection-specific */
+        {":method", "GET", ":scheme", "http", ":path", "/users/1", "te", "gzip", NULL},          /* te other than trailers */
+        {":method", "GET", ":scheme", "http", NULL},                                             /* no :path */
+        {":method", "GET", ":path", "/users/1", NULL},                                           /* no :scheme */
+        {":method", "GET", ":scheme", "http", ":path", "", NULL},                                /* empty :path */
+        {":method", "GET", ":scheme", "http", ":path", "/a b", NULL},                            /* space in :path */
+        {":method", "GET", ":scheme", "http", "x-a", "1", ":path", "/users/1", NULL},            /* pseudo after regular */
+        {":method", "GET", ":scheme", "http", ":path", "/users/1", ":path", "/users/2", NULL},   /* duplicate :path */
+        {":method", "GET", ":scheme", "http", ":path", "/users/1", ":status", "200", NULL},      /* response pseudo */
+        {":method", "GET", ":scheme", "http", ":path", "/users/1", "x-a", " v", NULL},           /* leading space */
+    };
+    int32_t sid = 1;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++, sid += 2) {
+        cr_assert_eq(h2raw_send_headers(&r, sid, NGHTTP2_FLAG_END_STREAM, cases[i]), 0);
+        struct h2raw_result res = {0};
+        cr_assert_eq(h2raw_wait(&r, sid, &res), 0, "case %zu: stream ends", i);
+        cr_assert(res.reset, "case %zu: reset (status %d)", i, res.status);
+        cr_assert_eq(res.rst_error, NGHTTP2_PROTOCOL_ERROR, "case %zu", i);
+        cr_assert_eq(res.status, 0, "case %zu: not answered", i);
+    }
+    raw_get(&r, sid);
+    /* content-length that DATA does not match (8.1.1) */
+    const char *const post[] = {":method", "POST", ":scheme", "http", ":path", "/users/1", "content-length", "10", NULL};
+    sid += 2;
+    cr_assert_eq(h2raw_send_headers(&r, sid, 0, post), 0);
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, sid, "12345", 5), 0);
+    struct h2raw_result res = {0};
+    cr_assert_eq(h2raw_wait(&r, sid, &res), 0);
+    cr_assert(res.reset && res.rst_error == NGHTTP2_PROTOCOL_ERROR, "content-length mismatch: reset %d", res.reset);
+    /* ... and one that does, with trailers: answered (405: POST) */
+    sid += 2;
+    const char *const trailers[] = {"x-checksum", "1", NULL};
+    cr_assert_eq(h2raw_send_headers(&r, sid, 0, post), 0);
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_DATA, 0, sid, "1234567890", 10), 0);
+    cr_assert_eq(h2raw_send_headers(&r, sid, NGHTTP2_FLAG_END_STREAM, trailers), 0);
+    memset(&res, 0, sizeof(res));
+    cr_assert_eq(h2raw_wait(&r, sid, &res), 0);
+    cr_assert_eq(res.status, 405, "status %d reset %d", res.status, res.reset);
+    h2raw_close(&r);
+    finish();
+}
+
+/* ---------- floods and drain ---------- */
+
+/* A peer that sends PINGs (or SETTINGS) and never reads the ACKs is closed, not buffered for. */
+static void unread_acks_close(uint8_t type)
+{
+    struct h2raw r;
+    memset(&r, 0, sizeof(r));
+    r.fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(r.fd, 0);
+    int small = 4096; /* a tiny receive buffer, so the server's sends stall quickly */
+    setsockopt(r.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)ts.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(r.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(r.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    cr_assert_eq(ts_send_all(r.fd, NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN), 0);
+    static uint8_t wire[100 * 17];
+    const uint8_t opaque[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    size_t len = h2raw_frame(wire, NGHTTP2_SETTINGS, 0, 0, NULL, 0);
+    bool closed = ts_send_all(r.fd, wire, len) != 0;
+    len = 0;
+    for (int i = 0; i < 100; i++)
+        len += type == NGHTTP2_PING ? h2raw_frame(wire + len, NGHTTP2_PING, 0, 0, opaque, 8)
+                                    : h2raw_frame(wire + len, NGHTTP2_SETTINGS, 0, 0, NULL, 0);
+    unsigned frames = 0;
+    for (int round = 0; round < 20000 && !closed; round++, frames += 100)
+        closed = ts_send_all(r.fd, wire, len) != 0; /* fails once the server has reset the connection */
+    cr_assert(closed, "still open after %u unread %s frames", frames, type == NGHTTP2_PING ? "PING" : "SETTINGS");
+    h2raw_close(&r);
+}
+
+Test(h2, unread_acks_close_the_connection)
+{
+    unread_acks_close(NGHTTP2_PING);
+    unread_acks_close(NGHTTP2_SETTINGS);
+    expect_served();
+    finish();
+}
+
+struct sender {
+    int fd;
+    const uint8_t *wire;
+    size_t len;
+    int rc;
+};
+
+static void *send_all_thread(void *arg)
+{
+    struct sender *sd = arg;
+    sd->rc = ts_send_all(sd->fd, sd->wire, sd->len);
+    return NULL;
+}
+
+/* A client that sends requests and does not read: past CONN_OUT_HIGH_WATER
+ * of answers the server stops reading (its recv is cancelled, TCP pushes
+ * back), and when the client reads again every request is answered. */
+Test(h2, unread_answers_pause_reading_then_resume)
+{
+    struct h2raw r;
+    memset(&r, 0, sizeof(r));
+    r.fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(r.fd, 0);
+    int small = 4096; /* a tiny receive buffer: the answers back up into the server quickly */
+    setsockopt(r.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)ts.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(r.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(r.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    cr_assert_eq(nghttp2_hd_deflate_new(&r.def, 4096), 0);
+    cr_assert_eq(nghttp2_hd_inflate_new(&r.inf), 0);
+    double rearms = metric("ringd_recv_rearms_total");
+
+    /* Preface, SETTINGS opening the stream windows, a connection WINDOW_UPDATE: flow control never holds answers. */
+    enum { N = 12000 };
+    size_t cap = 64 + (size_t)N * 40, len = 0;
+    uint8_t *wire = malloc(cap);
+    memcpy(wire, NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN);
+    len = NGHTTP2_CLIENT_MAGIC_LEN;
+    const uint8_t iv[6] = {0, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0x7f, 0xff, 0xff, 0xff};
+    len += h2raw_frame(wire + len, NGHTTP2_SETTINGS, 0, 0, iv, sizeof(iv));
+    const uint8_t inc[4] = {0x7f, 0xff, 0x00, 0x00};
+    len += h2raw_frame(wire + len, NGHTTP2_WINDOW_UPDATE, 0, 0, inc, 4);
+    for (int i = 0; i < N; i++) {
+        uint8_t block[64];
+        int n = h2raw_encode(&r, get_users_3, block, sizeof(block));
+        cr_assert_gt(n, 0);
+        cr_assert_leq(len + 9 + (size_t)n, cap);
+        len += h2raw_frame(wire + len, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_STREAM | NGHTTP2_FLAG_END_HEADERS, 2 * i + 1, block,
+                           (size_t)n);
+    }
+    /* The requests go from another thread: once the server stops reading, this send blocks too. */
+    struct sender sd = {.fd = r.fd, .wire = wire, .len = len};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, send_all_thread, &sd), 0);
+    usleep(300000); /* answers pile up unread meanwhile */
+    struct h2raw_result res = {0};
+    for (int idle = 0; res.ends < N && !res.eof && !res.goaway;) {
+        unsigned before = res.ends;
+        h2raw_poll(&r, &res);
+        if (res.ends != before) {
+            idle = 0;
+            continue;
+        }
+        cr_assert_lt(++idle, 1000, "no progress for 10 s: %u answers", res.ends);
+        usleep(10000);
+    }
+    pthread_join(th, NULL);
+    cr_assert_eq(sd.rc, 0, "every request was sent");
+    cr_assert_eq(res.ends, N, "answered %u of %d (goaway %d eof %d)", res.ends, N, res.goaway, res.eof);
+    cr_assert(!res.goaway);
+    cr_assert_gt(metric("ringd_recv_rearms_total"), rearms, "the recv was stopped and armed again (backpressure)");
+    free(wire);
+    h2raw_close(&r);
+    finish();
+}
+
+/* Drain: GOAWAY(2^31-1) and a PING; once the PING is answered, the GOAWAY
+ * with the last stream; the connection then closes. */
+Test(h2, drain_sends_two_goaways)
+{
+    struct h2raw r;
+    cr_assert_eq(h2raw_connect(&r, ts.port), 0);
+    raw_get(&r, 1);
+    raw_get(&r, 3);
+    cr_assert_eq(kill(ts.pid, SIGTERM), 0);
+    struct h2raw_result res = {0};
+    for (int i = 0; i < 100 && !(res.goaway && res.ping); i++) {
+        cr_assert_eq(h2raw_poll(&r, &res), 0);
+        usleep(20000);
+    }
+    cr_assert(res.goaway, "the first GOAWAY");
+    cr_assert_eq(res.goaway_last[0], 0x7fffffff, "first GOAWAY's last stream: %u", res.goaway_last[0]);
+    cr_assert_eq(res.goaway_error, NGHTTP2_NO_ERROR);
+    cr_assert(res.ping, "a PING with it");
+    cr_assert_eq(res.goaways, 1, "no second GOAWAY before the PING is answered");
+    /* Streams opened before the client saw the GOAWAY are still served. */
+    raw_get(&r, 5);
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_PING, NGHTTP2_FLAG_ACK, 0, res.ping_opaque, 8), 0);
+    h2raw_wait(&r, 0, &res);
+    cr_assert_eq(res.goaways, 2, "GOAWAYs: %u", res.goaways);
+    cr_assert_eq(res.goaway_last[1], 5, "second GOAWAY's last stream: %u", res.goaway_last[1]);
+    cr_assert(res.eof, "closed after the last GOAWAY");
+    h2raw_close(&r);
+    cr_assert_eq(ts_terminate(&ts, 10000), 0, "exit status 0 after drain");
+}
+
+/* SETTINGS_HEADER_TABLE_SIZE below the default, at the start or later: the
+ * client's decoder needs a size update from us (RFC 7541 4.2), which our
+ * first header block always carries (our encoder never indexes). */
+Test(h2, client_header_table_size_is_respected)
+{
+    nghttp2_settings_entry zero[] = {{NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 0}};
+    struct h2c cl;
+    cr_assert_eq(h2c_connect(&cl, ts.port, zero, 1, false), 0);
+    int32_t a = h2c_request(&cl, "GET", "/users/1", NULL);
+    int32_t b = h2c_request(&cl, "GET", "/users/2", NULL);
+    cr_assert_eq(h2c_run(&cl), 0, "failed %d eof %d", cl.failed, cl.eof);
+    expect_user(h2c_stream(&cl, a), 1);
+    expect_user(h2c_stream(&cl, b), 2);
+    h2c_close(&cl);
+
+    cr_assert_eq(h2c_connect(&cl, ts.port, NULL, 0, false), 0);
+    a = h2c_request(&cl, "GET", "/users/3", NULL);
+    cr_assert_eq(h2c_run(&cl), 0);
+    expect_user(h2c_stream(&cl, a), 3);
+    nghttp2_settings_entry small[] = {{NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 100}};
+    cr_assert_eq(nghttp2_submit_settings(cl.ng, NGHTTP2_FLAG_NONE, small, 1), 0);
+    b = h2c_request(&cl, "GET", "/users/4", NULL);
+    cr_assert_eq(h2c_run(&cl), 0, "failed %d eof %d", cl.failed, cl.eof);
+    expect_user(h2c_stream(&cl, b), 4);
+    h2c_close(&cl);
     finish();
 }

@@ -434,11 +434,15 @@ static void raw_frame(struct h2raw *r, const uint8_t *f, size_t len, int32_t sid
             if (rv == 0 && off == len)
                 break;
         }
+        if (flags & NGHTTP2_FLAG_END_STREAM)
+            res->ends++;
         if (id == sid && (flags & NGHTTP2_FLAG_END_STREAM))
             res->done = true;
         break;
     }
     case NGHTTP2_DATA:
+        if (flags & NGHTTP2_FLAG_END_STREAM)
+            res->ends++;
         if (id == sid) {
             size_t n = len < sizeof(res->body) - 1 - res->body_len ? len : sizeof(res->body) - 1 - res->body_len;
             memcpy(res->body + res->body_len, p, n);
@@ -458,6 +462,15 @@ static void raw_frame(struct h2raw *r, const uint8_t *f, size_t len, int32_t sid
         if (len >= 8) {
             res->goaway = true;
             res->goaway_error = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7];
+            if (res->goaways < 4)
+                res->goaway_last[res->goaways] = ((uint32_t)p[0] & 0x7f) << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+            res->goaways++;
+        }
+        break;
+    case NGHTTP2_PING:
+        if (len == 8 && !(flags & NGHTTP2_FLAG_ACK)) {
+            res->ping = true;
+            memcpy(res->ping_opaque, p, 8);
         }
         break;
     default:
@@ -516,6 +529,26 @@ int h2raw_wait(struct h2raw *r, int32_t sid, struct h2raw_result *res)
         if (raw_recv(r, 0, res) < 0)
             return -1; /* timeout */
     }
+}
+
+int h2raw_wait_error(struct h2raw *r, int32_t sid, struct h2raw_result *res)
+{
+    for (;;) {
+        raw_parse(r, sid, res);
+        if (res->reset || res->goaway || res->eof)
+            return 0;
+        if (raw_recv(r, 0, res) < 0)
+            return -1; /* timeout */
+    }
+}
+
+int h2raw_send_headers(struct h2raw *r, int32_t sid, uint8_t flags, const char *const *nv)
+{
+    uint8_t block[4096];
+    int n = h2raw_encode(r, nv, block, sizeof(block));
+    if (n < 0)
+        return -1;
+    return h2raw_send_frame(r, NGHTTP2_HEADERS, (uint8_t)(flags | NGHTTP2_FLAG_END_HEADERS), sid, block, (size_t)n);
 }
 
 int h2raw_poll(struct h2raw *r, struct h2raw_result *res)

@@ -101,7 +101,12 @@ struct h2raw_result {
     bool reset; /* RST_STREAM on the stream */
     uint32_t rst_error;
     bool goaway;
-    uint32_t goaway_error;
+    uint32_t goaway_error;   /* of the last GOAWAY */
+    unsigned goaways;        /* GOAWAY frames seen ... */
+    uint32_t goaway_last[4]; /* ... and the last stream id of the first four */
+    bool ping;               /* a PING (not an ACK) from the server ... */
+    uint8_t ping_opaque[8];  /* ... with this opaque data (the last one) */
+    unsigned ends;           /* streams the server ended (END_STREAM), any stream */
     bool eof;
 };
 
@@ -122,6 +127,14 @@ int h2raw_send_frame(struct h2raw *r, uint8_t type, uint8_t flags, int32_t sid, 
  * HEADERS are decoded (:status) with r's inflater. Returns 0 when the stream
  * ended, -1 otherwise (see res: goaway/eof). */
 int h2raw_wait(struct h2raw *r, int32_t sid, struct h2raw_result *res);
+
+/* Reads frames until RST_STREAM on stream sid, any GOAWAY, or the end of the
+ * connection, whatever else ends the stream first (an END_STREAM does not
+ * stop it). Returns 0 when one of those came, -1 on timeout. */
+int h2raw_wait_error(struct h2raw *r, int32_t sid, struct h2raw_result *res);
+
+/* Sends HEADERS with the HPACK encoding of nv (see h2raw_encode) and END_HEADERS plus flags. Returns 0 or -1. */
+int h2raw_send_headers(struct h2raw *r, int32_t sid, uint8_t flags, const char *const *nv);
 
 /* Reads whatever is already buffered without blocking, updating res (for a
  * sender that must keep reading while it writes). Returns -1 once the connection ended. */
