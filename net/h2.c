@@ -125,7 +125,7 @@ struct h2_conn {
     bool draining;         /* the first GOAWAY of a drain and its PING went out */
     bool goaway_final;     /* the GOAWAY with the real last stream went out: no new streams */
     bool peer_goaway;      /* the peer sent GOAWAY */
-    bool size_update_sent; /* our first header block's size update to 0 went out */
+    struct hpack_encoder enc; /* our model of the peer's decoder table (responses) */
 
     uint32_t max_frame_out; /* the peer's SETTINGS_MAX_FRAME_SIZE */
     int64_t initial_window; /* the peer's SETTINGS_INITIAL_WINDOW_SIZE */
@@ -137,6 +137,7 @@ struct h2_conn {
     uint32_t last_opened; /* highest stream accepted (GOAWAY's last stream id) */
     uint64_t opened_bits; /* bit k: stream max_seen - 2k was opened by a request */
     uint64_t reset_bits;  /* bit k: we reset stream max_seen - 2k (or ignored it) */
+    uint32_t reset_ahead[4]; /* idle ids above max_seen we reset (a PRIORITY on itself), newest last; 0: none */
 
     /* a header block spread over HEADERS + CONTINUATION */
     bool hb_active;
@@ -401,15 +402,13 @@ static void respond(struct h2_conn *h, uint32_t id, struct h2_stream *st, const 
     struct shard *s = c->shard;
     size_t body_len = head ? 0 : res->body_len;
     size_t ctype_len = strlen(res->content_type);
-    uint8_t *f = out_reserve(c, H2_FRAME_HEADER_LEN + 96 + ctype_len);
+    uint8_t *f = out_reserve(c, H2_FRAME_HEADER_LEN + 128 + ctype_len);
     uint8_t *p = f + H2_FRAME_HEADER_LEN;
 
-    /* The header block: static-table names, literal values without indexing
-     * (RFC 7541 6.2.2), so the peer's table never holds anything of ours. */
-    if (!h->size_update_sent) {
-        *p++ = 0x20; /* dynamic table size update to 0 (6.3): whatever SETTINGS_HEADER_TABLE_SIZE the peer sets */
-        h->size_update_sent = true;
-    }
+    /* The header block: server, date and content-type are indexed in the
+     * peer's table (one octet each once there, see hpack.h), content-length
+     * and allow are literals without indexing. */
+    p += hpack_encoder_begin(&h->enc, p);
     switch (res->status) { /* the statuses of the static table (Appendix A, 8-14) are one octet */
     case 200:
         *p++ = 0x88;
@@ -440,17 +439,14 @@ static void respond(struct h2_conn *h, uint32_t id, struct h2_stream *st, const 
         *p++ = (uint8_t)('0' + res->status % 10);
         break;
     }
-    /* server (54) "ringd"; date (33), 29 octets */
-    memcpy(p, "\x0f\x27\x05ringd\x0f\x12\x1d", 11);
-    p += 11;
-    memcpy(p, s->clock.date, CLOCK_DATE_LEN);
-    p += CLOCK_DATE_LEN;
-    /* content-type (31) */
-    *p++ = 0x0f;
-    *p++ = 0x10;
-    p += hpack_encode_int(p, 0, 7, (uint32_t)ctype_len);
-    memcpy(p, res->content_type, ctype_len);
-    p += ctype_len;
+    static const char server[] = "ringd";
+    p += hpack_encode_field(&h->enc, p, HPACK_NAME_SERVER, 0, server, sizeof(server) - 1, true);
+    /* The date string changes once a second: the second is its identity. */
+    p += hpack_encode_field(&h->enc, p, HPACK_NAME_DATE, (uint64_t)s->clock._date_sec, s->clock.date, CLOCK_DATE_LEN,
+                            true);
+    /* Content types are the router's string literals: the address is the identity. */
+    p += hpack_encode_field(&h->enc, p, HPACK_NAME_CONTENT_TYPE, (uint64_t)(uintptr_t)res->content_type,
+                            res->content_type, ctype_len, ctype_len <= 64);
     /* content-length (28) */
     char digits[20];
     size_t nd = buf_fmt_u64(digits, res->body_len);
@@ -723,6 +719,16 @@ static int discard_block(struct h2_conn *h, const uint8_t *block, uint32_t len)
 static void new_stream_block(struct h2_conn *h, uint32_t id, bool end_stream, bool self_dep, const uint8_t *block, uint32_t len)
 {
     struct conn *c = h->c;
+    bool was_reset = false;
+    for (unsigned i = 0; i < 4; i++)
+        was_reset |= h->reset_ahead[i] == id;
+    if (was_reset) { /* we reset it while it was idle: closed, a frame after our RST_STREAM (RFC 9113 5.4.2) */
+        see_id(h, id, false);
+        mark_reset(h, id);
+        if (discard_block(h, block, len) == 0)
+            stream_error(h, id, H2_STREAM_CLOSED);
+        return;
+    }
     if (h->goaway_final || h->nstreams >= c->shard->cfg->h2_max_streams) {
         see_id(h, id, false);
         if (discard_block(h, block, len) != 0)
@@ -985,7 +991,10 @@ static uint32_t apply_settings(struct h2_conn *h, const uint8_t *p, size_t len)
                 return H2_PROTOCOL_ERROR;
             h->max_frame_out = v;
             break;
-        default: /* HEADER_TABLE_SIZE asks nothing of an encoder that never indexes; others are advice or unknown */
+        case H2_SETTINGS_HEADER_TABLE_SIZE: /* our next header block tells the peer what we use of it */
+            hpack_encoder_set_peer_max(&h->enc, v);
+            break;
+        default: /* advice, or unknown */
             break;
         }
     }
@@ -1059,8 +1068,15 @@ static void on_priority(struct h2_conn *h, const struct h2_frame *f)
 {
     struct h2_priority prio;
     h2_frame_priority(f, &prio);
-    if (prio.depends_on == f->stream) /* RFC 9113 5.3.1: a stream error, even on an idle stream */
+    if (prio.depends_on == f->stream) { /* RFC 9113 5.3.1: a stream error, even on an idle stream */
         stream_error(h, f->stream, H2_PROTOCOL_ERROR);
+        if (f->stream > h->max_seen) {
+            /* That id is closed now, but no HEADERS moved max_seen past it:
+             * remember it, so a HEADERS that comes for it later is refused. */
+            memmove(h->reset_ahead, h->reset_ahead + 1, sizeof(h->reset_ahead) - sizeof(h->reset_ahead[0]));
+            h->reset_ahead[3] = f->stream;
+        }
+    }
     /* Otherwise ignored: we announced SETTINGS_NO_RFC7540_PRIORITIES and answer in order. */
 }
 
@@ -1169,6 +1185,7 @@ static struct h2_conn *session_new(struct conn *c)
     h->reset_tokens = H2_RESET_BURST;
     h->reset_refill_ms = c->shard->clock.now_ms;
     hpack_decoder_init(&h->dec);
+    hpack_encoder_init(&h->enc);
     return h;
 }
 

@@ -586,3 +586,84 @@ int hpack_decode(struct hpack_decoder *d, struct hpack_cursor *cur, struct hpack
     }
     return 0;
 }
+
+/* ---------- the response encoder ---------- */
+
+/* Lengths of the static names hpack_encode_field may be given. */
+static size_t static_name_len(enum hpack_static_name name)
+{
+    switch (name) {
+    case HPACK_NAME_ALLOW: return 5;
+    case HPACK_NAME_CONTENT_LENGTH: return 14;
+    case HPACK_NAME_CONTENT_TYPE: return 12;
+    case HPACK_NAME_DATE: return 4;
+    case HPACK_NAME_SERVER: return 6;
+    }
+    return 0;
+}
+
+void hpack_encoder_init(struct hpack_encoder *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->cap = HPACK_TABLE_SIZE;
+}
+
+void hpack_encoder_set_peer_max(struct hpack_encoder *e, uint32_t v)
+{
+    uint32_t cap = v < HPACK_TABLE_SIZE ? v : HPACK_TABLE_SIZE;
+    if (cap != e->cap) {
+        e->cap = cap;
+        e->update_due = true;
+    }
+}
+
+/* Drops the oldest entry from the model, as the peer's decoder does (4.4). */
+static void enc_evict(struct hpack_encoder *e)
+{
+    e->size -= e->e[0].size;
+    memmove(&e->e[0], &e->e[1], sizeof(e->e[0]) * (e->n - 1));
+    e->n--;
+}
+
+size_t hpack_encoder_begin(struct hpack_encoder *e, uint8_t *out)
+{
+    /* Room for the (up to 3) insertions of this block, or a changed cap:
+     * empty the peer's table with an update to 0, then announce the size we use. */
+    if (!e->update_due && e->n + 3 <= HPACK_ENC_ENTRIES)
+        return 0;
+    size_t n = 0;
+    if (e->n > 0 && e->cap != 0)
+        n += hpack_encode_int(out, 0x20, 5, 0); /* evicts everything ... */
+    n += hpack_encode_int(out + n, 0x20, 5, e->cap); /* ... then the size we use (always said after a change) */
+    e->n = 0;
+    e->size = 0;
+    e->update_due = false;
+    return n;
+}
+
+size_t hpack_encode_field(struct hpack_encoder *e, uint8_t *out, enum hpack_static_name name, uint64_t key,
+                          const char *value, size_t len, bool index)
+{
+    if (index) {
+        for (unsigned i = e->n; i-- > 0;)
+            if (e->e[i].name == name && e->e[i].key == key) /* dynamic index: 62 is the newest */
+                return hpack_encode_int(out, 0x80, 7, (uint32_t)(HPACK_STATIC_ENTRIES + e->n - i));
+        size_t esize = static_name_len(name) + len + 32;
+        if (esize > e->cap || e->n == HPACK_ENC_ENTRIES)
+            index = false;
+        else {
+            while (e->size + esize > e->cap)
+                enc_evict(e);
+            e->e[e->n].key = key;
+            e->e[e->n].size = (uint16_t)esize;
+            e->e[e->n].name = (uint8_t)name;
+            e->n++;
+            e->size += (uint32_t)esize;
+        }
+    }
+    /* Literal with incremental indexing (6.2.1, 6-bit index) or without indexing (6.2.2, 4-bit). */
+    size_t n = index ? hpack_encode_int(out, 0x40, 6, name) : hpack_encode_int(out, 0x00, 4, name);
+    n += hpack_encode_int(out + n, 0, 7, (uint32_t)len);
+    memcpy(out + n, value, len);
+    return n + len;
+}

@@ -6,10 +6,14 @@
  * the block itself (plain literals) or the decoder's scratch memory (Huffman
  * literals), and stay valid until the next call on the same decoder.
  *
- * Responses need no encoder state: h2.c writes static-table names with
- * literal values that are never indexed (RFC 7541 6.2.2), so the peer's
- * decoder table stays empty and SETTINGS_HEADER_TABLE_SIZE asks nothing of us
- * beyond the one size update to 0 that opens our first header block.
+ * The response encoder is small on purpose: ringd's answers repeat the same
+ * few fields (server, content-type, the date of the current second), so it
+ * indexes just those in the peer's dynamic table and keeps an exact model of
+ * that table (RFC 7541 4), at most HPACK_ENC_ENTRIES entries of ours. When the
+ * model is about to be full it opens a block with a size update to 0 and back
+ * (6.3), which empties the peer's table, and starts over. A steady answer then
+ * costs four one-octet fields plus content-length instead of ~60 octets of
+ * literals.
  */
 #ifndef RINGD_HPACK_H
 #define RINGD_HPACK_H
@@ -145,6 +149,50 @@ static inline size_t hpack_encode_int(uint8_t *out, uint8_t first, unsigned n, u
     out[i++] = (uint8_t)v;
     return i;
 }
+
+/* ---------- the response encoder ---------- */
+
+#define HPACK_ENC_ENTRIES 8 /* entries of ours the model tracks; a block inserts at most 3 */
+
+/* Static-table names (Appendix A) of the fields responses carry. */
+enum hpack_static_name {
+    HPACK_NAME_ALLOW = 22,
+    HPACK_NAME_CONTENT_LENGTH = 28,
+    HPACK_NAME_CONTENT_TYPE = 31,
+    HPACK_NAME_DATE = 33,
+    HPACK_NAME_SERVER = 54,
+};
+
+/* One connection's model of the peer's decoder table, which only we fill. */
+struct hpack_encoder {
+    uint32_t cap;      /* table size we use: the peer's SETTINGS_HEADER_TABLE_SIZE, at most HPACK_TABLE_SIZE */
+    uint32_t size;     /* octets in the table (name + value + 32 per entry, RFC 7541 4.1) */
+    bool update_due;   /* the next block must open with a size update (cap changed) */
+    unsigned n;        /* entries, oldest first */
+    struct {
+        uint64_t key;  /* which value: the caller's identity for it (a string's address, a second) */
+        uint16_t size;
+        uint8_t name;  /* enum hpack_static_name */
+    } e[HPACK_ENC_ENTRIES];
+};
+
+/* A fresh encoder for a peer whose table has the protocol default size (4096). */
+void hpack_encoder_init(struct hpack_encoder *e);
+
+/* The peer's SETTINGS_HEADER_TABLE_SIZE changed to v: the next block says so. */
+void hpack_encoder_set_peer_max(struct hpack_encoder *e, uint32_t v);
+
+/* Opens a header block: writes any size update the model needs (at most 12
+ * octets) into out and returns its length. Call once per block, first. */
+size_t hpack_encoder_begin(struct hpack_encoder *e, uint8_t *out);
+
+/* Writes the field (static name, value[0..len)) into out and returns its
+ * length (at most 8 + len octets). key identifies the value: equal keys must
+ * mean equal values for as long as an entry may live (a static string's
+ * address, the second a date shows). When index is true the field is indexed
+ * and later blocks name it with one octet; else it is a literal without indexing. */
+size_t hpack_encode_field(struct hpack_encoder *e, uint8_t *out, enum hpack_static_name name, uint64_t key,
+                          const char *value, size_t len, bool index);
 
 /* Classifies a field name (enum hpack_token). */
 uint8_t hpack_name_token(const char *name, size_t len);

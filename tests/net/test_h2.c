@@ -675,6 +675,30 @@ Test(h2, priority_on_itself_resets_the_stream)
     finish();
 }
 
+/* A stream we reset while it was idle (PRIORITY on itself) is closed: a HEADERS
+ * that comes for it later is refused with STREAM_CLOSED, never answered, and
+ * the connection goes on (found by fuzz_h2_frames). */
+Test(h2, headers_after_our_reset_of_an_idle_stream_are_refused)
+{
+    struct h2raw r;
+    cr_assert_eq(h2raw_connect(&r, ts.port), 0);
+    const uint8_t self[5] = {0, 0, 0, 5, 15}; /* stream 5 depends on 5 */
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_PRIORITY, 0, 5, self, 5), 0);
+    struct h2raw_result res = {0};
+    cr_assert_eq(h2raw_wait_error(&r, 5, &res), 0);
+    cr_assert(res.reset && res.rst_error == NGHTTP2_PROTOCOL_ERROR, "stream 5: reset %d", res.reset);
+    cr_assert_eq(h2raw_send_headers(&r, 5, NGHTTP2_FLAG_END_STREAM, get_users_3), 0);
+    memset(&res, 0, sizeof(res));
+    cr_assert_eq(h2raw_wait_error(&r, 5, &res), 0);
+    cr_assert(res.reset, "stream 5 after our RST_STREAM: reset %d, status %d", res.reset, res.status);
+    cr_assert_eq(res.rst_error, NGHTTP2_STREAM_CLOSED);
+    cr_assert_eq(res.status, 0, "stream 5 must not be answered");
+    /* The HPACK state stayed in step and the connection serves on. */
+    raw_get(&r, 7);
+    h2raw_close(&r);
+    finish();
+}
+
 /* 6.3: PRIORITY on stream 0 is a connection error. */
 Test(h2, priority_on_stream_zero_is_connection_error)
 {

@@ -506,3 +506,121 @@ Test(hpack, encode_int_roundtrip)
     cr_assert_eq(hpack_encode_int(b, 0, 8, 42), 1);
     cr_assert_eq(b[0], 42, "C.1.3");
 }
+
+/* ---------- the response encoder ---------- */
+
+/* Decodes block with nghttp2's inflater (an independent implementation of the
+ * peer's table) and checks the fields are exactly want (NULL-terminated). */
+static void expect_inflated(nghttp2_hd_inflater *inf, const uint8_t *block, size_t len, const struct pair *want,
+                            const char *what)
+{
+    size_t k = 0;
+    for (;;) {
+        nghttp2_nv nv;
+        int flags = 0;
+        ssize_t n = nghttp2_hd_inflate_hd2(inf, &nv, &flags, block, len, 1);
+        cr_assert_geq(n, 0, "%s: nghttp2 refused our block (%zd)", what, n);
+        block += n;
+        len -= (size_t)n;
+        if (flags & NGHTTP2_HD_INFLATE_EMIT) {
+            cr_assert_not_null(want[k].name, "%s: extra field %.*s", what, (int)nv.namelen, nv.name);
+            cr_assert(nv.namelen == strlen(want[k].name) && memcmp(nv.name, want[k].name, nv.namelen) == 0,
+                      "%s: field %zu is %.*s, want %s", what, k, (int)nv.namelen, nv.name, want[k].name);
+            cr_assert(nv.valuelen == strlen(want[k].value) && memcmp(nv.value, want[k].value, nv.valuelen) == 0,
+                      "%s: %s is %.*s, want %s", what, want[k].name, (int)nv.valuelen, nv.value, want[k].value);
+            k++;
+        }
+        if (flags & NGHTTP2_HD_INFLATE_FINAL) {
+            nghttp2_hd_inflate_end_headers(inf);
+            break;
+        }
+        if (n == 0 && len == 0)
+            break;
+    }
+    cr_assert_null(want[k].name, "%s: field %s missing", what, want[k].name);
+}
+
+/* One response block as h2.c writes it: server, date (key: the second), content-type, content-length. */
+static size_t encode_response(struct hpack_encoder *e, uint8_t *out, unsigned second, const char *ctype,
+                              const char *clen)
+{
+    static const char server[] = "ringd";
+    char date[32];
+    snprintf(date, sizeof(date), "Wed, 02 Dec 2026 07:%02u:%02u GMT", second / 60 % 60, second % 60);
+    size_t n = hpack_encoder_begin(e, out);
+    out[n++] = 0x88; /* :status 200 */
+    n += hpack_encode_field(e, out + n, HPACK_NAME_SERVER, 0, server, 5, true);
+    n += hpack_encode_field(e, out + n, HPACK_NAME_DATE, second, date, strlen(date), true);
+    n += hpack_encode_field(e, out + n, HPACK_NAME_CONTENT_TYPE, (uintptr_t)ctype, ctype, strlen(ctype), true);
+    n += hpack_encode_field(e, out + n, HPACK_NAME_CONTENT_LENGTH, 0, clen, strlen(clen), false);
+    return n;
+}
+
+/* Thousands of blocks over changing dates, content types and the peer's
+ * table sizes (0 to 4096, set as SETTINGS would) all decode to what was meant,
+ * and a steady block is small: the indexed fields take one octet each. */
+Test(hpack, response_encoder_follows_the_peer_table)
+{
+    static const char *ctypes[] = {"application/json", "text/plain; charset=utf-8",
+                                   "text/plain; version=0.0.4; charset=utf-8"};
+    static const uint32_t sizes[] = {4096, 4096, 0, 100, 4096, 64, 200, 1000, 4096};
+    struct hpack_encoder e;
+    hpack_encoder_init(&e);
+    nghttp2_hd_inflater *inf;
+    cr_assert_eq(nghttp2_hd_inflate_new(&inf), 0);
+    srand(11);
+    unsigned second = 0;
+    size_t steady = 0;
+    for (int round = 0; round < 5000; round++) {
+        if (round % 600 == 599) {
+            /* The peer changes SETTINGS_HEADER_TABLE_SIZE; its decoder allows up to that from now on. */
+            uint32_t v = sizes[(round / 600) % (sizeof(sizes) / sizeof(sizes[0]))];
+            cr_assert_eq(nghttp2_hd_inflate_change_table_size(inf, v), 0);
+            hpack_encoder_set_peer_max(&e, v);
+        }
+        if (rand() % 40 == 0)
+            second++;
+        const char *ctype = ctypes[rand() % 8 == 0 ? rand() % 3 : 0];
+        char clen[16], date[32];
+        snprintf(clen, sizeof(clen), "%d", 50 + rand() % 200);
+        snprintf(date, sizeof(date), "Wed, 02 Dec 2026 07:%02u:%02u GMT", second / 60 % 60, second % 60);
+        uint8_t block[256];
+        size_t n = encode_response(&e, block, second, ctype, clen);
+        struct pair want[] = {{":status", "200"}, {"server", "ringd"}, {"date", date},
+                              {"content-type", ctype}, {"content-length", clen}, {NULL, NULL}};
+        char what[32];
+        snprintf(what, sizeof(what), "round %d", round);
+        expect_inflated(inf, block, n, want, what);
+        cr_assert_leq(nghttp2_hd_inflate_get_dynamic_table_size(inf), e.cap, "%s: table over what we announced", what);
+        if (round < 600 && n <= 4 + 3 + strlen(clen))
+            steady++;
+    }
+    /* With the default table, most blocks are status + three indexed fields + content-length. */
+    cr_assert_gt(steady, 400, "only %zu of 600 blocks were the short form", steady);
+    nghttp2_hd_inflate_del(inf);
+}
+
+/* A peer that allows no table at all gets literals only, and never an insertion. */
+Test(hpack, response_encoder_without_a_table)
+{
+    struct hpack_encoder e;
+    hpack_encoder_init(&e);
+    hpack_encoder_set_peer_max(&e, 0);
+    nghttp2_hd_inflater *inf;
+    cr_assert_eq(nghttp2_hd_inflate_new(&inf), 0);
+    cr_assert_eq(nghttp2_hd_inflate_change_table_size(inf, 0), 0);
+    for (int round = 0; round < 10; round++) {
+        uint8_t block[256];
+        size_t n = encode_response(&e, block, 7, "application/json", "117");
+        struct pair want[] = {{":status", "200"},
+                              {"server", "ringd"},
+                              {"date", "Wed, 02 Dec 2026 07:00:07 GMT"},
+                              {"content-type", "application/json"},
+                              {"content-length", "117"},
+                              {NULL, NULL}};
+        expect_inflated(inf, block, n, want, "no table");
+        cr_assert_eq(e.n, 0);
+        cr_assert_eq(nghttp2_hd_inflate_get_dynamic_table_size(inf), 0);
+    }
+    nghttp2_hd_inflate_del(inf);
+}
