@@ -191,12 +191,15 @@ def rcell($k): if . == null then "–"
 "",
 "<details><summary>\($runs | length) measurements in the order they ran</summary>",
 "",
-"| # | t s | round | scenario | server | req/s | p99 ms | server CPU µs/req | load-gen CPU % | other CPU % |",
-"| ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+"Steal: CPU seconds the host took from the VM during the measurement kept (attempts: a measurement with more than \($m.steal_max_pct // 2)% of the CPUs stolen is taken again, at most twice).",
+"",
+"| # | t s | round | scenario | server | req/s | p99 ms | server CPU µs/req | load-gen CPU % | other CPU % | steal s (attempts) |",
+"| ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
 ( $runs | sort_by(.seq // 0)[]
   | "| \(.seq // "–") | \(.t_s // "–") | \(.round // "–") | \(.scenario) | \(.server) | "
     + (if (.requests // 0) > 0 then "\(.rps | grp) | \(.p99_us | ms) | \(.server_cpu_us_per_req | us2) | \(.load_cpu_pct | pct0) | \(other_pct | pct0) |"
-       else "no figures (\(if .failed_to_start then "did not start" elif .server_died then "exited" else "see the load generator's output" end)) | | | | |" end) ),
+    + " \(.steal_s // "–")\(if (.attempts // 1) > 1 then " (\(.attempts))" else "" end) |"
+       else "no figures (\(if .failed_to_start then "did not start" elif .server_died then "exited" else "see the load generator's output" end)) | | | | | |" end) ),
 "",
 "</details>",
 "",
