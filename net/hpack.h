@@ -1,4 +1,4 @@
-/* hpack.h - HPACK (RFC 7541) for a server: the request-header decoder and the integer encoding responses use.
+/* hpack.h - HPACK (RFC 7541) for a server: the request-header decoder and a small response encoder.
  *
  * The decoder keeps the dynamic table of one HTTP/2 connection and returns a
  * header block's fields one at a time, without copying what it can point at:
