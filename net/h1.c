@@ -66,6 +66,15 @@ uint64_t h1_user_hint(const char *data, size_t len)
     return router_user_hint(data + 4, len - 4);
 }
 
+/* Whether the first line of data[0..len) (all of it when no LF came yet)
+ * holds "HTTP/": a request line of any HTTP/1.x version, well-formed or not. */
+static bool first_line_has_version(const char *data, size_t len)
+{
+    const char *nl = memchr(data, '\n', len);
+    size_t n = nl != NULL ? (size_t)(nl - data) : len;
+    return memmem(data, n, "HTTP/", 5) != NULL;
+}
+
 size_t h1_process(struct conn *c, const char *data, size_t len)
 {
     size_t off = 0;
@@ -89,6 +98,16 @@ size_t h1_process(struct conn *c, const char *data, size_t len)
         if (rc == 0)
             break;
         if (rc < 0) {
+            if (rc == -400 && !c->seen_request && off == 0 && !first_line_has_version(data, len)) {
+                /* The connection's first bytes are not HTTP/1.x at all: a
+                 * client of another protocol (an HTTP/2 client whose preface
+                 * is broken, h2spec 3.5 #2; TLS on the cleartext port). An
+                 * HTTP/1.1 answer would be garbage to it: just close. */
+                c->close_after_send = true;
+                c->close_reason = CLOSE_ERROR;
+                shard_want_flush(c->shard, c);
+                return len;
+            }
             bool head = len - off >= 5 && memcmp(data + off, "HEAD ", 5) == 0;
             answer_error(c, -rc, head, CLOSE_ERROR);
             return len;

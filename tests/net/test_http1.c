@@ -724,7 +724,7 @@ Test(http1, malformed_input_gets_its_status_and_closes, .fini = fini)
         LIT("blank Host", "GET /healthz HTTP/1.1\r\nHost:  \r\n\r\n", 400),
         LIT("two user-ids", "GET /user HTTP/1.1\r\nHost: t\r\nuser-id: 1\r\nuser-id: 2\r\n\r\n", 400),
         LIT("unknown expectation", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 200-ok\r\n\r\n", 417),
-        LIT("garbage", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", 400),
+        LIT("garbage after a request line", "GET / HTTP/1.1\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", 400),
         LIT("bad header", "GET / HTTP/1.1\r\nHost: t\r\nNoColon\r\n\r\n", 400),
         LIT("obs-fold", "GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n  b\r\n\r\n", 400),
         LIT("bare CR", "GET / HTTP/1.1\r\nHost: t\r\nX-A: a\rb\r\n\r\n", 400),
@@ -767,6 +767,45 @@ Test(http1, malformed_input_gets_its_status_and_closes, .fini = fini)
         free(cases[i].raw);
     double after = metric_reaches(CLOSED("error"), before + (double)n);
     cr_assert_geq(after, before + (double)n, "closed{reason=\"error\"} %.0f -> %.0f", before, after);
+    finish();
+}
+
+/* First bytes that are not HTTP/1.x at all (no HTTP-version on the first
+ * line) come from a client of another protocol: the connection closes without
+ * an HTTP/1.1 answer that it could only take for garbage (h2spec 3.5 #2 sends
+ * "INVALID CONNECTION PREFACE"), and the server serves on. */
+Test(http1, not_http1_at_all_is_closed_without_an_answer, .fini = fini)
+{
+    LAUNCH("--idle-timeout-ms", "60000");
+    static const struct {
+        const char *name, *raw;
+        size_t len;
+    } cases[] = {
+#define RAW(n, lit) {n, lit, sizeof(lit) - 1}
+        RAW("h2spec's invalid preface", "INVALID CONNECTION PREFACE\r\n\r\n"),
+        RAW("a TLS ClientHello", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n"),
+        RAW("HTTP/0.9", "GET /\r\n\r\n"),
+#undef RAW
+    };
+    double before = metric(CLOSED("error"));
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct client *c = cl_open(ts.port);
+        cl_send_n(c, cases[i].raw, cases[i].len);
+        cr_assert(cl_closed(c, 10000), "%s: not closed, or bytes came back", cases[i].name);
+        cl_close(c);
+        fresh_connection_gets_200();
+    }
+    double after = metric_reaches(CLOSED("error"), before + 3);
+    cr_assert_geq(after, before + 3, "closed{reason=\"error\"} %.0f -> %.0f", before, after);
+    /* Once a connection spoke HTTP/1.1, garbage on it is still a 400. */
+    struct client *c = cl_open(ts.port);
+    cl_send(c, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nINVALID\r\n\r\n");
+    struct resp r;
+    cr_assert_eq(cl_read(c, &r, false), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_eq(cl_read(c, &r, false), 0, "no 400 after a good request");
+    cr_assert_eq(r.status, 400);
+    cl_close(c);
     finish();
 }
 
