@@ -22,8 +22,11 @@
 
 struct server;
 struct conn;
+struct tls_shard;
 
-enum listener_kind { LISTENER_MAIN = 0, LISTENER_ADMIN = 1, LISTENER__COUNT };
+/* MAIN and TLS serve clients (both count against --max-conns and take part
+ * in hand-offs); ADMIN (shard 0 only) serves probes and metrics in cleartext. */
+enum listener_kind { LISTENER_MAIN = 0, LISTENER_ADMIN = 1, LISTENER_TLS = 2, LISTENER__COUNT };
 
 #define SHARD_BUF_SIZE 4096   /* one provided recv buffer */
 #define SHARD_BUF_COUNT 1024  /* buffers in the ring (power of two) */
@@ -67,6 +70,9 @@ struct shard {
     bool draining;
     uint64_t drain_deadline_ms;
     struct buf scratch;       /* response bodies built on the fly (metrics text) */
+    struct tls_shard *tls;    /* this shard's view of the TLS context; NULL without --tls-listen */
+    uint8_t count_tls;        /* PROTO_TLS_OFFSET while net/conn.c feeds a TLS connection's plaintext, else 0:
+                               * the requests counted meanwhile came over TLS */
 };
 
 /* Allocates and initialises shard id (no thread, no ring yet). Aborts on OOM. */
@@ -84,8 +90,8 @@ void shard_free(struct shard *s);
 /* Queues c so its output is sent at the end of this loop turn (idempotent). */
 void shard_want_flush(struct shard *s, struct conn *c);
 
-/* Counts one answered request: status code, route, protocol, and latency
- * observed when this turn's sends are submitted. */
+/* Counts one answered request: status code, route, protocol (over TLS when
+ * count_tls says so), and latency observed when this turn's sends are submitted. */
 void shard_count_request(struct shard *s, enum metrics_proto proto, enum metrics_route route, int status);
 
 /* Closes c now: cancels its operations and frees it once the last one completes. */
