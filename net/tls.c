@@ -12,6 +12,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509err.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -293,8 +294,12 @@ static SSL_CTX *build_ctx(const struct tls_config *cfg, int64_t *not_after, char
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, cfg->key_file, SSL_FILETYPE_PEM) != 1) {
+        bool mismatch = ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
         ssl_err_text(why, sizeof(why));
-        snprintf(err, errlen, "key %s: %s", cfg->key_file, why);
+        if (mismatch)
+            snprintf(err, errlen, "key %s does not match certificate %s", cfg->key_file, cfg->cert_file);
+        else
+            snprintf(err, errlen, "key %s: %s", cfg->key_file, why);
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
