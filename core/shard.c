@@ -89,7 +89,7 @@ static void return_buffer(struct shard *s, unsigned bid)
 /* ---------- timers ---------- */
 
 static void sync_recv(struct shard *s, struct conn *c);
-static void start_send(struct shard *s, struct conn *c);
+static void send_output(struct shard *s, struct conn *c);
 
 static void arm_timer(struct shard *s, struct conn *c, enum conn_timer kind, uint64_t deadline_ms)
 {
@@ -298,7 +298,7 @@ static void graceful_close(struct shard *s, struct conn *c)
         return;
     if (c->tls != NULL && conn_close_notify(c)) {
         /* TLS: close_notify leaves first; its send's completion brings c back here. */
-        start_send(s, c);
+        send_output(s, c);
         return;
     }
     if (!c->_recv_armed) {
@@ -356,12 +356,10 @@ static inline void take_output(struct conn *c, struct buf *src)
     c->_sent = 0;
 }
 
-static void start_send(struct shard *s, struct conn *c)
+/* Hands c's output to the kernel: one send SQE. Out of line, so that the
+ * test in start_send, which most calls end at, stays inline in its callers. */
+static __attribute__((noinline)) void send_output(struct shard *s, struct conn *c)
 {
-    /* The cleartext no-output case returns here, cheaply enough to be inlined
-     * into the callers (a send's completion calls this with nothing to send). */
-    if (c->_send_inflight || (c->out.len == 0 && c->tls == NULL) || c->_closing || c->_lingering)
-        return;
     if (c->tls == NULL) {
         take_output(c, &c->out); /* spelled out: the cleartext path copies no buffer through a pointer */
     } else {
@@ -378,6 +376,28 @@ static void start_send(struct shard *s, struct conn *c)
     arm_timer(s, c, CT_WRITE, s->clock.now_ms + s->cfg->write_timeout_ms);
 }
 
+/* Sends c's output unless a send is in flight. A send's completion calls
+ * this with nothing to send: that ends here, inlined, without a call. On TLS
+ * this sends only when plaintext waits; flush_output also looks at bytes
+ * TLS wrote by itself. */
+static inline void start_send(struct shard *s, struct conn *c)
+{
+    if (c->_send_inflight || c->out.len == 0 || c->_closing || c->_lingering)
+        return;
+    send_output(s, c);
+}
+
+/* start_send for the turn's flush: a TLS connection may have handshake
+ * messages, tickets or alerts to send and no plaintext (conn_on_data asks
+ * for this flush whenever TLS wrote something). */
+static inline void flush_output(struct shard *s, struct conn *c)
+{
+    if (c->tls != NULL && !c->_send_inflight && !c->_closing && !c->_lingering)
+        send_output(s, c);
+    else
+        start_send(s, c);
+}
+
 static void flush_all(struct shard *s)
 {
     while (s->flush_head != NULL) {
@@ -390,7 +410,7 @@ static void flush_all(struct shard *s)
         }
         if (c->proto == CONN_H2)
             h2_flush(c);
-        start_send(s, c);
+        flush_output(s, c);
         if (!c->close_after_send && !c->_send_inflight && c->out.len == 0) {
             if (c->peer_eof && !c->paused) {
                 /* The client sent all it will and has every answer: what may
@@ -648,9 +668,9 @@ static void on_timer(struct timer_node *node, void *arg)
     case CT_HEADER:
         if (c->proto == CONN_H1 && c->in.len > 0 && !c->close_after_send && !c->_send_inflight) {
             /* Part of a request came: tell the client why before closing. */
-            s->count_tls = c->tls != NULL ? PROTO_TLS_OFFSET : 0;
+            shard_count_tls(s, c->tls != NULL);
             h1_header_timeout(c);
-            s->count_tls = 0;
+            shard_count_tls(s, false);
             arm_timer(s, c, CT_LINGER, s->clock.now_ms + s->cfg->write_timeout_ms);
             break;
         }
@@ -690,7 +710,7 @@ static void on_timer(struct timer_node *node, void *arg)
 
 void shard_count_request(struct shard *s, enum metrics_proto proto, enum metrics_route route, int status)
 {
-    METRIC_INC(s->metrics->requests[proto + s->count_tls][route][metrics_code_of(status)]);
+    METRIC_INC(s->count_base[proto][route][metrics_code_of(status)]);
     s->answered[route]++;
     s->answered_any = true;
 }
@@ -761,6 +781,7 @@ struct shard *shard_new(struct server *srv, unsigned id)
     if (srv->tls != NULL)
         s->tls = tls_shard_new(srv->tls, id);
     s->metrics = xaligned_zalloc(64, sizeof(struct metrics_shard));
+    shard_count_tls(s, false);
     s->paused_budget = (size_t)srv->cfg->paused_budget_mb * 1024 * 1024 / srv->nshards;
     return s;
 }

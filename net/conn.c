@@ -119,9 +119,11 @@ void conn_resume(struct conn *c)
     c->paused = false;
     if (c->in.len == 0)
         return;
-    c->shard->count_tls = c->tls != NULL ? PROTO_TLS_OFFSET : 0;
+    if (c->tls != NULL)
+        shard_count_tls(c->shard, true);
     size_t used = process(c, c->in.data, c->in.len);
-    c->shard->count_tls = 0;
+    if (c->tls != NULL)
+        shard_count_tls(c->shard, false);
     in_consume(c, used);
 }
 
@@ -227,7 +229,7 @@ static void tls_on_data(struct conn *c, const char *data, size_t len)
             goto flush;
     }
     char plain[TLS_RECORD_MAX];
-    s->count_tls = PROTO_TLS_OFFSET;
+    shard_count_tls(s, true);
     for (;;) {
         ssize_t n = tls_conn_read(t, plain, sizeof(plain));
         if (n > 0) {
@@ -239,13 +241,15 @@ static void tls_on_data(struct conn *c, const char *data, size_t len)
         if (n == TLS_READ_CLOSED) {
             /* close_notify: the client sends nothing more; answer what is owed, then close (flush_all). */
             c->peer_eof = true;
+        } else if (n == TLS_READ_ERROR && c->proto == CONN_H2) {
+            shard_close_conn(s, c, CLOSE_ERROR); /* HTTP/2 cannot finish its streams over a broken session */
         } else if (n == TLS_READ_ERROR && !c->close_after_send) {
             c->close_after_send = true; /* a bad record: the alert goes out, then the close */
             c->close_reason = CLOSE_ERROR;
         }
         break;
     }
-    s->count_tls = 0;
+    shard_count_tls(s, false);
 flush:
     if (tls_conn_wire(t)->len > 0 || c->peer_eof || c->close_after_send)
         shard_want_flush(s, c);
