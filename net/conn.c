@@ -144,8 +144,8 @@ void conn_begin_drain(struct conn *c)
     }
     /* HTTP/1.1: the response being worked on carries Connection: close (h1.c checks the shard's draining flag).
      * An idle TLS connection closes now, but gracefully: close_notify first (conn_is_idle says it is not idle). */
-    if (c->tls != NULL && tls_conn_established(c->tls) && !c->close_after_send && c->in.len == 0 &&
-        c->body_left == 0 && c->out.len == 0 && !c->_send_inflight) {
+    if (c->tls != NULL && tls_conn_established(c->tls) && !c->close_after_send && c->in.len == 0 && c->body_left == 0 &&
+        c->out.len == 0 && !c->_send_inflight) {
         c->close_after_send = true;
         c->close_reason = CLOSE_SHUTDOWN;
     }

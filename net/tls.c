@@ -30,8 +30,8 @@
 
 /* TLS 1.2: forward-secret AEAD suites only, ECDSA before RSA, AES-128 first (as fast, and as strong as needed).
  * TLS 1.3: the same order. The server's preference decides (SSL_OP_CIPHER_SERVER_PREFERENCE). */
-#define TLS12_CIPHERS                                                                                                     \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"                          \
+#define TLS12_CIPHERS                                                                                                              \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"                                     \
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 #define TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 #define TLS_GROUPS "X25519:P-256:P-384"
@@ -59,9 +59,9 @@ struct tls_server {
     struct tls_config cfg;
     BIO_METHOD *bio_method; /* read-only after start-up */
     _Atomic(struct tls_snapshot *) current;
-    _Atomic uint64_t gen; /* bumped after each publication of current */
-    struct tls_seen *seen; /* cfg.nshards entries */
-    struct tls_snapshot *retired; /* main thread only: replaced, maybe still in a shard's view */
+    _Atomic uint64_t gen;          /* bumped after each publication of current */
+    struct tls_seen *seen;         /* cfg.nshards entries */
+    struct tls_snapshot *retired;  /* main thread only: replaced, maybe still in a shard's view */
     struct timespec next_rotation; /* CLOCK_MONOTONIC */
     _Atomic uint64_t reloads_ok, reloads_failed, rotations;
     _Atomic int64_t not_after;
@@ -80,7 +80,7 @@ struct tls_conn {
     const unsigned char *in;
     size_t in_len;
     struct buf wire;
-    bool seen_bytes;  /* some ciphertext arrived: the first byte was checked */
+    bool seen_bytes; /* some ciphertext arrived: the first byte was checked */
     bool established;
     bool failed;
     bool notify_sent;
@@ -137,8 +137,7 @@ int tls_ticket_keys_load(const char *path, struct tls_ticket_key *keys, char *er
     size_t n = fread(raw, 1, sizeof(raw), f);
     fclose(f);
     if (n == 0 || n % TLS_TICKET_KEY_BYTES != 0 || n > TLS_TICKET_KEY_BYTES * TLS_MAX_TICKET_KEYS) {
-        snprintf(err, errlen,
-                 "%s: %zu bytes; a ticket key file holds 1 to %d keys of %d bytes (e.g. openssl rand %d > FILE)", path,
+        snprintf(err, errlen, "%s: %zu bytes; a ticket key file holds 1 to %d keys of %d bytes (e.g. openssl rand %d > FILE)", path,
                  n, TLS_MAX_TICKET_KEYS, TLS_TICKET_KEY_BYTES, TLS_TICKET_KEY_BYTES);
         return -1;
     }
@@ -203,15 +202,14 @@ static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_
 
 /* ---------- contexts ---------- */
 
-static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
-                   unsigned int inlen, void *arg)
+static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in, unsigned int inlen,
+                   void *arg)
 {
     (void)ssl, (void)arg;
     unsigned char *chosen;
     /* The first of ours the client also offers (our preference: h2). No overlap: carry on without ALPN,
      * which means HTTP/1.1, rather than failing the handshake. */
-    if (SSL_select_next_proto(&chosen, outlen, alpn_protos, sizeof(alpn_protos) - 1, in, inlen) !=
-        OPENSSL_NPN_NEGOTIATED)
+    if (SSL_select_next_proto(&chosen, outlen, alpn_protos, sizeof(alpn_protos) - 1, in, inlen) != OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_NOACK;
     *out = chosen;
     return SSL_TLSEXT_ERR_OK;
@@ -309,8 +307,7 @@ static SSL_CTX *build_ctx(const struct tls_config *cfg, int64_t *not_after, char
     }
     char keytype[80];
     if (!key_type_ok(SSL_CTX_get0_privatekey(ctx), keytype, sizeof(keytype))) {
-        snprintf(err, errlen, "key %s is %s; ringd serves ECDSA P-256/P-384 or RSA of 2048 bits or more",
-                 cfg->key_file, keytype);
+        snprintf(err, errlen, "key %s is %s; ringd serves ECDSA P-256/P-384 or RSA of 2048 bits or more", cfg->key_file, keytype);
         goto fail;
     }
     X509 *x = SSL_CTX_get0_certificate(ctx);
@@ -359,8 +356,7 @@ static void schedule_rotation(struct tls_server *ts)
 }
 
 /* The keys for a new snapshot: from the file, or (none configured) the current ones. Returns the count or -1. */
-static int keys_for(struct tls_server *ts, const struct tls_snapshot *cur, struct tls_ticket_key *keys, char *err,
-                    size_t errlen)
+static int keys_for(struct tls_server *ts, const struct tls_snapshot *cur, struct tls_ticket_key *keys, char *err, size_t errlen)
 {
     if (ts->cfg.ticket_key_file != NULL)
         return tls_ticket_keys_load(ts->cfg.ticket_key_file, keys, err, errlen);

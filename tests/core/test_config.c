@@ -10,11 +10,11 @@
 #include <unistd.h>
 
 static const char *const env_names[] = {
-    "RINGD_LISTEN",          "RINGD_ADMIN_LISTEN",     "RINGD_DB",
-    "RINGD_SHARDS",          "RINGD_MAX_CONNS",        "RINGD_HEADER_TIMEOUT_MS",
-    "RINGD_IDLE_TIMEOUT_MS", "RINGD_WRITE_TIMEOUT_MS", "RINGD_DRAIN_TIMEOUT_MS",
-    "RINGD_REFRESH_MS",      "RINGD_H2_MAX_STREAMS",   "RINGD_PAUSED_BUDGET_MB",
-    "RINGD_REUSE_PORT_JOIN", "RINGD_TLS_LISTEN",       "RINGD_TLS_CERT",
+    "RINGD_LISTEN",          "RINGD_ADMIN_LISTEN",        "RINGD_DB",
+    "RINGD_SHARDS",          "RINGD_MAX_CONNS",           "RINGD_HEADER_TIMEOUT_MS",
+    "RINGD_IDLE_TIMEOUT_MS", "RINGD_WRITE_TIMEOUT_MS",    "RINGD_DRAIN_TIMEOUT_MS",
+    "RINGD_REFRESH_MS",      "RINGD_H2_MAX_STREAMS",      "RINGD_PAUSED_BUDGET_MB",
+    "RINGD_REUSE_PORT_JOIN", "RINGD_TLS_LISTEN",          "RINGD_TLS_CERT",
     "RINGD_TLS_KEY",         "RINGD_TLS_TICKET_KEY_FILE",
 };
 
@@ -289,9 +289,9 @@ Test(config, tls_flags, .init = clean_env)
     cr_assert_str_eq(c.tls_key, "/k.pem");
     cr_assert_null(c.tls_ticket_key_file);
 
-    cr_assert_eq(PARSE("--listen", "none", "--tls-listen", ":443", "--tls-cert", "c", "--tls-key", "k",
-                       "--tls-ticket-key-file", "t"),
-                 0, "%s", err);
+    cr_assert_eq(
+        PARSE("--listen", "none", "--tls-listen", ":443", "--tls-cert", "c", "--tls-key", "k", "--tls-ticket-key-file", "t"), 0,
+        "%s", err);
     cr_assert_not(c.listen_enabled);
     cr_assert_str_eq(c.tls_ticket_key_file, "t");
 

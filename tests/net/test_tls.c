@@ -100,15 +100,13 @@ Test(tls, curl_http11_and_http2_by_alpn)
     need("curl");
     launch(&ts, "1", NULL);
     char cmd[1024], out[8192];
-    snprintf(cmd, sizeof(cmd),
-             "curl -sS --cacert %s --http1.1 -w '\\n%%{http_version} %%{http_code}' https://localhost:%d/users/5",
+    snprintf(cmd, sizeof(cmd), "curl -sS --cacert %s --http1.1 -w '\\n%%{http_version} %%{http_code}' https://localhost:%d/users/5",
              crt, ts.tls_port);
     cr_assert_eq(capture(cmd, out, sizeof(out)), 0, "curl: %s", out);
     cr_assert(strncmp(out, "{\"id\":5,", 8) == 0, "body: %s", out);
     cr_assert_not_null(strstr(out, "\n1.1 200"), "HTTP/1.1 over TLS: %s", out);
 
-    snprintf(cmd, sizeof(cmd),
-             "curl -sS --cacert %s --http2 -w '\\n%%{http_version} %%{http_code}' https://localhost:%d/users/6",
+    snprintf(cmd, sizeof(cmd), "curl -sS --cacert %s --http2 -w '\\n%%{http_version} %%{http_code}' https://localhost:%d/users/6",
              crt, ts.tls_port);
     cr_assert_eq(capture(cmd, out, sizeof(out)), 0, "curl: %s", out);
     cr_assert(strncmp(out, "{\"id\":6,", 8) == 0, "body: %s", out);
@@ -116,8 +114,8 @@ Test(tls, curl_http11_and_http2_by_alpn)
 
     /* No ALPN at all: HTTP/1.1. */
     snprintf(cmd, sizeof(cmd),
-             "curl -sS --cacert %s --no-alpn -w '\\n%%{http_version} %%{http_code}' https://localhost:%d/user -H 'user-id: 7'",
-             crt, ts.tls_port);
+             "curl -sS --cacert %s --no-alpn -w '\\n%%{http_version} %%{http_code}' https://localhost:%d/user -H 'user-id: 7'", crt,
+             ts.tls_port);
     cr_assert_eq(capture(cmd, out, sizeof(out)), 0, "curl: %s", out);
     cr_assert_not_null(strstr(out, "\n1.1 200"), "no ALPN -> HTTP/1.1: %s", out);
 
@@ -152,8 +150,7 @@ Test(tls, s_client_alpn_each_protocol)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char cmd[512], out[32768];
-        snprintf(cmd, sizeof(cmd), "openssl s_client -connect 127.0.0.1:%d %s </dev/null 2>&1", ts.tls_port,
-                 cases[i].offer);
+        snprintf(cmd, sizeof(cmd), "openssl s_client -connect 127.0.0.1:%d %s </dev/null 2>&1", ts.tls_port, cases[i].offer);
         capture(cmd, out, sizeof(out));
         cr_expect_not_null(strstr(out, cases[i].want), "%s: want '%s' in:\n%s", cases[i].offer, cases[i].want, out);
     }
@@ -176,12 +173,12 @@ static void resume_attempts(int port_out, int port_in, const char *version, int 
     for (int i = 0; i < attempts; i++) {
         char cmd[1024], out[32768];
         /* The TLS 1.3 ticket comes after the handshake: keep stdin open a moment so s_client reads it. */
-        snprintf(cmd, sizeof(cmd), "(sleep 0.3) | openssl s_client -connect 127.0.0.1:%d %s -sess_out %s 2>&1",
-                 port_out, version, sess);
+        snprintf(cmd, sizeof(cmd), "(sleep 0.3) | openssl s_client -connect 127.0.0.1:%d %s -sess_out %s 2>&1", port_out, version,
+                 sess);
         capture(cmd, out, sizeof(out));
         cr_assert_not_null(strstr(out, "\nNew, "), "first connection: %s", out);
-        snprintf(cmd, sizeof(cmd), "(sleep 0.3) | openssl s_client -connect 127.0.0.1:%d %s -sess_in %s 2>&1", port_in,
-                 version, sess);
+        snprintf(cmd, sizeof(cmd), "(sleep 0.3) | openssl s_client -connect 127.0.0.1:%d %s -sess_in %s 2>&1", port_in, version,
+                 sess);
         capture(cmd, out, sizeof(out));
         cr_assert_not_null(strstr(out, "\nReused, "), "attempt %d (%s) not resumed:\n%s", i, version, out);
     }
@@ -209,8 +206,7 @@ Test(tls, ticket_key_file_shared_across_instances)
     char keyfile[400], other[400], cmd[2048];
     snprintf(keyfile, sizeof(keyfile), "%s/ticket.key", certdir);
     snprintf(other, sizeof(other), "%s/other.key", certdir);
-    snprintf(cmd, sizeof(cmd), "openssl rand 80 > %s && openssl rand 80 > %s && openssl rand 80 >> %s", other, keyfile,
-             keyfile);
+    snprintf(cmd, sizeof(cmd), "openssl rand 80 > %s && openssl rand 80 > %s && openssl rand 80 >> %s", other, keyfile, keyfile);
     cr_assert_eq(ts_sh(cmd), 0);
     const char *extra[] = {"--tls-ticket-key-file", keyfile, NULL};
     launch(&ts, "1", extra);
@@ -238,8 +234,8 @@ Test(tls, bad_ticket_key_file_is_a_startup_error)
     snprintf(cmd, sizeof(cmd), "openssl rand 79 > %s", keyfile);
     cr_assert_eq(ts_sh(cmd), 0);
     cr_assert_eq(ts_prepare(&ts, 10), 0);
-    const char *args[] = {"--tls-listen", "127.0.0.1:0", "--tls-cert", crt, "--tls-key", key, "--tls-ticket-key-file",
-                          keyfile, NULL};
+    const char *args[] = {"--tls-listen",          "127.0.0.1:0", "--tls-cert", crt, "--tls-key", key,
+                          "--tls-ticket-key-file", keyfile,       NULL};
     cr_assert_neq(ts_start(&ts, args), 0, "refused");
     cr_assert(ts_log_contains(&ts, "msg=tls_setup_failed"), "says why");
     cr_assert(ts_log_contains(&ts, "79 bytes"), "names the size");
@@ -317,12 +313,10 @@ Test(tls, h2load_over_tls_no_failures)
     cr_assert_eq(capture(cmd, out, sizeof(out)), 0, "h2load: %s", out);
     cr_assert_not_null(strstr(out, "5000 succeeded, 0 failed, 0 errored"), "%s", out);
     /* A new connection per request: handshakes, resumed from the first one's ticket. */
-    snprintf(cmd, sizeof(cmd), "h2load --h1 -n 500 -c 8 -H 'Connection: close' https://127.0.0.1:%d/users/9 2>&1",
-             ts.tls_port);
+    snprintf(cmd, sizeof(cmd), "h2load --h1 -n 500 -c 8 -H 'Connection: close' https://127.0.0.1:%d/users/9 2>&1", ts.tls_port);
     cr_assert_eq(capture(cmd, out, sizeof(out)), 0, "h2load: %s", out);
     cr_assert_not_null(strstr(out, "500 succeeded, 0 failed, 0 errored"), "%s", out);
-    cr_expect_geq(metric(&ts, "ringd_requests_processed_total{protocol=\"http2_tls\",route=\"users\",code=\"200\"}"),
-                  20000);
+    cr_expect_geq(metric(&ts, "ringd_requests_processed_total{protocol=\"http2_tls\",route=\"users\",code=\"200\"}"), 20000);
     cr_expect_geq(metric(&ts, "ringd_tls_close_notify_sent_total"), 500);
     finish(&ts);
 }
@@ -333,8 +327,7 @@ Test(tls, graceful_close_sends_close_notify)
     struct tc t;
     char resp[8192];
     cr_assert_eq(tc_connect(&t, ts.tls_port, NULL, 0, false), 0);
-    cr_assert_eq(tc_request(&t, "GET /users/2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", resp, sizeof(resp)),
-                 200);
+    cr_assert_eq(tc_request(&t, "GET /users/2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", resp, sizeof(resp)), 200);
     cr_expect(tc_wait_close_notify(&t), "close_notify before the close");
     tc_close(&t);
 

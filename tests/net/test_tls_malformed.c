@@ -27,7 +27,7 @@ static void setup(void)
     cr_assert_eq(tc_make_cert(certdir, "s", "ringd-s", "ec"), 0);
     snprintf(crt, sizeof(crt), "%s/s.crt", certdir);
     snprintf(key, sizeof(key), "%s/s.key", certdir);
-    const char *args[] = {"--tls-listen", "127.0.0.1:0", "--tls-cert", crt,   "--tls-key", key,
+    const char *args[] = {"--tls-listen", "127.0.0.1:0", "--tls-cert",          crt,    "--tls-key", key,
                           "--shards",     "1",           "--header-timeout-ms", "1500", NULL};
     cr_assert_eq(ts_launch(&ts, 100, args), 0);
     /* A client on the same (only) shard, in the middle of its keep-alive connection. */
