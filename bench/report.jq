@@ -43,7 +43,10 @@ def rcell($k): if . == null then "–"
    "h1-c1024": "HTTP/1.1 wrk, 1024 conns",
    "h1-rate": "HTTP/1.1 h2load, 64 conns, fixed rate",
    "h2-c16-m10": "h2c h2load, -c16 -m10",
-   "h2-c4-m100": "h2c h2load, -c4 -m100"} as $names
+   "h2-c4-m100": "h2c h2load, -c4 -m100",
+   "tls-h1-c64": "HTTPS/1.1 wrk, 64 conns",
+   "tls-h2-c16-m10": "h2 over TLS h2load, -c16 -m10",
+   "tls-handshakes": "TLS full handshakes (s_time -new), 1 conn at a time"} as $names
 | def sname: $names[.] // .;
   def s($sc; $sv): [$sum[] | select(.scenario == $sc and .server == $sv)] | .[0];
   def r($sc; $peer): [$rat[] | select(.scenario == $sc and .peer == $peer)] | .[0];
@@ -70,9 +73,9 @@ def rcell($k): if . == null then "–"
     else empty end ),
 "## Servers",
 "",
-"| server | what | h2c | answer to `/users/\($m.sample_id // "N/2+1")` | status |",
-"| --- | --- | --- | ---: | --- |",
-( $servers[] | "| \(.name) | \(.name | what) | \(if .h2c then "yes" else "no: h2c scenarios n/a" end) | "
+"| server | what | h2c | TLS | answer to `/users/\($m.sample_id // "N/2+1")` | status |",
+"| --- | --- | --- | --- | ---: | --- |",
+( $servers[] | "| \(.name) | \(.name | what) | \(if .h2c then "yes" else "no: h2c scenarios n/a" end) | \(if .tls then "yes" else "no: tls-* scenarios n/a" end) | "
     + (if .response_bytes == null then "–" else "\(.response_bytes) bytes" end)
     + (if .same_bytes_as_ringd == true then ", same bytes as ringd" elif .same_bytes_as_ringd == false then ", **differs from ringd**" else "" end)
     + " | \(if .status == "ok" then "measured" else "**\(.status)**: \(.reason // "")" end) |" ),
@@ -86,7 +89,7 @@ def rcell($k): if . == null then "–"
 "| scenario | server | rounds | req/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs/req | load-gen CPU % | other CPU % |",
 "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
 ( $scen[] as $sc | $servers[] | select(.status != "unavailable") | .name as $sv | s($sc; $sv) | select(. != null)
-  | if .status == "n/a" then "| \($sc | sname) | \($sv) | n/a (no HTTP/2) | | | | | | | | |"
+  | if .status == "n/a" then "| \($sc | sname) | \($sv) | n/a (\(if ($sc | startswith("tls-")) then "no TLS" else "no HTTP/2" end)) | | | | | | | | |"
     elif .status == "failed" then "| \($sc | sname) | \($sv) | – | **failed**: \(.problems | join("; ")) | | | | | | | |"
     elif .with_figures == 0 then "| \($sc | sname) | \($sv) | 0 of \(.runs) | **no figures**: \(.problems | join("; ")) | | | | | | | |"
     else "| \($sc | sname) | \($sv) | \(if .with_figures == .runs then "\(.runs)" else "\(.with_figures) of \(.runs)" end) | "

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/run.sh - ringd side by side with nginx, h2o, the io_uring floor
-# (bench/floor) and the hyper peer (bench/peers/hyper); issues 6, 9 and 10.
+# (bench/floor) and the hyper peer (bench/peers/hyper); issues 6, 9, 10 and 12 (TLS).
 #
 #   bench/run.sh              full run: Release build, 1,000,000-user demo DB,
 #                             3 rounds x 10 s per scenario and server, profile,
@@ -17,7 +17,7 @@
 #   --peers-only        every server but ringd (ringd is still built: hyper reads its DB)
 #   --server-cpu N      CPU the server is pinned to (default 0; env BENCH_SERVER_CPU)
 #   --load-cpu N        CPU the load generator is pinned to (default 1; env BENCH_LOAD_CPU)
-#   --port N            HTTP port on 127.0.0.1 (default 29080, below the ephemeral range so no client socket holds it; nginx h2c uses N+1; env BENCH_PORT)
+#   --port N            HTTP port on 127.0.0.1 (default 29080, below the ephemeral range so no client socket holds it; nginx h2c uses N+1, HTTPS N+2; env BENCH_PORT)
 #   --duration S        seconds per measurement (default 10, --quick 3, --smoke 1)
 #   --reps N            rounds, i.e. measurements of each scenario on each server
 #                       (default 3; --quick and --smoke 1)
@@ -73,10 +73,11 @@ HYPER_PATH_CACHE=$BENCH_DIR/.cache/hyper-peer.path
 HYPER_BIN=""
 
 # Debian packages the harness needs; installed only when missing.
-PKGS=(wrk nginx-light h2o nghttp2-client gnuplot-nox valgrind jq curl time util-linux procps gcc liburing-dev)
+PKGS=(wrk nginx-light h2o nghttp2-client gnuplot-nox valgrind jq curl time util-linux procps gcc liburing-dev openssl)
 
 # h1-rate comes after h1-c64: its rate is half of nginx's h1-c64 req/s of round 1.
-SCENARIOS=(h1-c64 h1-c64-p16 h1-c256 h1-c1024 h1-rate h2-c16-m10 h2-c4-m100)
+# tls-*: the same over HTTPS (one certificate for every server, made per run).
+SCENARIOS=(h1-c64 h1-c64-p16 h1-c256 h1-c1024 h1-rate h2-c16-m10 h2-c4-m100 tls-h1-c64 tls-h2-c16-m10 tls-handshakes)
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -122,6 +123,7 @@ parse_args() {
     : "${OUT_DIR:=$BENCH_DIR/results}"
     [ "$MODE" = smoke ] && OUT_DIR="$BENCH_DIR/results/smoke"
     H2C_PORT=$((PORT + 1))
+    TLS_PORT=$((PORT + 2))
     local s
     IFS=, read -ra SERVER_LIST <<<"$SERVERS"
     local -A seen=()
@@ -137,8 +139,12 @@ parse_args() {
 # scenarios are "n/a" (not run, not a failure).
 speaks_h2() { case "$1" in ringd|nginx|h2o) return 0 ;; *) return 1 ;; esac; }
 
+# Whether server $1 serves HTTPS: floor and hyper do not (their tls-*
+# scenarios are "n/a").
+speaks_tls() { case "$1" in ringd|nginx|h2o) return 0 ;; *) return 1 ;; esac; }
+
 # Whether server $1 takes part in scenario $2.
-applies() { [[ "$2" != h2-* ]] || speaks_h2 "$1"; }
+applies() { { [[ "$2" != h2-* ]] || speaks_h2 "$1"; } && { [[ "$2" != tls-* ]] || speaks_tls "$1"; }; }
 
 # What became of each server before measuring: ok, unavailable (not there to
 # measure: not an error) or failed (should have run and could not), and why.
@@ -372,6 +378,9 @@ render() {
     text=${text//@WORK@/"$WORK"}
     text=${text//@PORT@/"$PORT"}
     text=${text//@H2C_PORT@/"$H2C_PORT"}
+    text=${text//@TLS_PORT@/"$TLS_PORT"}
+    text=${text//@TLS_CERT@/"$WORK/tls.crt"}
+    text=${text//@TLS_KEY@/"$WORK/tls.key"}
     text=${text//@USER@/"$(id -un)"}
     text=${text//@BODY@/"$body"}
     printf '%s\n' "$text" >"$out"
@@ -383,6 +392,9 @@ server_cmd() {
     case "$1" in
     ringd)
         SERVER_CMD=("$RINGD_BIN" serve --listen "127.0.0.1:$PORT" --db "$DB" --shards 1 --max-conns 8192)
+        # The TLS listener only where it is measured: the cleartext runs stay as they were.
+        [[ "${CUR_SCENARIO:-}" != tls-* ]] ||
+            SERVER_CMD+=(--tls-listen "127.0.0.1:$TLS_PORT" --tls-cert "$WORK/tls.crt" --tls-key "$WORK/tls.key")
         ;;
     nginx)
         render "$BENCH_DIR/peers/nginx.conf.in" "$WORK/nginx.conf" "$(<"$WORK/body.json")"
@@ -418,6 +430,7 @@ start_server() {
     shift
     port_held "$PORT" && die "port $PORT is already in use by another process"
     [ "$name" = nginx ] && port_held "$H2C_PORT" && die "port $H2C_PORT is already in use"
+    speaks_tls "$name" && port_held "$TLS_PORT" && die "port $TLS_PORT is already in use"
     server_cmd "$name"
     local cmd=(taskset -c "$SERVER_CPU" "$@" "${SERVER_CMD[@]}")
     record_cmd "${cmd[@]}"
@@ -515,6 +528,21 @@ h2load_cmd() { # clients streams seconds [log-file]
     LOAD_CMD=(h2load -t1 "-c$1" "-m$2" -D "$3" -i "$(uris_file "$H2_PORT")" ${4:+"--log-file=$4"})
 }
 
+# The same paths as https URIs of TLS_PORT.
+tls_uris_file() {
+    local file="$WORK/uris-tls-$TLS_PORT.txt"
+    [ -s "$file" ] || sed "s|^|https://127.0.0.1:$TLS_PORT|" "$WORK/paths.txt" >"$file"
+    printf '%s' "$file"
+}
+
+# One certificate for every server's TLS listener: ECDSA P-256, self-signed, made per run.
+make_tls_cert() {
+    local cmd=(openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WORK/tls.key"
+        -out "$WORK/tls.crt" -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1)
+    record_cmd "${cmd[@]}"
+    "${cmd[@]}" >"$WORK/tls-cert.log" 2>&1 || die "openssl req failed (see $WORK/tls-cert.log)"
+}
+
 # The load of scenario $1 for $2 seconds, per-request log in $3 (h2load only;
 # none if empty). Sets LOAD_CMD and SC_TOOL SC_PROTO SC_CONNS SC_DEPTH.
 scenario_load() { # scenario seconds [log-file]
@@ -526,9 +554,24 @@ scenario_load() { # scenario seconds [log-file]
     h1-rate)    SC_TOOL=h2load; SC_CONNS=64; SC_DEPTH=1 ;;
     h2-c16-m10) SC_TOOL=h2load; SC_CONNS=16; SC_DEPTH=10 ;;
     h2-c4-m100) SC_TOOL=h2load; SC_CONNS=4; SC_DEPTH=100 ;;
+    tls-h1-c64) SC_TOOL=wrk; SC_CONNS=64; SC_DEPTH=1 ;;
+    tls-h2-c16-m10) SC_TOOL=h2load; SC_CONNS=16; SC_DEPTH=10 ;;
+    tls-handshakes) SC_TOOL=s_time; SC_CONNS=1; SC_DEPTH=1 ;;
     *) die "unknown scenario $1" ;;
     esac
-    if [ "$SC_TOOL" = wrk ]; then
+    if [ "$1" = tls-h1-c64 ]; then
+        SC_PROTO=https/1.1
+        wrk_cmd "$SC_CONNS" "$SC_DEPTH" "$2"
+        LOAD_CMD[-1]="https://127.0.0.1:$TLS_PORT"
+    elif [ "$1" = tls-h2-c16-m10 ]; then
+        SC_PROTO=h2
+        LOAD_CMD=(h2load -t1 "-c$SC_CONNS" "-m$SC_DEPTH" -D "$2" -i "$(tls_uris_file)" ${3:+"--log-file=$3"})
+    elif [ "$1" = tls-handshakes ]; then
+        # A full handshake per connection (s_time -new never resumes), then
+        # one HTTP/1.0 request, read until the server closes.
+        SC_PROTO=https/1.0
+        LOAD_CMD=(openssl s_time -connect "127.0.0.1:$TLS_PORT" -new -www "/users/$SAMPLE_ID" -time "$2")
+    elif [ "$SC_TOOL" = wrk ]; then
         SC_PROTO=http/1.1
         wrk_cmd "$SC_CONNS" "$SC_DEPTH" "$2"
     elif [ "$1" = h1-rate ]; then
@@ -634,6 +677,8 @@ measure_once() { # server scenario round
                 errors: (.err_connect + .err_read + .err_write + .err_timeout + .err_status),
                 wrk: .}' <<<"$figs")
         fi
+    elif [ "$SC_TOOL" = s_time ]; then
+        figs=$(parse_s_time "$WORK/$tag.out")
     else
         figs=$(parse_h2load "$WORK/$tag.out" "$WORK/$tag.tsv")
     fi
@@ -644,6 +689,17 @@ measure_once() { # server scenario round
     FIGS=$figs
     TICKS=$((t1 - t0))
     rm -f "$WORK/$tag.tsv"   # per-request log: large, only needed for percentiles
+}
+
+# "N connections in T real seconds, B bytes read per connection": each
+# connection is one full handshake and one request; no latency figures.
+parse_s_time() { # out
+    awk '/connections in [0-9.]+ real seconds/ { n = $1; t = $4; b = $6 }
+         END {
+             if (n == "" || t + 0 == 0) exit
+             printf "{\"requests\":%d,\"duration_s\":%s,\"rps\":%.1f,\"p50_us\":null,\"p99_us\":null,\"p999_us\":null,", n, t, n / t
+             printf "\"errors_socket\":0,\"errors_status\":%d,\"errors\":%d,\"s_time\":{\"connections\":%d,\"bytes_per_connection\":%d}}\n", (b < 100), (b < 100), n, b
+         }' "$1"
 }
 
 parse_h2load() { # out tsv
@@ -760,8 +816,10 @@ run_rounds() {
     # the plan on fd 3: nothing the loop runs reads it as its stdin
     while read -r r sc s <&3; do
         [ "$sc" != h1-rate ] || set_rate
+        CUR_SCENARIO=$sc
         measure "$s" "$sc" "$r"
     done 3<"$WORK/plan.txt"
+    CUR_SCENARIO=""
 }
 
 # ringd's record for user USERS/2+1, fetched from a ringd started for just
@@ -1002,12 +1060,13 @@ host_json() {
 # One line per server of the list: its status, whether it speaks h2c, what it
 # answered for /users/SAMPLE_ID.
 servers_json() {
-    local s h2
+    local s h2 tls
     for s in "${SERVER_LIST[@]}"; do
         if speaks_h2 "$s"; then h2=true; else h2=false; fi
+        if speaks_tls "$s"; then tls=true; else tls=false; fi
         jq -cn --arg name "$s" --arg status "${SERVER_STATUS[$s]:-ok}" --arg reason "${SERVER_REASON[$s]:-}" \
-            --argjson h2 "$h2" --argjson bytes "${RESPONSE_BYTES[$s]:-null}" --argjson same "${SAME_AS_RINGD[$s]:-null}" '
-            {name: $name, status: $status, h2c: $h2, response_bytes: $bytes}
+            --argjson h2 "$h2" --argjson tls "$tls" --argjson bytes "${RESPONSE_BYTES[$s]:-null}" --argjson same "${SAME_AS_RINGD[$s]:-null}" '
+            {name: $name, status: $status, h2c: $h2, tls: $tls, response_bytes: $bytes}
             + (if $reason != "" then {reason: $reason} else {} end)
             + (if $same != null then {same_bytes_as_ringd: $same} else {} end)'
     done | jq -sc .
@@ -1122,7 +1181,7 @@ smoke_check() {
          | select(.status != "measured"
                   or (.with_figures as $w | [.rps.n, .server_cpu_us_per_req.n, .load_cpu_pct.n] | any(. < $w)))
          | "\(.server) \(.scenario): \(.status)\(if (.problems // []) != [] then " (" + (.problems | join("; ")) + ")" else "" end)"),
-        (.runs[] | select((.requests // 0) > 0 and (.tool == "h2load" or .depth == 1))
+        (.runs[] | select((.requests // 0) > 0 and (.tool == "h2load" or (.tool == "wrk" and .depth == 1)))
          | select([.p50_us, .p99_us, .p999_us] | any(. == null))
          | "\(.server) \(.scenario) round \(.round): missing latency percentiles")' "$JSON_OUT")
     jq -r '.runs[] | select((.errors // 0) > 0) | "warning: \(.server) \(.scenario) round \(.round): \(.errors) errors"' "$JSON_OUT" >&2
@@ -1138,7 +1197,7 @@ smoke_check() {
     log "smoke ok: $n scenario/server pairs produced figures; skipped: $(jq -r '
         [.summary[] | select(.status == "n/a" or .status == "unavailable")]
         | group_by(.server + " " + .status)
-        | map("\(.[0].server) \(.[0].status)" + (if .[0].status == "n/a" then " (\(length) h2c scenarios)" else "" end))
+        | map("\(.[0].server) \(.[0].status)" + (if .[0].status == "n/a" then " (\(length) h2c/TLS scenarios)" else "" end))
         | if length == 0 then "none" else join(", ") end' "$JSON_OUT")"
 }
 
@@ -1163,6 +1222,7 @@ main() {
     if has_server floor; then build_floor; fi
     if has_server hyper; then prepare_hyper; fi
     make_uri_paths
+    make_tls_cert
     take_sample
     choose_body
     RUN_T0=$(date +%s)

@@ -18,7 +18,7 @@ def ratio($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b
 def has_figures: (.requests // 0) > 0;
 # CPU used by neither server nor load generator, in % of one CPU
 def other_pct: if .other_cpu_s == null or (.duration_s // 0) == 0 then null else .other_cpu_s * 100 / .duration_s end;
-def applies($srv; $sc): ($sc | startswith("h2-") | not) or $srv.h2c;
+def applies($srv; $sc): (($sc | startswith("h2-") | not) or $srv.h2c) and (($sc | startswith("tls-") | not) or ($srv.tls // false));
 
 def metrics: ["rps", "p50_us", "p99_us", "p999_us", "server_cpu_us_per_req", "load_cpu_pct", "other_cpu_pct"];
 
@@ -75,7 +75,12 @@ def metrics: ["rps", "p50_us", "p99_us", "p999_us", "server_cpu_us_per_req", "lo
       {issue: 9, text: "fixed rate (h1-rate): p99.9 ≤ nginx's", scenario: "h1-rate", peer: "nginx", metric: "p999_us", op: "<=", limit: 1},
       {issue: 9, text: "store share of CPU in the profile with 1,000,000 users ≤ 4%", kind: "store_share", unit: "%", op: "<=", limit: 4},
       {issue: 10, text: "h2c -c16 -m10: CPU/req ≤ 0.8× h2o", scenario: "h2-c16-m10", peer: "h2o", metric: "server_cpu_us_per_req", op: "<=", limit: 0.8},
-      {issue: 10, text: "h2c -c4 -m100: CPU/req ≤ 0.8× h2o", scenario: "h2-c4-m100", peer: "h2o", metric: "server_cpu_us_per_req", op: "<=", limit: 0.8} ]
+      {issue: 10, text: "h2c -c4 -m100: CPU/req ≤ 0.8× h2o", scenario: "h2-c4-m100", peer: "h2o", metric: "server_cpu_us_per_req", op: "<=", limit: 0.8},
+      {issue: 12, text: "HTTPS/1.1 keep-alive 64 conns: CPU/req ≤ 0.85× nginx", scenario: "tls-h1-c64", peer: "nginx", metric: "server_cpu_us_per_req", op: "<=", limit: 0.85},
+      {issue: 12, text: "HTTPS/1.1 keep-alive 64 conns: CPU/req ≤ 0.85× h2o", scenario: "tls-h1-c64", peer: "h2o", metric: "server_cpu_us_per_req", op: "<=", limit: 0.85},
+      {issue: 12, text: "h2 over TLS -c16 -m10: CPU/req ≤ 0.85× nginx", scenario: "tls-h2-c16-m10", peer: "nginx", metric: "server_cpu_us_per_req", op: "<=", limit: 0.85},
+      {issue: 12, text: "h2 over TLS -c16 -m10: CPU/req ≤ 0.85× h2o", scenario: "tls-h2-c16-m10", peer: "h2o", metric: "server_cpu_us_per_req", op: "<=", limit: 0.85},
+      {issue: 12, text: "full handshakes per CPU-second ≥ nginx's (CPU per handshake ≤ 1×)", scenario: "tls-handshakes", peer: "nginx", metric: "server_cpu_us_per_req", op: "<=", limit: 1} ]
   | map(. as $t
         | if $t.kind == "store_share" then
             ($prof_h1.store_share_pct // null) as $v

@@ -12,7 +12,14 @@
 
 const char config_serve_usage[] =
     "usage: ringd serve [options]\n"
-    "  --listen ADDR:PORT         main listener (RINGD_LISTEN, default 0.0.0.0:8080; port 0 picks one)\n"
+    "  --listen ADDR:PORT|none    cleartext listener (RINGD_LISTEN, default 0.0.0.0:8080; port 0 picks one;\n"
+    "                             none: no cleartext port, with --tls-listen)\n"
+    "  --tls-listen ADDR:PORT     HTTPS listener, HTTP/1.1 and HTTP/2 by ALPN (RINGD_TLS_LISTEN; needs\n"
+    "                             --tls-cert and --tls-key; SIGHUP reloads both)\n"
+    "  --tls-cert FILE            PEM certificate chain, leaf first (RINGD_TLS_CERT)\n"
+    "  --tls-key FILE             PEM private key, ECDSA P-256/P-384 or RSA (RINGD_TLS_KEY)\n"
+    "  --tls-ticket-key-file FILE session ticket keys shared by instances: 80-byte keys, the first\n"
+    "                             encrypts (RINGD_TLS_TICKET_KEY_FILE; default: random, rotated hourly)\n"
     "  --db DIR                   LMDB user database, which must exist (RINGD_DB; make one with\n"
     "                             ringd demo or ringd import). Without --db: ./ringd-data, created\n"
     "                             with 100,000 demo users when missing\n"
@@ -103,7 +110,7 @@ void config_format_addr(const struct sockaddr_storage *ss, char *out, size_t out
     }
 }
 
-enum opt_kind { OPT_ADDR, OPT_ADMIN_ADDR, OPT_STR, OPT_UINT, OPT_BOOL /* a flag alone; VAR=1|0 */ };
+enum opt_kind { OPT_ADDR, OPT_ADMIN_ADDR, OPT_TLS_ADDR, OPT_STR, OPT_UINT, OPT_BOOL /* a flag alone; VAR=1|0 */ };
 
 struct opt {
     const char *flag;
@@ -118,6 +125,10 @@ struct opt {
 static const struct opt opts[] = {
     {"--listen", "RINGD_LISTEN", OPT_ADDR, OFF(listen_addr), 0, 0},
     {"--admin-listen", "RINGD_ADMIN_LISTEN", OPT_ADMIN_ADDR, OFF(admin_addr), 0, 0},
+    {"--tls-listen", "RINGD_TLS_LISTEN", OPT_TLS_ADDR, OFF(tls_addr), 0, 0},
+    {"--tls-cert", "RINGD_TLS_CERT", OPT_STR, OFF(tls_cert), 0, 0},
+    {"--tls-key", "RINGD_TLS_KEY", OPT_STR, OFF(tls_key), 0, 0},
+    {"--tls-ticket-key-file", "RINGD_TLS_TICKET_KEY_FILE", OPT_STR, OFF(tls_ticket_key_file), 0, 0},
     {"--db", "RINGD_DB", OPT_STR, OFF(db), 0, 0},
     {"--shards", "RINGD_SHARDS", OPT_UINT, OFF(shards), 1, CONFIG_MAX_SHARDS},
     {"--max-conns", "RINGD_MAX_CONNS", OPT_UINT, OFF(max_conns), 1, 1000000},
@@ -138,8 +149,18 @@ static int apply(struct config *c, const struct opt *o, const char *value, const
     char *base = (char *)c;
     switch (o->kind) {
     case OPT_ADDR:
+        if (strcmp(value, "none") == 0) {
+            c->listen_enabled = false;
+            return 0;
+        }
         if (config_parse_addr(value, &c->listen_addr, &c->listen_len) != 0)
             goto bad;
+        c->listen_enabled = true;
+        return 0;
+    case OPT_TLS_ADDR:
+        if (config_parse_addr(value, &c->tls_addr, &c->tls_len) != 0)
+            goto bad;
+        c->tls_enabled = true;
         return 0;
     case OPT_ADMIN_ADDR:
         if (config_parse_addr(value, &c->admin_addr, &c->admin_len) != 0)
@@ -182,6 +203,7 @@ int config_parse_serve(struct config *c, int argc, char **argv, char *err, size_
 {
     memset(c, 0, sizeof(*c));
     config_parse_addr("0.0.0.0:8080", &c->listen_addr, &c->listen_len);
+    c->listen_enabled = true;
     c->db = "./ringd-data";
     c->db_is_default = true;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -236,6 +258,18 @@ int config_parse_serve(struct config *c, int argc, char **argv, char *err, size_
         }
         if (apply(c, o, value, o->flag, err, errlen) != 0)
             return -1;
+    }
+    if (c->tls_enabled && (c->tls_cert == NULL || c->tls_key == NULL)) {
+        snprintf(err, errlen, "--tls-listen needs --tls-cert and --tls-key");
+        return -1;
+    }
+    if (!c->tls_enabled && (c->tls_cert != NULL || c->tls_key != NULL || c->tls_ticket_key_file != NULL)) {
+        snprintf(err, errlen, "--tls-cert, --tls-key and --tls-ticket-key-file need --tls-listen");
+        return -1;
+    }
+    if (!c->listen_enabled && !c->tls_enabled) {
+        snprintf(err, errlen, "--listen none needs --tls-listen: nothing would be served");
+        return -1;
     }
     return 0;
 }

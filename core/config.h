@@ -10,8 +10,15 @@
 #define CONFIG_MAX_SHARDS 256
 
 struct config {
+    bool listen_enabled; /* false with --listen none: no cleartext client listener */
     struct sockaddr_storage listen_addr;
     socklen_t listen_len;
+    bool tls_enabled; /* --tls-listen given */
+    struct sockaddr_storage tls_addr;
+    socklen_t tls_len;
+    const char *tls_cert;            /* --tls-cert: PEM chain, leaf first */
+    const char *tls_key;             /* --tls-key: PEM private key */
+    const char *tls_ticket_key_file; /* --tls-ticket-key-file, or NULL: random keys rotated hourly */
     bool admin_enabled; /* --admin-listen given: /metrics only there */
     struct sockaddr_storage admin_addr;
     socklen_t admin_len;
@@ -32,7 +39,9 @@ struct config {
 };
 
 /* Fills c from defaults, then RINGD_* variables, then flags (flags win).
- * argv[0] is "serve". Returns 0; 1 when --help was printed (exit 0);
+ * argv[0] is "serve". Checks that the TLS flags come together (--tls-listen
+ * with --tls-cert and --tls-key) and that something is served (--listen none
+ * needs --tls-listen). Returns 0; 1 when --help was printed (exit 0);
  * -1 with err filled on a bad flag or value (exit 2). Strings in c point into
  * argv or the environment, which outlive the process's use of c. */
 int config_parse_serve(struct config *c, int argc, char **argv, char *err, size_t errlen);

@@ -16,7 +16,10 @@ static const char *const bucket_le[METRICS_BUCKETS] = {
     "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.1", "1", "10",
 };
 
-static const char *const proto_names[PROTO__COUNT] = {"http1", "http2"};
+static const char *const proto_names[PROTO__COUNT] = {"http1", "http2", "http1_tls", "http2_tls"};
+static const char *const tls_error_names[TLS_ERR__COUNT] = {"not_tls", "http_request", "version", "no_shared_cipher",
+                                                            "protocol", "timeout",      "closed"};
+static const char *const tls_version_names[TLS_V__COUNT] = {"TLSv1.2", "TLSv1.3"};
 static const char *const route_names[ROUTE__COUNT] = {"users", "user", "metrics", "healthz", "readyz", "livez", "other"};
 static const char *const code_names[CODE__COUNT] = {"200", "400", "401", "404", "405", "408", "413", "414",
                                                     "417", "431", "500", "501", "503", "505", "other"};
@@ -115,6 +118,44 @@ static void render_process(struct buf *out, double start_time)
     simple(out, "process_threads", "gauge", "Number of OS threads in the process.", (uint64_t)threads);
 }
 
+/* The ringd_tls_* families (only with --tls-listen). */
+static void render_tls(struct buf *out, const struct metrics_scrape *sc)
+{
+    family(out, "ringd_tls_handshakes_total", "counter",
+           "TLS handshakes, by result; completed ones by resumption (session ticket) and version.");
+    uint64_t failed = 0;
+    for (int e = 0; e < TLS_ERR__COUNT; e++)
+        failed += SUM(sc, tls_handshake_errors[e]);
+    for (int r = 0; r < 2; r++)
+        for (int v = 0; v < TLS_V__COUNT; v++)
+            buf_printf(out, "ringd_tls_handshakes_total{result=\"ok\",resumed=\"%s\",version=\"%s\"} %llu\n",
+                       r ? "true" : "false", tls_version_names[v], (unsigned long long)SUM(sc, tls_handshakes[r][v]));
+    buf_printf(out, "ringd_tls_handshakes_total{result=\"error\",resumed=\"false\",version=\"none\"} %llu\n",
+               (unsigned long long)failed);
+    family(out, "ringd_tls_handshake_errors_total", "counter",
+           "TLS handshakes that did not complete, by reason (http_request: plain HTTP on the TLS port, answered 400).");
+    for (int e = 0; e < TLS_ERR__COUNT; e++)
+        buf_printf(out, "ringd_tls_handshake_errors_total{reason=\"%s\"} %llu\n", tls_error_names[e],
+                   (unsigned long long)SUM(sc, tls_handshake_errors[e]));
+    simple(out, "ringd_tls_eof_without_close_notify_total", "counter",
+           "TLS clients that closed the connection without a close_notify (counted, not an error).",
+           SUM(sc, tls_eof_without_close_notify));
+    simple(out, "ringd_tls_close_notify_sent_total", "counter", "close_notify alerts sent on graceful closes.",
+           SUM(sc, tls_close_notify_sent));
+    family(out, "ringd_tls_reloads_total", "counter",
+           "Certificate reloads (SIGHUP), by result; a failed one keeps the previous certificate.");
+    buf_printf(out, "ringd_tls_reloads_total{result=\"ok\"} %llu\n", (unsigned long long)sc->tls_reloads_ok);
+    buf_printf(out, "ringd_tls_reloads_total{result=\"error\"} %llu\n", (unsigned long long)sc->tls_reloads_failed);
+    simple(out, "ringd_tls_ticket_key_rotations_total", "counter",
+           "Session ticket keys replaced (hourly, or a changed --tls-ticket-key-file).", sc->tls_ticket_key_rotations);
+    family(out, "ringd_tls_certificate_not_after_seconds", "gauge",
+           "Unix time the certificate served to new handshakes expires.");
+    buf_printf(out, "ringd_tls_certificate_not_after_seconds %lld\n", (long long)sc->tls_cert_not_after);
+    simple(out, "ringd_tls_ktls_available", "gauge",
+           "1 when the start-up probe found kernel TLS (TCP_ULP \"tls\"); TLS runs in user space either way.",
+           sc->tls_ktls_available);
+}
+
 void metrics_render(struct buf *out, const struct metrics_scrape *sc)
 {
     family(out, "ringd_requests_processed_total", "counter", "Requests answered, by protocol, route and status code.");
@@ -122,7 +163,9 @@ void metrics_render(struct buf *out, const struct metrics_scrape *sc)
         for (int r = 0; r < ROUTE__COUNT; r++)
             for (int c = 0; c < CODE__COUNT; c++) {
                 uint64_t v = SUM(sc, requests[p][r][c]);
-                if (v != 0 || (expected_codes[r] & (1u << c)) != 0)
+                /* The _tls protocols are exported at 0 only where TLS is served. */
+                bool expected = (expected_codes[r] & (1u << c)) != 0 && (p < PROTO_HTTP1_TLS || sc->tls_enabled);
+                if (v != 0 || expected)
                     buf_printf(out, "ringd_requests_processed_total{protocol=\"%s\",route=\"%s\",code=\"%s\"} %llu\n",
                                proto_names[p], route_names[r], code_names[c], (unsigned long long)v);
             }
@@ -216,6 +259,9 @@ void metrics_render(struct buf *out, const struct metrics_scrape *sc)
     simple(out, "ringd_http2_resets_received_total", "counter", "RST_STREAM frames received.",
            SUM(sc, h2_resets_received));
     simple(out, "ringd_http2_goaways_sent_total", "counter", "GOAWAY frames sent.", SUM(sc, h2_goaways_sent));
+
+    if (sc->tls_enabled)
+        render_tls(out, sc);
 
     int lmdb_major, lmdb_minor, lmdb_patch;
     mdb_version(&lmdb_major, &lmdb_minor, &lmdb_patch);

@@ -11,6 +11,7 @@
 #define RINGD_METRICS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,7 +31,11 @@ static inline void metric_add(metric_t *field, uint64_t n)
 #define METRIC_SET(field, v) atomic_store_explicit(&(field), (uint64_t)(v), memory_order_relaxed)
 #define METRIC_GET(field) atomic_load_explicit(&(field), memory_order_relaxed)
 
-enum metrics_proto { PROTO_HTTP1, PROTO_HTTP2, PROTO__COUNT };
+/* The protocol label of a request. Protocols count PROTO_HTTP1 or PROTO_HTTP2;
+ * the shard adds PROTO_TLS_OFFSET for a request that came over TLS
+ * (shard_count_request), so the protocol code never asks. */
+enum metrics_proto { PROTO_HTTP1, PROTO_HTTP2, PROTO_HTTP1_TLS, PROTO_HTTP2_TLS, PROTO__COUNT };
+#define PROTO_TLS_OFFSET (PROTO_HTTP1_TLS - PROTO_HTTP1)
 enum metrics_route {
     ROUTE_USERS, ROUTE_USER, ROUTE_METRICS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_LIVEZ, ROUTE_OTHER, ROUTE__COUNT
 };
@@ -42,6 +47,20 @@ enum metrics_close {
     CLOSE_CLIENT, CLOSE_IDLE_TIMEOUT, CLOSE_HEADER_TIMEOUT, CLOSE_WRITE_TIMEOUT, CLOSE_ERROR, CLOSE_LIMIT,
     CLOSE_SHUTDOWN, CLOSE_BUDGET, CLOSE__COUNT
 };
+
+/* Why a TLS handshake did not complete (ringd_tls_handshake_errors_total{reason}). */
+enum metrics_tls_error {
+    TLS_ERR_NOT_TLS,      /* the first bytes were no TLS record (garbage) */
+    TLS_ERR_HTTP,         /* a plain HTTP request on the TLS port (answered 400 in plain text) */
+    TLS_ERR_VERSION,      /* the client offers no version from TLS 1.2 and 1.3 */
+    TLS_ERR_CIPHER,       /* no cipher suite or group in common */
+    TLS_ERR_PROTOCOL,     /* any other TLS failure: a malformed message, an alert from the client */
+    TLS_ERR_TIMEOUT,      /* the handshake did not complete within --header-timeout-ms */
+    TLS_ERR_CLOSED,       /* the client closed or reset, or the server shut down, mid-handshake */
+    TLS_ERR__COUNT
+};
+/* Versions a handshake can end with (TLS 1.2 and 1.3 only). */
+enum metrics_tls_version { TLS_V12, TLS_V13, TLS_V__COUNT };
 
 /* Upper bounds of the latency buckets in ns; the last bucket is +Inf. */
 #define METRICS_BUCKETS 13
@@ -74,6 +93,10 @@ struct metrics_shard {
     metric_t h2_streams;
     metric_t h2_resets_received;
     metric_t h2_goaways_sent;
+    metric_t tls_handshakes[2][TLS_V__COUNT]; /* completed, by [resumed][version] */
+    metric_t tls_handshake_errors[TLS_ERR__COUNT];
+    metric_t tls_eof_without_close_notify; /* clients that closed without a close_notify */
+    metric_t tls_close_notify_sent;
 };
 
 /* Maps an HTTP status to its label slot (inline: it is on the request path). */
@@ -115,6 +138,13 @@ struct metrics_scrape {
     uint64_t index_users;
     uint64_t index_bytes;
     double index_build_seconds;
+    /* TLS (all zero without --tls-listen; then no ringd_tls_* family is rendered). */
+    bool tls_enabled;
+    uint64_t tls_reloads_ok;
+    uint64_t tls_reloads_failed;
+    uint64_t tls_ticket_key_rotations;
+    int64_t tls_cert_not_after; /* Unix time the served certificate expires */
+    uint64_t tls_ktls_available; /* what the start-up probe found: 1 or 0 */
 };
 
 /* Appends the Prometheus text exposition (0.0.4) of everything to out. */

@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "core/shard.h"
 #include "core/tag.h"
+#include "net/tls.h"
 
 #define LISTEN_BACKLOG 4096
 #define LISTEN_RCVBUF (16 * 1024) /* the kernel doubles both for its bookkeeping */
@@ -128,26 +129,39 @@ static void log_listen_failed(const struct sockaddr_storage *addr, bool join)
         log_error("listen_failed", "addr=%s err=\"%s\"", text, strerror(errno));
 }
 
-static int open_listeners(struct server *srv)
+/* One SO_REUSEPORT group: a listener per shard on addr into fds, the
+ * address the first one got (port 0 resolved) into bound. Returns 0 or -1. */
+static int open_group(struct server *srv, const struct sockaddr_storage *want, socklen_t len, int *fds,
+                      struct sockaddr_storage *bound)
 {
-    const struct config *cfg = srv->cfg;
-    struct sockaddr_storage addr = cfg->listen_addr;
+    struct sockaddr_storage addr = *want;
     for (unsigned i = 0; i < srv->nshards; i++) {
         /* Shard 0 takes the port (alone unless --reuse-port-join); the others join it. */
-        bool join = i > 0 || cfg->reuse_port_join;
-        int fd = open_listener(&addr, cfg->listen_len, join);
+        bool join = i > 0 || srv->cfg->reuse_port_join;
+        int fd = open_listener(&addr, len, join);
         if (fd < 0) {
             log_listen_failed(&addr, join);
             return -1;
         }
-        srv->listen_fds[i] = fd;
+        fds[i] = fd;
         if (i == 0) {
             /* Port 0: every other shard binds the port the first one got. */
             socklen_t l = sizeof(addr);
             getsockname(fd, (struct sockaddr *)&addr, &l);
-            srv->bound = addr;
+            *bound = addr;
         }
     }
+    return 0;
+}
+
+static int open_listeners(struct server *srv)
+{
+    const struct config *cfg = srv->cfg;
+    if (cfg->listen_enabled && open_group(srv, &cfg->listen_addr, cfg->listen_len, srv->listen_fds, &srv->bound) != 0)
+        return -1;
+    /* The TLS port: its own group, same scheme, same shards and rings. */
+    if (cfg->tls_enabled && open_group(srv, &cfg->tls_addr, cfg->tls_len, srv->tls_listen_fds, &srv->tls_bound) != 0)
+        return -1;
     if (cfg->admin_enabled) {
         srv->admin_fd = open_listener(&cfg->admin_addr, cfg->admin_len, cfg->reuse_port_join);
         if (srv->admin_fd < 0) {
@@ -157,7 +171,7 @@ static int open_listeners(struct server *srv)
     }
     if (cfg->reuse_port_join) {
         char text[80];
-        config_format_addr(&srv->bound, text, sizeof(text));
+        config_format_addr(cfg->listen_enabled ? &srv->bound : &srv->tls_bound, text, sizeof(text));
         log_info("reuse_port_join", "addr=%s note=\"sharing the port with any process of this user listening there\"",
                  text);
     }
@@ -241,6 +255,7 @@ int server_main(int argc, char **argv, const char *allocator)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP); /* reloads the TLS certificate; never the default (exit) */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     if (probe_io_uring() != 0)
@@ -251,8 +266,9 @@ int server_main(int argc, char **argv, const char *allocator)
     srv->nshards = cfg.shards;
     srv->admin_fd = -1;
     srv->listen_fds = xcalloc(cfg.shards, sizeof(int));
+    srv->tls_listen_fds = xcalloc(cfg.shards, sizeof(int));
     for (unsigned i = 0; i < cfg.shards; i++)
-        srv->listen_fds[i] = -1;
+        srv->listen_fds[i] = srv->tls_listen_fds[i] = -1;
     srv->load = xaligned_zalloc(64, sizeof(struct server_load) * cfg.shards);
     srv->shards = xcalloc(cfg.shards, sizeof(struct shard *));
     struct timespec now;
@@ -265,6 +281,19 @@ int server_main(int argc, char **argv, const char *allocator)
     if (open_store(srv) != 0)
         goto out;
     store_open_ok = true;
+    if (cfg.tls_enabled) {
+        /* Built and checked before any listener opens: a bad certificate is a start-up error. */
+        struct tls_config tc = {.cert_file = cfg.tls_cert,
+                                .key_file = cfg.tls_key,
+                                .ticket_key_file = cfg.tls_ticket_key_file,
+                                .nshards = cfg.shards};
+        srv->tls = tls_server_new(&tc, err, sizeof(err));
+        if (srv->tls == NULL) {
+            log_error("tls_setup_failed", "err=\"%s\"", err);
+            goto out;
+        }
+        srv->ktls_available = tls_probe_ktls();
+    }
     if (open_listeners(srv) != 0)
         goto out;
     /* Before the shards: they acquire the index from their first turn on. */
@@ -287,8 +316,13 @@ int server_main(int argc, char **argv, const char *allocator)
         goto join;
     }
 
-    char addr[80], admin[80] = "";
-    config_format_addr(&srv->bound, addr, sizeof(addr));
+    char addr[80] = "none", admin[80] = "", tls[88] = "";
+    if (cfg.listen_enabled)
+        config_format_addr(&srv->bound, addr, sizeof(addr));
+    if (cfg.tls_enabled) {
+        strcpy(tls, " tls=");
+        config_format_addr(&srv->tls_bound, tls + 5, sizeof(tls) - 5);
+    }
     if (cfg.admin_enabled) {
         struct sockaddr_storage a;
         socklen_t l = sizeof(a);
@@ -296,14 +330,28 @@ int server_main(int argc, char **argv, const char *allocator)
         strcpy(admin, " admin=");
         config_format_addr(&a, admin + 7, sizeof(admin) - 7);
     }
-    log_info("listening", "addr=%s shards=%u%s db=%s", addr, cfg.shards, admin, cfg.db);
+    log_info("listening", "addr=%s%s shards=%u%s db=%s", addr, tls, cfg.shards, admin, cfg.db);
     log_info("allocator", "%s", allocator);
 
     for (;;) {
         siginfo_t si;
-        int sig = sigwaitinfo(&sigs, &si);
+        int sig;
+        if (srv->tls != NULL) {
+            /* Ticket-key rotation and freeing replaced contexts are the main thread's, between signals. */
+            unsigned ms = tls_server_maintain(srv->tls);
+            struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+            sig = sigtimedwait(&sigs, &si, &ts);
+        } else {
+            sig = sigwaitinfo(&sigs, &si);
+        }
         if (sig == SIGTERM || sig == SIGINT)
             break;
+        if (sig == SIGHUP) {
+            if (srv->tls != NULL)
+                tls_server_reload(srv->tls); /* logs the outcome; a failure keeps the old context */
+            else
+                log_info("sighup", "%s", "note=\"nothing to reload without --tls-listen\"");
+        }
     }
     log_info("draining", "drain_timeout_ms=%u", cfg.drain_timeout_ms);
     atomic_store(&srv->draining, true);
@@ -321,7 +369,10 @@ out:
             shard_free(srv->shards[i]);
         if (srv->listen_fds[i] >= 0)
             close(srv->listen_fds[i]);
+        if (srv->tls_listen_fds[i] >= 0)
+            close(srv->tls_listen_fds[i]);
     }
+    tls_server_free(srv->tls); /* every shard has ended and freed its connections */
     if (srv->admin_fd >= 0)
         close(srv->admin_fd);
     store_indexer_stop(&srv->indexer); /* every shard has ended: nothing holds an index */
@@ -330,6 +381,7 @@ out:
     free(srv->shards);
     free(srv->load);
     free(srv->listen_fds);
+    free(srv->tls_listen_fds);
     free(srv);
     return exit_code;
 }

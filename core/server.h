@@ -10,6 +10,7 @@
 #include "store/store.h"
 
 struct shard;
+struct tls_server;
 
 /* Connection count of one shard, padded to its own cache line. Written by the
  * owner on open/close and by another shard that hands it a connection: a
@@ -27,9 +28,13 @@ struct server {
     unsigned nshards;
     struct shard **shards;
     struct server_load *load;          /* nshards entries */
-    int *listen_fds;                   /* nshards entries, SO_REUSEPORT group */
+    int *listen_fds;                   /* nshards entries, SO_REUSEPORT group; -1 with --listen none */
+    int *tls_listen_fds;               /* nshards entries, a second group; -1 without --tls-listen */
+    struct tls_server *tls;            /* the TLS context (net/tls.h); NULL without --tls-listen */
+    bool ktls_available;               /* what the start-up probe found (logged; TLS stays in user space) */
     int admin_fd;                      /* -1 unless --admin-listen; served by shard 0 */
     struct sockaddr_storage bound;     /* the main listener's address, port resolved */
+    struct sockaddr_storage tls_bound; /* the TLS listener's */
     double start_time;                 /* Unix time, for process_start_time_seconds */
     atomic_bool draining;              /* SIGTERM/SIGINT seen */
     atomic_uint shards_running;        /* shards whose loop has started */

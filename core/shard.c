@@ -29,6 +29,7 @@
 #include "net/conn.h"
 #include "net/h1.h"
 #include "net/h2.h"
+#include "net/tls.h"
 
 #define SHARD_SQ_ENTRIES 4096
 #define SHARD_CQ_ENTRIES 65536 /* room for a completion per connection and more: no overflow */
@@ -88,6 +89,7 @@ static void return_buffer(struct shard *s, unsigned bid)
 /* ---------- timers ---------- */
 
 static void sync_recv(struct shard *s, struct conn *c);
+static void send_output(struct shard *s, struct conn *c);
 
 static void arm_timer(struct shard *s, struct conn *c, enum conn_timer kind, uint64_t deadline_ms)
 {
@@ -231,7 +233,7 @@ static void load_add(struct shard *s, unsigned shard_id, int delta)
         atomic_fetch_sub_explicit(&s->srv->load[shard_id].conns, (unsigned)-delta, memory_order_relaxed);
 }
 
-/* Gives back a main-listener connection's place: in this shard's load and in
+/* Gives back a client connection's place: in this shard's load and in
  * the --max-conns budget. (Admin connections hold neither.) */
 static void release_slot(struct shard *s)
 {
@@ -267,7 +269,7 @@ void shard_close_conn(struct shard *s, struct conn *c, enum metrics_close reason
     c->_closing = true;
     METRIC_INC(s->metrics->conns_closed[reason]);
     METRIC_SET(s->metrics->conns_active, METRIC_GET(s->metrics->conns_active) - 1);
-    if (c->listener == LISTENER_MAIN)
+    if (c->listener != LISTENER_ADMIN)
         release_slot(s);
     paused_release(s, c);
     timer_del(&s->wheel, &c->_timer);
@@ -294,6 +296,11 @@ static void graceful_close(struct shard *s, struct conn *c)
 {
     if (c->_lingering || c->_closing)
         return;
+    if (c->tls != NULL && conn_close_notify(c)) {
+        /* TLS: close_notify leaves first; its send's completion brings c back here. */
+        send_output(s, c);
+        return;
+    }
     if (!c->_recv_armed) {
         shard_close_conn(s, c, (enum metrics_close)c->close_reason);
         return;
@@ -319,6 +326,8 @@ static void open_conn(struct shard *s, int fd, enum listener_kind kind)
         s->conns->_prev = c;
     s->conns = c;
     s->nconns++;
+    if (kind == LISTENER_TLS)
+        conn_start_tls(c, s->tls);
     METRIC_INC(s->metrics->conns_accepted);
     METRIC_SET(s->metrics->conns_active, METRIC_GET(s->metrics->conns_active) + 1);
     arm_recv(s, c);
@@ -336,22 +345,63 @@ void shard_want_flush(struct shard *s, struct conn *c)
     s->flush_head = c;
 }
 
-static void start_send(struct shard *s, struct conn *c)
+/* Swaps src's bytes into c->_sending, which the kernel reads until the send's
+ * CQE; new output goes to the other buffer. */
+static inline void take_output(struct conn *c, struct buf *src)
 {
-    if (c->_send_inflight || c->out.len == 0 || c->_closing || c->_lingering)
-        return;
-    /* Swap buffers: the kernel reads _sending until the CQE; new responses go to out. */
     struct buf t = c->_sending;
-    c->_sending = c->out;
-    c->out = t;
-    c->out.len = 0;
+    c->_sending = *src;
+    *src = t;
+    src->len = 0;
     c->_sent = 0;
+}
+
+/* Hands c's output to the kernel: one send SQE. Out of line, so that the
+ * test in start_send, which most calls end at, stays inline in its callers. */
+static __attribute__((noinline)) void send_output(struct shard *s, struct conn *c)
+{
+    if (c->tls == NULL) {
+        take_output(c, &c->out); /* spelled out: the cleartext path copies no buffer through a pointer */
+    } else {
+        struct buf *src = conn_output(c); /* the TLS records sealed from c->out */
+        if (src->len == 0)
+            return;
+        take_output(c, src);
+    }
     struct io_uring_sqe *sqe = get_sqe(s);
     io_uring_prep_send(sqe, c->fd, c->_sending.data, c->_sending.len, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, tag_make_ptr(TAG_SEND, c));
     c->_send_inflight = true;
     c->_inflight++;
     arm_timer(s, c, CT_WRITE, s->clock.now_ms + s->cfg->write_timeout_ms);
+}
+
+/* Sends c's output unless a send is in flight. A send's completion calls
+ * this with nothing to send: that ends here, inlined, without a call. On TLS
+ * this sends only when plaintext waits; flush_output also looks at bytes
+ * TLS wrote by itself. */
+static inline void start_send(struct shard *s, struct conn *c)
+{
+    if (c->_send_inflight || c->out.len == 0 || c->_closing || c->_lingering)
+        return;
+    /* TLS: what accumulated during the send is sealed with the rest of the
+     * turn's output at its flush, in one record rather than two (each costs
+     * OpenSSL a fixed few thousand instructions); a paused connection drains
+     * at once, as in cleartext. */
+    if (c->tls != NULL && !c->paused)
+        return;
+    send_output(s, c);
+}
+
+/* start_send for the turn's flush: a TLS connection may have handshake
+ * messages, tickets or alerts to send and no plaintext (conn_on_data asks
+ * for this flush whenever TLS wrote something). */
+static inline void flush_output(struct shard *s, struct conn *c)
+{
+    if (c->tls != NULL && !c->_send_inflight && !c->_closing && !c->_lingering)
+        send_output(s, c);
+    else
+        start_send(s, c);
 }
 
 static void flush_all(struct shard *s)
@@ -366,7 +416,7 @@ static void flush_all(struct shard *s)
         }
         if (c->proto == CONN_H2)
             h2_flush(c);
-        start_send(s, c);
+        flush_output(s, c);
         if (!c->close_after_send && !c->_send_inflight && c->out.len == 0) {
             if (c->peer_eof && !c->paused) {
                 /* The client sent all it will and has every answer: what may
@@ -512,6 +562,13 @@ static int pick_handoff_target(struct shard *s)
     return (int)best;
 }
 
+/* TAG_HANDOFF_SENT's payload: listener kind << 48 | target shard << 32 | fd
+ * (shards < 2^16, fds < 2^32; the tag keeps 56 bits). */
+static uint64_t handoff_payload(unsigned target, enum listener_kind kind, int fd)
+{
+    return ((uint64_t)kind << 48) | ((uint64_t)target << 32) | (uint32_t)fd;
+}
+
 /* Adopts an accepted fd. reserved: its --max-conns place and this shard's
  * load were already taken (a handoff). Admin connections take neither, so
  * /metrics and /readyz still answer when the main listener is at its limit. */
@@ -524,7 +581,7 @@ static void accept_fd(struct shard *s, int fd, enum listener_kind kind, bool res
             release_slot(s);
         return;
     }
-    if (kind == LISTENER_MAIN && !reserved) {
+    if (kind != LISTENER_ADMIN && !reserved) {
         /* One reservation per connection against the process-wide limit. */
         unsigned total = atomic_fetch_add_explicit(&srv->total_conns, 1, memory_order_relaxed);
         if (total >= s->cfg->max_conns) {
@@ -541,7 +598,7 @@ static void accept_fd(struct shard *s, int fd, enum listener_kind kind, bool res
             load_add(s, (unsigned)best, 1);
             struct io_uring_sqe *sqe = get_sqe(s);
             io_uring_prep_msg_ring(sqe, target_ring, (unsigned)fd, tag_make(TAG_HANDOFF, kind), 0);
-            io_uring_sqe_set_data64(sqe, tag_make(TAG_HANDOFF_SENT, ((uint64_t)best << 32) | (uint32_t)fd));
+            io_uring_sqe_set_data64(sqe, tag_make(TAG_HANDOFF_SENT, handoff_payload((unsigned)best, kind, fd)));
             return;
         }
         load_add(s, s->id, 1);
@@ -579,7 +636,8 @@ static void on_accept(struct shard *s, enum listener_kind kind, struct io_uring_
 
 static void on_handoff_sent(struct shard *s, uint64_t payload, int res)
 {
-    unsigned target = (unsigned)(payload >> 32);
+    unsigned target = (unsigned)(payload >> 32) & 0xffff;
+    enum listener_kind kind = (enum listener_kind)(payload >> 48);
     int fd = (int)(uint32_t)payload;
     if (res >= 0) {
         METRIC_INC(s->metrics->conns_handed_off);
@@ -588,7 +646,7 @@ static void on_handoff_sent(struct shard *s, uint64_t payload, int res)
     /* The target ring refused (e.g. it is gone): serve it here instead. */
     load_add(s, target, -1);
     load_add(s, s->id, 1);
-    accept_fd(s, fd, LISTENER_MAIN, true);
+    accept_fd(s, fd, kind, true);
 }
 
 /* ---------- timers ---------- */
@@ -616,7 +674,9 @@ static void on_timer(struct timer_node *node, void *arg)
     case CT_HEADER:
         if (c->proto == CONN_H1 && c->in.len > 0 && !c->close_after_send && !c->_send_inflight) {
             /* Part of a request came: tell the client why before closing. */
+            shard_count_tls(s, c->tls != NULL);
             h1_header_timeout(c);
+            shard_count_tls(s, false);
             arm_timer(s, c, CT_LINGER, s->clock.now_ms + s->cfg->write_timeout_ms);
             break;
         }
@@ -628,6 +688,14 @@ static void on_timer(struct timer_node *node, void *arg)
             h2_drain(c);
             if (c->_closing)
                 break; /* the GOAWAY could not even be produced */
+            c->close_reason = CLOSE_IDLE_TIMEOUT;
+            arm_timer(s, c, CT_LINGER, s->clock.now_ms + CONN_LINGER_MS);
+            shard_want_flush(s, c);
+            break;
+        }
+        if (c->tls != NULL && !c->close_after_send) {
+            /* TLS: close gracefully, so the client gets a close_notify (graceful_close). */
+            c->close_after_send = true;
             c->close_reason = CLOSE_IDLE_TIMEOUT;
             arm_timer(s, c, CT_LINGER, s->clock.now_ms + CONN_LINGER_MS);
             shard_want_flush(s, c);
@@ -648,7 +716,7 @@ static void on_timer(struct timer_node *node, void *arg)
 
 void shard_count_request(struct shard *s, enum metrics_proto proto, enum metrics_route route, int status)
 {
-    METRIC_INC(s->metrics->requests[proto][route][metrics_code_of(status)]);
+    METRIC_INC(s->count_base[proto][route][metrics_code_of(status)]);
     s->answered[route]++;
     s->answered_any = true;
 }
@@ -715,7 +783,11 @@ struct shard *shard_new(struct server *srv, unsigned id)
     s->ring_fd = -1;
     s->listen_fd[LISTENER_MAIN] = srv->listen_fds[id];
     s->listen_fd[LISTENER_ADMIN] = id == 0 ? srv->admin_fd : -1;
+    s->listen_fd[LISTENER_TLS] = srv->tls_listen_fds[id];
+    if (srv->tls != NULL)
+        s->tls = tls_shard_new(srv->tls, id);
     s->metrics = xaligned_zalloc(64, sizeof(struct metrics_shard));
+    shard_count_tls(s, false);
     s->paused_budget = (size_t)srv->cfg->paused_budget_mb * 1024 * 1024 / srv->nshards;
     return s;
 }
@@ -810,6 +882,10 @@ static void refresh_store(struct shard *s)
     if (s->clock.now_ms - s->last_refresh_ms < s->cfg->refresh_ms)
         return;
     s->last_refresh_ms = s->clock.now_ms;
+    /* Between turns no handshake is under way: take a reloaded TLS context (or rotated keys), so the old
+     * one can be freed even when no client connects here. */
+    if (s->tls != NULL)
+        tls_shard_sync(s->tls);
     /* Between turns no lookup holds a record or an index pointer: take the newest index. */
     s->reader.index = store_indexer_acquire(&s->srv->indexer, s->id);
     /* Stale reader slots of killed processes (an import, another server)
@@ -988,6 +1064,8 @@ int shard_start(struct shard *s)
 
 void shard_free(struct shard *s)
 {
+    if (s->tls != NULL)
+        tls_shard_free(s->tls);
     free(s->metrics);
     free(s);
 }

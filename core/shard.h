@@ -22,8 +22,11 @@
 
 struct server;
 struct conn;
+struct tls_shard;
 
-enum listener_kind { LISTENER_MAIN = 0, LISTENER_ADMIN = 1, LISTENER__COUNT };
+/* MAIN and TLS serve clients (both count against --max-conns and take part
+ * in hand-offs); ADMIN (shard 0 only) serves probes and metrics in cleartext. */
+enum listener_kind { LISTENER_MAIN = 0, LISTENER_ADMIN = 1, LISTENER_TLS = 2, LISTENER__COUNT };
 
 #define SHARD_BUF_SIZE 4096   /* one provided recv buffer */
 #define SHARD_BUF_COUNT 1024  /* buffers in the ring (power of two) */
@@ -67,6 +70,12 @@ struct shard {
     bool draining;
     uint64_t drain_deadline_ms;
     struct buf scratch;       /* response bodies built on the fly (metrics text) */
+    struct tls_shard *tls;    /* this shard's view of the TLS context; NULL without --tls-listen */
+    /* Where shard_count_request counts: metrics->requests, or from its _tls
+     * protocols on while net/conn.c feeds a TLS connection's plaintext
+     * (shard_count_tls). A pointer, so that counting costs the cleartext
+     * path nothing: the same one load as metrics->requests. */
+    metric_t (*count_base)[ROUTE__COUNT][CODE__COUNT];
 };
 
 /* Allocates and initialises shard id (no thread, no ring yet). Aborts on OOM. */
@@ -84,9 +93,17 @@ void shard_free(struct shard *s);
 /* Queues c so its output is sent at the end of this loop turn (idempotent). */
 void shard_want_flush(struct shard *s, struct conn *c);
 
-/* Counts one answered request: status code, route, protocol, and latency
- * observed when this turn's sends are submitted. */
+/* Counts one answered request: status code, route, protocol (its _tls
+ * variant after shard_count_tls(s, true)), and latency observed when this
+ * turn's sends are submitted. */
 void shard_count_request(struct shard *s, enum metrics_proto proto, enum metrics_route route, int status);
+
+/* Requests counted from now on came over TLS (on) or not (off): set around
+ * the protocol's work on a TLS connection's plaintext, reset after. */
+static inline void shard_count_tls(struct shard *s, bool on)
+{
+    s->count_base = &s->metrics->requests[on ? PROTO_TLS_OFFSET : 0];
+}
 
 /* Closes c now: cancels its operations and frees it once the last one completes. */
 void shard_close_conn(struct shard *s, struct conn *c, enum metrics_close reason);

@@ -27,7 +27,7 @@ enum tag_kind {
     TAG_SHUTDOWN = 4, /* shutdown(SHUT_WR) before a lingering close; payload: struct conn * */
     TAG_IGNORE = 5,   /* fire-and-forget (close of a freed conn's fd, cancels); payload unused */
     TAG_HANDOFF = 6,  /* MSG_RING from another shard: res is an accepted fd; payload: listener index */
-    TAG_HANDOFF_SENT = 7, /* our MSG_RING completed; payload: target shard << 32 | fd */
+    TAG_HANDOFF_SENT = 7, /* our MSG_RING completed; payload: listener kind << 48 | target shard << 32 | fd */
     TAG_WAKE = 8,         /* MSG_RING from the main thread: look at the process flags (drain) now */
 };
 

@@ -1,8 +1,16 @@
-/* conn.h - one client connection: its buffers, timers and protocol state (HTTP/1.1 or HTTP/2).
+/* conn.h - one client connection: its buffers, timers, transport (plain or TLS) and protocol state (HTTP/1.1 or HTTP/2).
  *
  * The shard (core/shard.c) owns the I/O: it feeds received bytes in with
- * conn_on_data() and sends what the protocol appended to `out`. The protocol
- * code here never touches the ring. Fields starting with _ belong to the shard.
+ * conn_on_data() and sends what conn_output() gives it. The protocol code
+ * here never touches the ring. Fields starting with _ belong to the shard.
+ *
+ * Transport: a cleartext connection's received bytes go straight to the
+ * protocol, and its output is `out`. A TLS connection (tls != NULL) decrypts
+ * what arrives into plaintext for the same protocol code, which still writes
+ * plaintext into `out`; when the shard is about to send, conn_output() seals
+ * `out` into records in the TLS wire buffer, behind any handshake messages
+ * and alerts OpenSSL wrote meanwhile, and that buffer is what goes out: one
+ * send per turn either way. Protocols never see ciphertext.
  */
 #ifndef RINGD_CONN_H
 #define RINGD_CONN_H
@@ -17,6 +25,8 @@
 
 struct shard;
 struct h2_conn;
+struct tls_conn;
+struct tls_shard;
 
 enum conn_proto { CONN_H1, CONN_H2 };
 
@@ -74,6 +84,7 @@ struct conn {
     struct buf in;          /* received bytes not yet consumed (a partial request) */
     struct buf out;         /* responses produced, not yet handed to the kernel */
     struct h2_conn *h2;     /* HTTP/2 state, NULL on HTTP/1.1 */
+    struct tls_conn *tls;   /* TLS transport (net/tls.h), NULL on a cleartext connection */
 
     /* --- shard-owned I/O state --- */
     uint8_t _inflight;      /* operations the kernel still holds (recv, send, shutdown) */
@@ -98,8 +109,32 @@ struct conn {
 
 /* Feeds bytes received on c (they live only for this call: whatever must be
  * kept is copied into c->in). Produces responses into c->out and may set
- * close_after_send, or close c through the shard. */
+ * close_after_send, or close c through the shard. On a TLS connection the
+ * bytes are ciphertext: they advance the handshake or are decrypted first,
+ * and whatever TLS itself must send (handshake messages, tickets, alerts) is
+ * queued and the shard asked to flush. */
 void conn_on_data(struct conn *c, const char *data, size_t len);
+
+/* Makes c, just accepted on the TLS listener, a TLS connection on the
+ * shard's current context: its first bytes must be a ClientHello. */
+void conn_start_tls(struct conn *c, struct tls_shard *sh);
+
+/* TLS: seals c->out (plaintext, emptied) into records and returns the wire
+ * buffer; use conn_output(). */
+struct buf *conn_tls_output(struct conn *c);
+
+/* The bytes to hand to the kernel now: c->out on a cleartext connection,
+ * the TLS records sealed from it (and any handshake bytes) otherwise. The
+ * shard swaps the returned buffer's contents into its send buffer. */
+static inline struct buf *conn_output(struct conn *c)
+{
+    return c->tls == NULL ? &c->out : conn_tls_output(c);
+}
+
+/* On a graceful close, before the half-close: queues the transport's own
+ * goodbye (TLS close_notify) once. Returns whether bytes were queued, which
+ * the shard sends first; false on a cleartext connection. */
+bool conn_close_notify(struct conn *c);
 
 /* The user that the bytes data[0..len), about to be fed to c with
  * conn_on_data, will look up first, or 0: a prefetching hint, read-only. */

@@ -122,7 +122,8 @@ size_t h1_process(struct conn *c, const char *data, size_t len)
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
             buf_append(&c->out, cont, sizeof(cont) - 1);
         }
-        if (req.upgrade_h2c && req.content_length == 0 && !c->shard->draining &&
+        /* h2c is cleartext only (RFC 9113 3.1): over TLS, HTTP/2 comes by ALPN. */
+        if (req.upgrade_h2c && c->tls == NULL && req.content_length == 0 && !c->shard->draining &&
             h2_upgrade(c, &req) == 0)
             return off; /* the rest of the bytes are HTTP/2 frames */
         answer(c, &req);

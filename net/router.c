@@ -6,6 +6,7 @@
 #include "core/log.h"
 #include "core/server.h"
 #include "core/shard.h"
+#include "net/tls.h"
 
 #define JSON "application/json"
 
@@ -152,7 +153,17 @@ static void render_metrics(struct shard *s, struct response *res)
         .index_users = atomic_load_explicit(&srv->indexer.entries, memory_order_relaxed),
         .index_bytes = atomic_load_explicit(&srv->indexer.bytes, memory_order_relaxed),
         .index_build_seconds = (double)atomic_load_explicit(&srv->indexer.build_ns, memory_order_relaxed) / 1e9,
+        .tls_enabled = srv->tls != NULL,
+        .tls_ktls_available = srv->ktls_available,
     };
+    if (srv->tls != NULL) {
+        struct tls_stats st;
+        tls_server_stats(srv->tls, &st);
+        sc.tls_reloads_ok = st.reloads_ok;
+        sc.tls_reloads_failed = st.reloads_failed;
+        sc.tls_ticket_key_rotations = st.key_rotations;
+        sc.tls_cert_not_after = st.cert_not_after;
+    }
     struct metrics_shard *blocks[CONFIG_MAX_SHARDS];
     for (unsigned i = 0; i < srv->nshards; i++)
         blocks[i] = srv->shards[i]->metrics;

@@ -10,11 +10,12 @@
 #include <unistd.h>
 
 static const char *const env_names[] = {
-    "RINGD_LISTEN",          "RINGD_ADMIN_LISTEN",     "RINGD_DB",
-    "RINGD_SHARDS",          "RINGD_MAX_CONNS",        "RINGD_HEADER_TIMEOUT_MS",
-    "RINGD_IDLE_TIMEOUT_MS", "RINGD_WRITE_TIMEOUT_MS", "RINGD_DRAIN_TIMEOUT_MS",
-    "RINGD_REFRESH_MS",      "RINGD_H2_MAX_STREAMS",   "RINGD_PAUSED_BUDGET_MB",
-    "RINGD_REUSE_PORT_JOIN",
+    "RINGD_LISTEN",          "RINGD_ADMIN_LISTEN",        "RINGD_DB",
+    "RINGD_SHARDS",          "RINGD_MAX_CONNS",           "RINGD_HEADER_TIMEOUT_MS",
+    "RINGD_IDLE_TIMEOUT_MS", "RINGD_WRITE_TIMEOUT_MS",    "RINGD_DRAIN_TIMEOUT_MS",
+    "RINGD_REFRESH_MS",      "RINGD_H2_MAX_STREAMS",      "RINGD_PAUSED_BUDGET_MB",
+    "RINGD_REUSE_PORT_JOIN", "RINGD_TLS_LISTEN",          "RINGD_TLS_CERT",
+    "RINGD_TLS_KEY",         "RINGD_TLS_TICKET_KEY_FILE",
 };
 
 static void clean_env(void)
@@ -274,4 +275,49 @@ Test(config, addresses)
     const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
     cr_assert_eq(ntohs(in6->sin6_port), 0);
     cr_assert(IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr));
+}
+
+Test(config, tls_flags, .init = clean_env)
+{
+    cr_assert_eq(PARSE("--tls-listen", "127.0.0.1:8443", "--tls-cert", "/c.pem", "--tls-key", "/k.pem"), 0, "%s", err);
+    cr_assert(c.tls_enabled);
+    cr_assert(c.listen_enabled, "cleartext stays on beside TLS");
+    char a[64];
+    fmt(&c.tls_addr, a, sizeof(a));
+    cr_assert_str_eq(a, "127.0.0.1:8443");
+    cr_assert_str_eq(c.tls_cert, "/c.pem");
+    cr_assert_str_eq(c.tls_key, "/k.pem");
+    cr_assert_null(c.tls_ticket_key_file);
+
+    cr_assert_eq(
+        PARSE("--listen", "none", "--tls-listen", ":443", "--tls-cert", "c", "--tls-key", "k", "--tls-ticket-key-file", "t"), 0,
+        "%s", err);
+    cr_assert_not(c.listen_enabled);
+    cr_assert_str_eq(c.tls_ticket_key_file, "t");
+
+    setenv("RINGD_TLS_LISTEN", "[::1]:4443", 1);
+    setenv("RINGD_TLS_CERT", "/env.crt", 1);
+    setenv("RINGD_TLS_KEY", "/env.key", 1);
+    setenv("RINGD_TLS_TICKET_KEY_FILE", "/env.tk", 1);
+    setenv("RINGD_LISTEN", "none", 1);
+    cr_assert_eq(parse_argv(NULL), 0, "%s", err);
+    cr_assert(c.tls_enabled);
+    cr_assert_not(c.listen_enabled);
+    cr_assert_str_eq(c.tls_ticket_key_file, "/env.tk");
+    cr_assert_eq(PARSE("--listen", "127.0.0.1:1"), 0, "%s", err);
+    cr_assert(c.listen_enabled, "a flag wins over RINGD_LISTEN=none");
+}
+
+Test(config, tls_flags_come_together, .init = clean_env)
+{
+    cr_assert_eq(PARSE("--tls-listen", "127.0.0.1:0"), -1);
+    cr_assert_not_null(strstr(err, "--tls-cert and --tls-key"), "%s", err);
+    cr_assert_eq(PARSE("--tls-listen", "127.0.0.1:0", "--tls-cert", "c"), -1);
+    cr_assert_eq(PARSE("--tls-cert", "c", "--tls-key", "k"), -1);
+    cr_assert_not_null(strstr(err, "need --tls-listen"), "%s", err);
+    cr_assert_eq(PARSE("--tls-ticket-key-file", "t"), -1);
+    cr_assert_eq(PARSE("--listen", "none"), -1);
+    cr_assert_not_null(strstr(err, "nothing would be served"), "%s", err);
+    cr_assert_eq(PARSE("--tls-listen", "nowhere:1", "--tls-cert", "c", "--tls-key", "k"), -1);
+    cr_assert_eq(PARSE("--tls-listen", "127.0.0.1:0", "--tls-cert", "", "--tls-key", "k"), -1);
 }

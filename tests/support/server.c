@@ -86,12 +86,20 @@ int ts_start(struct test_server *ts, const char *const *args)
             for (const char *q = tok; *q != '\0' && *q != ' '; q++)
                 if (*q == ':')
                     colon = q;
-            ts->port = colon ? atoi(colon + 1) : 0;
+            ts->port = colon ? atoi(colon + 1) : 0; /* addr=none: no cleartext port */
             const char *a = strstr(line, " admin=");
             if (a != NULL && (colon = strchr(a, ':')) != NULL)
                 ts->admin_port = atoi(colon + 1);
+            const char *t = strstr(line, " tls=");
+            if (t != NULL) {
+                colon = NULL;
+                for (const char *q = t + 5; *q != '\0' && *q != ' '; q++)
+                    if (*q == ':')
+                        colon = q;
+                ts->tls_port = colon ? atoi(colon + 1) : 0;
+            }
             fclose(f);
-            return ts->port > 0 ? 0 : -1;
+            return ts->port > 0 || ts->tls_port > 0 ? 0 : -1;
         }
         if (f != NULL)
             fclose(f);

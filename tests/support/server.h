@@ -8,8 +8,9 @@
 
 struct test_server {
     pid_t pid;
-    int port;       /* main listener, 127.0.0.1 */
+    int port;       /* main listener, 127.0.0.1; 0 with --listen none */
     int admin_port; /* 0 unless --admin-listen was passed */
+    int tls_port;   /* 0 unless --tls-listen was passed */
     char dir[256];  /* temp dir: db/ and server.log inside; removed by ts_stop */
     char db[300];
     char log[300];
@@ -19,8 +20,9 @@ struct test_server {
 int ts_prepare(struct test_server *ts, unsigned users);
 
 /* Starts `ringd serve --listen 127.0.0.1:0 --db <db> <args...>` (args is a
- * NULL-terminated list, may be NULL) after ts_prepare, and waits (up to 20 s)
- * for its "msg=listening" line. Returns 0 or -1 (the log is printed). */
+ * NULL-terminated list, may be NULL; a later --listen wins) after ts_prepare,
+ * and waits (up to 20 s) for its "msg=listening" line, taking the ports from
+ * its addr=, tls= and admin= fields. Returns 0 or -1 (the log is printed). */
 int ts_start(struct test_server *ts, const char *const *args);
 
 /* ts_prepare + ts_start with the usual flags plus args. */
