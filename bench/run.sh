@@ -19,6 +19,7 @@
 #   --load-cpu N        CPU the load generator is pinned to (default 1; env BENCH_LOAD_CPU)
 #   --port N            HTTP port on 127.0.0.1 (default 29080, below the ephemeral range so no client socket holds it; nginx h2c uses N+1, HTTPS N+2; env BENCH_PORT)
 #   --duration S        seconds per measurement (default 10, --quick 3, --smoke 1)
+#   --scenarios LIST    comma list of scenarios to run (default: all; see SCENARIOS below)
 #   --reps N            rounds, i.e. measurements of each scenario on each server
 #                       (default 3; --quick and --smoke 1)
 #   --users N           users in the demo DB (default 1000000, --smoke 10000)
@@ -97,6 +98,7 @@ parse_args() {
         --duration) DURATION=${2:?}; shift ;;
         --users) USERS=${2:?}; shift ;;
         --reps) REPS=${2:?}; shift ;;
+        --scenarios) ONLY_SCENARIOS=${2:?--scenarios needs a list}; shift ;;
         --rate) RATE_ARG=${2:?}; shift ;;
         --no-build) DO_BUILD=0 ;;
         --with-hyper-build) HYPER_FORCE_BUILD=1 ;;
@@ -133,6 +135,15 @@ parse_args() {
         seen[$s]=1
     done
     [ ${#SERVER_LIST[@]} -gt 0 ] || die "--servers needs at least one server"
+    if [ -n "${ONLY_SCENARIOS:-}" ]; then
+        local want sc keep=()
+        IFS=, read -ra want <<<"$ONLY_SCENARIOS"
+        for sc in "${want[@]}"; do
+            [[ " ${SCENARIOS[*]} " == *" $sc "* ]] || die "unknown scenario '$sc' (${SCENARIOS[*]})"
+            keep+=("$sc")
+        done
+        SCENARIOS=("${keep[@]}")
+    fi
 }
 
 # Whether server $1 speaks h2c: floor and hyper are HTTP/1.1 only, their h2c
@@ -188,6 +199,7 @@ setup_run() {
     COMMIT=$commit
     NAME="$stamp-$commit"
     [ "$MODE" = quick ] && NAME+="-quick"
+    [ -n "${ONLY_SCENARIOS:-}" ] && NAME+="-${ONLY_SCENARIOS//,/-}"
     [ "$SERVERS" != "$ALL_SERVERS" ] && NAME+="-${SERVERS//,/-}"
     mkdir -p "$OUT_DIR"
     WORK="$BENCH_DIR/.work/$NAME"
@@ -537,6 +549,7 @@ tls_uris_file() {
 
 # One certificate for every server's TLS listener: ECDSA P-256, self-signed, made per run.
 make_tls_cert() {
+    # shellcheck disable=SC2054 # the comma is inside one argument (subjectAltName)
     local cmd=(openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WORK/tls.key"
         -out "$WORK/tls.crt" -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1)
     record_cmd "${cmd[@]}"
