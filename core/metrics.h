@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "store/feed.h"
 
 typedef _Atomic uint64_t metric_t;
 
@@ -109,6 +110,9 @@ struct metrics_scrape {
     uint64_t index_users;
     uint64_t index_bytes;
     double index_build_seconds;
+    /* The feed `ringd follow` keeps in the store (shown only when present), and the wall clock (Unix µs) for its lag. */
+    const struct store_feed_view *feed;
+    uint64_t now_us;
 };
 
 /* Appends the Prometheus text exposition (0.0.4) of everything to out. */

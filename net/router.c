@@ -150,6 +150,8 @@ static void render_metrics(struct shard *s, struct response *res)
         .index_users = atomic_load_explicit(&srv->indexer.entries, memory_order_relaxed),
         .index_bytes = atomic_load_explicit(&srv->indexer.bytes, memory_order_relaxed),
         .index_build_seconds = (double)atomic_load_explicit(&srv->indexer.build_ns, memory_order_relaxed) / 1e9,
+        .feed = &s->feed,
+        .now_us = store_feed_now_us(),
     };
     struct metrics_shard *blocks[CONFIG_MAX_SHARDS];
     for (unsigned i = 0; i < srv->nshards; i++)
@@ -207,10 +209,15 @@ void router_handle(struct shard *s, const struct request *req, struct response *
         set(res, 200, "text/plain; charset=utf-8", "ok\n", 3);
         return;
     case ROUTE_READYZ:
-        if (server_ready(s->srv) && !s->draining)
-            set(res, 200, "text/plain; charset=utf-8", "ready\n", 6);
-        else
+        if (!server_ready(s->srv) || s->draining)
             set_error_body(res, 503, s->draining ? "{\"error\":\"draining\"}" : "{\"error\":\"not ready\"}");
+        else if (s->cfg->max_feed_lag_ms > 0 && !s->feed.present)
+            set_error_body(res, 503, "{\"error\":\"no feed\"}");
+        else if (s->cfg->max_feed_lag_ms > 0 &&
+                 store_feed_lag_seconds(&s->feed, store_feed_now_us()) * 1000.0 > (double)s->cfg->max_feed_lag_ms)
+            set_error_body(res, 503, "{\"error\":\"feed behind\"}");
+        else
+            set(res, 200, "text/plain; charset=utf-8", "ready\n", 6);
         return;
     default:
         set_error(res, 404);

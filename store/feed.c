@@ -173,6 +173,7 @@ void store_feed_view_of(const struct store_feed *f, bool alive, uint64_t heartbe
 {
     memset(v, 0, sizeof(*v));
     v->present = f->present;
+    v->alive = alive;
     if (!f->present)
         return;
     v->lsn = f->lsn;

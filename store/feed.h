@@ -65,6 +65,7 @@ void store_feed_probe(const char *dir, bool *alive, uint64_t *heartbeat_us);
 /* What `serve` shows, refreshed at its refresh points (never per request). */
 struct store_feed_view {
     bool present;
+    bool alive; /* a follower holds the lock */
     uint64_t lsn;
     uint64_t commit_us;
     uint64_t since_us; /* 0: caught up (alive and nothing left); else the last moment it was known caught up */
