@@ -364,6 +364,20 @@ static char *follow_ident(PGconn *c, const char *s)
     return q;
 }
 
+/* An identifier as an operator would type it in a fix: bare when PostgreSQL
+ * takes it bare, else in double quotes (which a log value shows as '). */
+static const char *follow_sql_name(const char *s, char *out, size_t cap)
+{
+    bool bare = s[0] != '\0' && !(s[0] >= '0' && s[0] <= '9');
+    for (const char *p = s; bare && *p != '\0'; p++)
+        bare = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_';
+    if (bare)
+        snprintf(out, cap, "%s", s);
+    else
+        snprintf(out, cap, "\"%s\"", s);
+    return out;
+}
+
 /* ---- the relation ---- */
 
 static void follow_rel_free(struct follow_rel *rel)
@@ -469,13 +483,17 @@ static enum follow_end follow_check_publication(struct follow *f, char *err, siz
         goto out;
     char *pub_id = follow_ident(f->repl, f->o.publication);
     char *nsp_id = follow_ident(f->repl, f->schema), *rel_id = follow_ident(f->repl, f->name);
+    char pub_n[FOLLOW_NAME_MAX + 3], nsp_n[FOLLOW_NAME_MAX + 3], rel_n[FOLLOW_NAME_MAX + 3];
+    follow_sql_name(f->o.publication, pub_n, sizeof(pub_n));
+    follow_sql_name(f->schema, nsp_n, sizeof(nsp_n));
+    follow_sql_name(f->name, rel_n, sizeof(rel_n));
     if (PQntuples(r) == 0) {
         PQclear(r);
         /* Before the slot: pgoutput reads the publication as of the WAL it decodes. */
         snprintf(sql, sizeof(sql), "CREATE PUBLICATION %s FOR TABLE %s.%s", pub_id, nsp_id, rel_id);
         r = follow_exec(f->repl, sql, PGRES_COMMAND_OK, err, errlen);
         if (r == NULL) {
-            snprintf(fix, sizeof(fix), "%s; (as the table's owner)", sql);
+            snprintf(fix, sizeof(fix), "CREATE PUBLICATION %s FOR TABLE %s.%s; (as the table's owner)", pub_n, nsp_n, rel_n);
             end = follow_fatal(fix, "cannot create publication %s: %s", f->o.publication, err);
         } else {
             log_info("follow_publication_created", "publication=%s table=%s", f->o.publication, f->display);
@@ -486,7 +504,7 @@ static enum follow_end follow_check_publication(struct follow *f, char *err, siz
     static const char *const actions[] = {"inserts", "updates", "deletes", "truncates"};
     for (int i = 0; i < 4; i++)
         if (PQgetvalue(r, 0, i)[0] != 't') {
-            snprintf(fix, sizeof(fix), "ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate');", pub_id);
+            snprintf(fix, sizeof(fix), "ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate');", pub_n);
             end = follow_fatal(fix, "publication %s does not publish %s", f->o.publication, actions[i]);
             goto out_ids;
         }
@@ -500,7 +518,7 @@ static enum follow_end follow_check_publication(struct follow *f, char *err, siz
     if (r == NULL)
         goto out_ids;
     if (PQntuples(r) == 0) {
-        snprintf(fix, sizeof(fix), "ALTER PUBLICATION %s ADD TABLE %s.%s;", pub_id, nsp_id, rel_id);
+        snprintf(fix, sizeof(fix), "ALTER PUBLICATION %s ADD TABLE %s.%s;", pub_n, nsp_n, rel_n);
         end = follow_fatal(fix, "publication %s does not publish table %s", f->o.publication, f->display);
         goto out_ids;
     }
