@@ -207,6 +207,10 @@ void metrics_render(struct buf *out, const struct metrics_scrape *sc)
         buf_printf(out, "ringd_feed_lag_seconds %.3f\n", store_feed_lag_seconds(f, sc->now_us));
         simple(out, "ringd_feed_follower_running", "gauge", "1 while a ringd follow process holds the store's feed lock.",
                f->alive ? 1 : 0);
+        simple(out, "ringd_feed_applied_transactions_total", "counter",
+               "Source transactions applied that changed the table (the initial copy is not one).", f->txns);
+        simple(out, "ringd_feed_applied_rows_total", "counter",
+               "Row changes applied: rows of the initial copy, inserts, updates, deletes (a truncate counts one).", f->rows);
         simple(out, "ringd_feed_skipped_rows_total", "counter",
                "Source rows left out of the store (id not a positive integer, or not a valid record).", f->skipped);
     }

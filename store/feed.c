@@ -179,6 +179,8 @@ void store_feed_view_of(const struct store_feed *f, bool alive, uint64_t heartbe
     v->lsn = f->lsn;
     v->commit_us = f->commit_us;
     v->skipped = f->skipped;
+    v->txns = f->txns;
+    v->rows = f->rows;
     if (alive && f->caught_up)
         return; /* since_us 0: caught up */
     uint64_t since = f->synced_us;

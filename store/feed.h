@@ -70,6 +70,8 @@ struct store_feed_view {
     uint64_t commit_us;
     uint64_t since_us; /* 0: caught up (alive and nothing left); else the last moment it was known caught up */
     uint64_t skipped;
+    uint64_t txns; /* source transactions applied */
+    uint64_t rows; /* row changes applied, the copy's rows included */
 };
 
 /* The view of f for a follower that is (or not) alive with its heartbeat.

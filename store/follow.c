@@ -1001,10 +1001,12 @@ static int follow_on_change(struct follow *f, uint64_t lsn, const struct pgout_m
         return rc;
     unsigned idc = (unsigned)f->rel.id_col;
     uint64_t old_id = 0, new_id = 0, stored = 0;
+    bool changed = false; /* a row skipped (bad id) is not a change applied */
     bool old_ok = m->change.old_kind != 0 && follow_parse_id(&old->vals[idc], &old_id);
     switch (m->kind) {
     case 'I':
         rc = follow_put_row(f, lsn, nw->vals, nw->ncols, NULL, 0, false, &stored);
+        changed = stored != 0;
         break;
     case 'U':
         follow_parse_id(&nw->vals[idc], &new_id);
@@ -1012,8 +1014,11 @@ static int follow_on_change(struct follow *f, uint64_t lsn, const struct pgout_m
          * the old id when the update changed the id. */
         rc = follow_put_row(f, lsn, nw->vals, nw->ncols, m->change.old_kind == 'O' ? old : NULL, old_ok ? old_id : new_id, false,
                             &stored);
-        if (rc == 0 && old_ok && old_id != stored)
+        changed = stored != 0;
+        if (rc == 0 && old_ok && old_id != stored) {
             rc = follow_del(f, old_id); /* the row moved to another id (or to none) */
+            changed = true;
+        }
         break;
     case 'D':
         if (!old_ok) {
@@ -1028,9 +1033,10 @@ static int follow_on_change(struct follow *f, uint64_t lsn, const struct pgout_m
             break;
         }
         rc = follow_del(f, old_id);
+        changed = true;
         break;
     }
-    if (rc == 0) {
+    if (rc == 0 && changed) {
         f->xact_rows++;
         f->group_rows++;
     }

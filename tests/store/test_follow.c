@@ -159,6 +159,8 @@ Test(follow, changes_visible_over_http, .init = setup, .fini = teardown, .timeou
     cr_assert_eq(ts_metric_in(m, "ringd_feed_lag_seconds"), 0, "caught up");
     cr_assert_eq(ts_metric_in(m, "ringd_feed_follower_running"), 1);
     cr_assert_eq(ts_metric_in(m, "ringd_feed_skipped_rows_total"), 1);
+    cr_assert_eq(ts_metric_in(m, "ringd_feed_applied_transactions_total"), (double)f.txns);
+    cr_assert_eq(f.txns, 5, "insert, update, delete, the two-statement one and 7's (the skipped row's applied nothing)");
     double commit = ts_metric_in(m, "ringd_feed_last_commit_timestamp_seconds");
     cr_assert(commit > (double)time(NULL) - 60 && commit <= (double)time(NULL) + 1, "commit time %f", commit);
     free(m);
