@@ -137,6 +137,8 @@ static void lookup_user(struct shard *s, const char *id_s, size_t id_len, struct
 static void render_metrics(struct shard *s, struct response *res)
 {
     struct server *srv = s->srv;
+    /* The scrape path may read the store: the feed's figures as of this scrape, not of the last refresh. */
+    store_feed_observe(&s->reader, s->cfg->db, &s->feed);
     MDB_envinfo info;
     mdb_env_info(srv->store.env, &info);
     struct metrics_scrape sc = {
