@@ -55,16 +55,16 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#define FOLLOW_STATUS_NS 1000000000ull     /* a standby status update at least this often */
-#define FOLLOW_HEARTBEAT_NS 1000000000ull  /* the lock file's mtime, while caught up */
-#define FOLLOW_PROGRESS_NS 500000000ull    /* the terminal progress line */
-#define FOLLOW_GROUP_NS 20000000ull        /* a group of source transactions commits within this */
-#define FOLLOW_GROUP_ROWS 20000            /* ... or at this many row changes */
-#define FOLLOW_RECENT_US 100000            /* a transaction this fresh, with nothing left to read: caught up */
+#define FOLLOW_STATUS_NS 1000000000ull    /* a standby status update at least this often */
+#define FOLLOW_HEARTBEAT_NS 1000000000ull /* the lock file's mtime, while caught up */
+#define FOLLOW_PROGRESS_NS 500000000ull   /* the terminal progress line */
+#define FOLLOW_GROUP_NS 20000000ull       /* a group of source transactions commits within this */
+#define FOLLOW_GROUP_ROWS 20000           /* ... or at this many row changes */
+#define FOLLOW_RECENT_US 100000           /* a transaction this fresh, with nothing left to read: caught up */
 #define FOLLOW_BACKOFF_MIN_MS 100
 #define FOLLOW_BACKOFF_MAX_MS 5000
-#define FOLLOW_SKIP_LOG_MAX 1000           /* then one line per 1000 skipped rows */
-#define FOLLOW_NAME_MAX 63                 /* NAMEDATALEN - 1 */
+#define FOLLOW_SKIP_LOG_MAX 1000 /* then one line per 1000 skipped rows */
+#define FOLLOW_NAME_MAX 63       /* NAMEDATALEN - 1 */
 
 /* What a session ends with. */
 enum follow_end { FOLLOW_RETRY, FOLLOW_FATAL, FOLLOW_STOP };
@@ -114,8 +114,8 @@ struct follow {
     uint64_t received; /* newest WAL position seen */
     uint64_t flushed;  /* everything up to here is in the store (or not ours) */
     uint64_t last_status_ns, last_heartbeat_ns, last_progress_ns;
-    bool caught_up;     /* in memory: nothing left to apply, as of synced_us */
-    uint64_t synced_us; /* last moment the store was known to hold everything */
+    bool caught_up;          /* in memory: nothing left to apply, as of synced_us */
+    uint64_t synced_us;      /* last moment the store was known to hold everything */
     uint64_t state_since_ns; /* when caught_up last changed */
     uint64_t skipped_logged;
     uint64_t rate_rows, rate_start_ns;
@@ -198,10 +198,10 @@ static int follow_parse(int argc, char **argv, struct follow *f)
             return 2;
         }
     }
-    const char *missing = o->db == NULL || o->db[0] == '\0'           ? "--db DIR"
-                          : o->pg == NULL || o->pg[0] == '\0'         ? "--pg CONNINFO"
-                          : o->table == NULL || o->table[0] == '\0'   ? "--table NAME"
-                                                                      : NULL;
+    const char *missing = o->db == NULL || o->db[0] == '\0'         ? "--db DIR"
+                          : o->pg == NULL || o->pg[0] == '\0'       ? "--pg CONNINFO"
+                          : o->table == NULL || o->table[0] == '\0' ? "--table NAME"
+                                                                    : NULL;
     if (missing != NULL) {
         fprintf(stderr, "ringd follow: no %s\n", missing);
         follow_usage(stderr);
@@ -305,8 +305,14 @@ static void follow_progress_clear(struct follow *f)
  * replication mode and UTF-8, which the JSON needs. */
 static PGconn *follow_connect(const struct follow *f, bool replication)
 {
-    const char *keys[] = {"connect_timeout", "keepalives_idle", "keepalives_interval", "keepalives_count",
-                          "fallback_application_name", "dbname", "client_encoding", replication ? "replication" : NULL,
+    const char *keys[] = {"connect_timeout",
+                          "keepalives_idle",
+                          "keepalives_interval",
+                          "keepalives_count",
+                          "fallback_application_name",
+                          "dbname",
+                          "client_encoding",
+                          replication ? "replication" : NULL,
                           NULL};
     const char *vals[] = {"10", "10", "5", "3", "ringd-follow", f->o.pg, "UTF8", replication ? "database" : NULL, NULL};
     return PQconnectdbParams(keys, vals, 1);
@@ -510,8 +516,8 @@ static enum follow_end follow_check_publication(struct follow *f, char *err, siz
         }
     PQclear(r);
     char *nsp = follow_lit(f->repl, f->schema), *rel = follow_lit(f->repl, f->name);
-    snprintf(sql, sizeof(sql), "SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s AND tablename = %s",
-             pub, nsp, rel);
+    snprintf(sql, sizeof(sql), "SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s AND tablename = %s", pub,
+             nsp, rel);
     PQfreemem(nsp);
     PQfreemem(rel);
     r = follow_exec(f->repl, sql, PGRES_TUPLES_OK, err, errlen);
@@ -539,7 +545,8 @@ static int follow_slot_exists(struct follow *f, char *err, size_t errlen)
     char sql[512];
     char *slot = follow_lit(f->repl, f->o.slot);
     snprintf(sql, sizeof(sql),
-             "SELECT plugin, slot_type, database = current_database() FROM pg_replication_slots WHERE slot_name = %s", slot);
+             "SELECT plugin, slot_type, database = current_database(), %s FROM pg_replication_slots WHERE slot_name = %s",
+             PQserverVersion(f->repl) >= 130000 ? "wal_status" : "NULL", slot);
     PQfreemem(slot);
     PGresult *r = follow_exec(f->repl, sql, PGRES_TUPLES_OK, err, errlen);
     if (r == NULL)
@@ -548,8 +555,17 @@ static int follow_slot_exists(struct follow *f, char *err, size_t errlen)
     if (rc == 1 && (strcmp(PQgetvalue(r, 0, 0), "pgoutput") != 0 || PQgetvalue(r, 0, 2)[0] != 't')) {
         char fix[256];
         snprintf(fix, sizeof(fix), "choose another --slot, or: SELECT pg_drop_replication_slot('%s');", f->o.slot);
-        follow_fatal(fix, "replication slot %s exists but is not a pgoutput slot of this database (plugin %s, type %s)",
-                     f->o.slot, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
+        follow_fatal(fix, "replication slot %s exists but is not a pgoutput slot of this database (plugin %s, type %s)", f->o.slot,
+                     PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
+        rc = -2;
+    } else if (rc == 1 && f->feed.present && strcmp(PQgetvalue(r, 0, 3), "lost") == 0) {
+        /* max_slot_wal_keep_size removed WAL the slot still needed. */
+        char fix[256], l[32];
+        follow_lsn_text(f->feed.lsn, l, sizeof(l));
+        snprintf(fix, sizeof(fix), "SELECT pg_drop_replication_slot('%s'); then follow again into a new --db (the table is copied)",
+                 f->o.slot);
+        follow_fatal(fix, "replication slot %s has lost WAL it needed (max_slot_wal_keep_size): the changes after LSN %s are gone",
+                     f->o.slot, l);
         rc = -2;
     }
     PQclear(r);
@@ -674,8 +690,8 @@ static json_t *follow_stored(struct follow *f, uint64_t id)
  * vals[i] describes rel->cols[i]; an 'u' (unchanged TOASTed) value is taken
  * from old (the old row under REPLICA IDENTITY FULL), else from the stored
  * record of merge_id. Returns 0 (stored or skipped) or an LMDB error. */
-static int follow_put_row(struct follow *f, uint64_t lsn, const struct pgout_value *vals, unsigned n,
-                          const struct pgout_tuple *old, uint64_t merge_id, bool append, uint64_t *stored_id)
+static int follow_put_row(struct follow *f, uint64_t lsn, const struct pgout_value *vals, unsigned n, const struct pgout_tuple *old,
+                          uint64_t merge_id, bool append, uint64_t *stored_id)
 {
     const struct follow_rel *rel = &f->rel;
     json_t *stored = NULL;
@@ -978,8 +994,8 @@ static enum follow_end follow_on_relation(struct follow *f, const struct pgout_r
         log_info("follow_relation_changed", "table=%s columns=%u", f->display, f->rel.ncols);
     }
     if (f->rel.id_col < 0)
-        return follow_fatal(NULL, "table %s no longer sends column %s (dropped, renamed or left out of publication %s)",
-                            f->display, f->o.id_column, f->o.publication);
+        return follow_fatal(NULL, "table %s no longer sends column %s (dropped, renamed or left out of publication %s)", f->display,
+                            f->o.id_column, f->o.publication);
     return FOLLOW_STOP;
 }
 
@@ -1199,8 +1215,10 @@ static enum follow_end follow_stream(struct follow *f, bool *streamed, char *err
         PQclear(r);
         if (missing) {
             char fix[256];
-            snprintf(fix, sizeof(fix), "recreate the slot and copy again: a new --db (or SELECT pg_create_logical_replication_slot("
-                     "'%s', 'pgoutput'); and accept the gap)", f->o.slot);
+            snprintf(fix, sizeof(fix),
+                     "recreate the slot and copy again: a new --db (or SELECT pg_create_logical_replication_slot("
+                     "'%s', 'pgoutput'); and accept the gap)",
+                     f->o.slot);
             return follow_fatal(fix, "replication slot %s does not exist: the changes after LSN %s are gone", f->o.slot, l);
         }
         return FOLLOW_RETRY;
@@ -1261,7 +1279,7 @@ static enum follow_end follow_stream(struct follow *f, bool *streamed, char *err
         if (n == -1) {
             r = PQgetResult(f->repl);
             store_cli_log_safe(r != NULL && PQresultErrorMessage(r)[0] != '\0' ? PQresultErrorMessage(r)
-                                                                              : "the server ended the stream",
+                                                                               : "the server ended the stream",
                                err, errlen);
             PQclear(r);
             return FOLLOW_RETRY;
@@ -1302,8 +1320,8 @@ static enum follow_end follow_first_run(struct follow *f, int slot_exists, char 
     char sql[256], fix[256];
     if (slot_exists) {
         if (strcmp(f->feed.slot, f->o.slot) != 0) {
-            snprintf(fix, sizeof(fix), "SELECT pg_drop_replication_slot('%s'); (if no other follower uses it) or choose another --slot",
-                     f->o.slot);
+            snprintf(fix, sizeof(fix),
+                     "SELECT pg_drop_replication_slot('%s'); (if no other follower uses it) or choose another --slot", f->o.slot);
             return follow_fatal(fix, "replication slot %s already exists and the store at %s was never fed from it", f->o.slot,
                                 f->o.db);
         }

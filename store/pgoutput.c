@@ -248,12 +248,24 @@ int pgout_copy_row(char *line, size_t len, struct pgout_value *vals, size_t cap)
             case 'N':
                 escaped_null = w == start;
                 break;
-            case 'b': *w++ = '\b'; break;
-            case 'f': *w++ = '\f'; break;
-            case 'n': *w++ = '\n'; break;
-            case 'r': *w++ = '\r'; break;
-            case 't': *w++ = '\t'; break;
-            case 'v': *w++ = '\v'; break;
+            case 'b':
+                *w++ = '\b';
+                break;
+            case 'f':
+                *w++ = '\f';
+                break;
+            case 'n':
+                *w++ = '\n';
+                break;
+            case 'r':
+                *w++ = '\r';
+                break;
+            case 't':
+                *w++ = '\t';
+                break;
+            case 'v':
+                *w++ = '\v';
+                break;
             case 'x':
                 if (i < len && hexval(line[i]) >= 0) {
                     int v = hexval(line[i++]);
@@ -302,13 +314,27 @@ void pgout_json_string(struct buf *out, const char *s, size_t len)
         char esc[6] = {'\\', 0, 0, 0, 0, 0};
         size_t n = 2;
         switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
         default:
             esc[1] = 'u';
             esc[2] = '0';

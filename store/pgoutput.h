@@ -17,9 +17,9 @@
 
 #include "core/buf.h"
 
-#define PGOUT_MAX_COLS 1664                           /* MaxTupleAttributeNumber */
+#define PGOUT_MAX_COLS 1664                          /* MaxTupleAttributeNumber */
 #define PGOUT_EPOCH_UNIX_US INT64_C(946684800000000) /* 2000-01-01T00:00:00Z in Unix µs */
-#define PGOUT_STATUS_LEN 34                           /* a standby status update */
+#define PGOUT_STATUS_LEN 34                          /* a standby status update */
 
 /* Type OIDs the JSON rendering knows (pg_type.dat; fixed since forever). */
 enum {
@@ -77,7 +77,7 @@ struct pgout_tuple {
 };
 
 struct pgout_column {
-    uint8_t flags; /* 1: part of the replica identity key */
+    uint8_t flags;    /* 1: part of the replica identity key */
     const char *name; /* NUL-terminated, inside the message */
     uint32_t typid;
     int32_t typmod;
@@ -115,7 +115,7 @@ struct pgout_msg {
         } change;
         struct {
             uint32_t nrels;
-            uint8_t options; /* 1 CASCADE, 2 RESTART IDENTITY */
+            uint8_t options;       /* 1 CASCADE, 2 RESTART IDENTITY */
             const uint8_t *relids; /* nrels big-endian uint32: pgout_truncate_relid */
         } truncate;
     };

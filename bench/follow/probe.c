@@ -123,8 +123,8 @@ int main(int argc, char **argv)
     }
     qsort(lag, (size_t)count, sizeof(double), cmp);
 #define PCT(p) lag[(size_t)((double)(count - 1) * (p))]
-    printf("PROBE count=%d p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f max_ms=%.2f timeouts=%d\n", count, PCT(0.50), PCT(0.90),
-           PCT(0.99), lag[count - 1], timeouts);
+    printf("PROBE count=%d p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f max_ms=%.2f timeouts=%d\n", count, PCT(0.50), PCT(0.90), PCT(0.99),
+           lag[count - 1], timeouts);
     PQfinish(c);
     close(fd);
     free(lag);

@@ -57,8 +57,14 @@ Test(feed, keys_round_trip, .init = setup, .fini = teardown)
     cr_assert(!f.present, "copy pending: not a feed yet");
     cr_assert_str_eq(f.slot, "ringd");
 
-    struct store_feed w = {.present = true, .lsn = 0x1234ABCDull, .commit_us = 111, .synced_us = 222, .caught_up = true,
-                           .txns = 5, .rows = 50, .skipped = 2};
+    struct store_feed w = {.present = true,
+                           .lsn = 0x1234ABCDull,
+                           .commit_us = 111,
+                           .synced_us = 222,
+                           .caught_up = true,
+                           .txns = 5,
+                           .rows = 50,
+                           .skipped = 2};
     strcpy(w.slot, "ringd");
     strcpy(w.table, "public.users");
     cr_assert_eq(write_feed(&st, &w), 0);

@@ -63,22 +63,21 @@ static void expect_equal(const char *table, int timeout_ms)
     }
 }
 
-#define USERS_DDL                                                                                                            \
-    "CREATE TABLE users (id bigint PRIMARY KEY, name text, email varchar(80), n int NOT NULL DEFAULT 0, active bool,"       \
-    " score numeric, price real, ratio double precision, small smallint, created timestamptz, born date, seen timestamp,"   \
+#define USERS_DDL                                                                                                                  \
+    "CREATE TABLE users (id bigint PRIMARY KEY, name text, email varchar(80), n int NOT NULL DEFAULT 0, active bool,"              \
+    " score numeric, price real, ratio double precision, small smallint, created timestamptz, born date, seen timestamp,"          \
     " uid uuid, ip inet, span interval, meta jsonb, doc json, note text)"
 
 Test(follow, initial_copy_of_10000_rows, .init = setup, .fini = teardown, .timeout = 180)
 {
     free(tpg_exec(&pg, USERS_DDL));
-    free(tpg_exec(&pg,
-                  "INSERT INTO users SELECT i, 'User ' || i, 'user' || i || '@example.com', i % 7, i % 3 = 0,"
-                  " CASE WHEN i % 11 = 0 THEN NULL ELSE i * 1.25 END, i / 4.0, 1.0 / i, i % 100,"
-                  " timestamptz '2024-01-01 00:00:00+00' + i * interval '1 minute', date '2020-02-29' + i,"
-                  " timestamp '2024-06-01 12:00:00.5' + i * interval '1 second', md5(i::text)::uuid, '10.0.0.1'::inet,"
-                  " i * interval '1 hour', jsonb_build_object('k', i, 'tags', jsonb_build_array('a', i)), '{\"x\": [1, 2]}',"
-                  " CASE WHEN i % 5 = 0 THEN E'tab\\tquote\" backslash\\\\ nl\\n é' ELSE NULL END"
-                  " FROM generate_series(1, 10000) i"));
+    free(tpg_exec(&pg, "INSERT INTO users SELECT i, 'User ' || i, 'user' || i || '@example.com', i % 7, i % 3 = 0,"
+                       " CASE WHEN i % 11 = 0 THEN NULL ELSE i * 1.25 END, i / 4.0, 1.0 / i, i % 100,"
+                       " timestamptz '2024-01-01 00:00:00+00' + i * interval '1 minute', date '2020-02-29' + i,"
+                       " timestamp '2024-06-01 12:00:00.5' + i * interval '1 second', md5(i::text)::uuid, '10.0.0.1'::inet,"
+                       " i * interval '1 hour', jsonb_build_object('k', i, 'tags', jsonb_build_array('a', i)), '{\"x\": [1, 2]}',"
+                       " CASE WHEN i % 5 = 0 THEN E'tab\\tquote\" backslash\\\\ nl\\n é' ELSE NULL END"
+                       " FROM generate_series(1, 10000) i"));
     start_follower("users");
     cr_assert(tf_wait_log(flog, "msg=follow_copy_done", 1, 60000), "no copy_done");
     wait_streaming(1);

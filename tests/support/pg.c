@@ -133,8 +133,8 @@ int tpg_start(struct test_pg *pg)
     char data[200], log[200];
     snprintf(data, sizeof(data), "%s/data", pg->dir);
     snprintf(log, sizeof(log), "%s/pg.log", pg->dir);
-    const char *initdb[] = {PG_BIN "/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C",
-                            "--no-sync", NULL};
+    const char *initdb[] = {PG_BIN "/initdb", "-D",         data,        "-U", "postgres", "--auth=trust", "-E",
+                            "UTF8",           "--locale=C", "--no-sync", NULL};
     if (wait_child(run_as(pg, initdb, log)) != 0) {
         print_pg_log(pg);
         return -1;
