@@ -53,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define FOLLOW_STATUS_NS 1000000000ull    /* a standby status update at least this often */
@@ -620,7 +621,6 @@ static int follow_group_commit(struct follow *f, bool drained)
     }
     f->feed = f->pending;
     f->synced_us = f->feed.synced_us;
-    f->caught_up = caught_up;
     if (f->feed.lsn > f->flushed)
         f->flushed = f->feed.lsn;
     f->rate_rows += f->group_rows;
@@ -1502,6 +1502,22 @@ static int follow_run(struct follow *f)
     f->pending = f->feed;
     f->synced_us = f->feed.synced_us;
     f->state_since_ns = clock_now_ns();
+    if (f->feed.present && f->feed.caught_up) {
+        /* Until this run has seen the stream, the store is current only as of
+         * the previous follower's last heartbeat: say so, or serve would read
+         * "caught up" from the stored flag and this process's lock. */
+        struct stat lst;
+        if (fstat(f->lock_fd, &lst) == 0) {
+            uint64_t hb = (uint64_t)lst.st_mtim.tv_sec * 1000000u + (uint64_t)lst.st_mtim.tv_nsec / 1000u;
+            if (hb > f->synced_us)
+                f->synced_us = hb;
+        }
+        rc = follow_write_state(f, false, f->synced_us);
+        if (rc != 0) {
+            follow_fatal(NULL, "cannot write the feed state of %s: %s", f->o.db, mdb_strerror(rc));
+            goto out;
+        }
+    }
     unsigned backoff = FOLLOW_BACKOFF_MIN_MS;
     char l[32];
     follow_lsn_text(f->feed.lsn, l, sizeof(l));
