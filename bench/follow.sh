@@ -101,7 +101,14 @@ cleanup() {
     for p in "${bg_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     # ringd exits 0 on SIGTERM (the follower after confirming its position)
     for p in $follow_pid $serve_pid; do kill -TERM "$p" 2>/dev/null && { wait "$p" 2>/dev/null || true; }; done
-    if [ -n "$pg_pid" ]; then kill -INT "$pg_pid" 2>/dev/null || true; for _ in $(seq 1 100); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done; fi
+    if [ -n "$pg_pid" ]; then
+        # Fast shutdown (its checkpoint may take a while), then immediate; never remove the directory under it.
+        kill -INT "$pg_pid" 2>/dev/null || true
+        for _ in $(seq 1 600); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -QUIT "$pg_pid" 2>/dev/null && sleep 1
+        kill -KILL "$pg_pid" 2>/dev/null || true
+        wait "$pg_pid" 2>/dev/null || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -134,7 +141,12 @@ wal_writer_delay = 5ms
 shared_buffers = 256MB
 max_connections = 40
 CONF
-as_pg "$PG_BIN/postgres" -D "$work/pg/data" >"$work/pg.log" 2>&1 &
+# Not through as_pg: a backgrounded function is a subshell, and $! must be the postmaster itself.
+if [ "$(id -u)" = 0 ]; then
+    setpriv --reuid="$pg_user" --regid="$pg_group" --clear-groups -- "$PG_BIN/postgres" -D "$work/pg/data" >"$work/pg.log" 2>&1 &
+else
+    "$PG_BIN/postgres" -D "$work/pg/data" >"$work/pg.log" 2>&1 &
+fi
 pg_pid=$!
 CONNINFO="host=$work/pg port=$pg_port user=postgres dbname=postgres"
 psql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "$CONNINFO" "$@"; }
