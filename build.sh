@@ -11,10 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 BUILD_PKGS=(gcc make cmake pkg-config liburing-dev libh2o-evloop-dev libmimalloc-dev liblmdb-dev
-            libnghttp2-dev libjansson-dev libcriterion-dev libssl-dev curl)
+            libnghttp2-dev libjansson-dev libcriterion-dev libssl-dev libpq-dev curl)
 # Real clients the integration tests talk to the server with, and what the
 # benchmark's smoke pass (a ctest) uses, so one apt run installs everything.
-TEST_PKGS=(nghttp2-client wrk prometheus jq time gnuplot-nox nginx-light h2o valgrind util-linux procps openssl)
+# postgresql-15: `ringd follow`'s tests start their own throwaway clusters (tests/support/pg.c).
+TEST_PKGS=(nghttp2-client wrk prometheus jq time gnuplot-nox nginx-light h2o valgrind util-linux procps openssl postgresql-15)
 
 missing_pkgs() {
     local p

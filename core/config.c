@@ -42,6 +42,8 @@ const char config_serve_usage[] =
     "                             (RINGD_BATCH_WAIT_US, default 0 = off; 0: wake per completion; Linux 6.12+)\n"
     "  --index-max-mb N           memory the in-memory id index may take (RINGD_INDEX_MAX_MB, default 1024;\n"
     "                             0 = off: every lookup walks the LMDB B-tree)\n"
+    "  --max-feed-lag-ms N        /readyz answers 503 while the store is more than N ms behind the\n"
+    "                             `ringd follow` feed's source, or has no feed (RINGD_MAX_FEED_LAG_MS, default 0 = off)\n"
     "  -h, --help                 this text\n";
 
 int config_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
@@ -142,6 +144,7 @@ static const struct opt opts[] = {
     {"--batch-wait-us", "RINGD_BATCH_WAIT_US", OPT_UINT, OFF(batch_wait_us), 0, 10000},
     {"--index-max-mb", "RINGD_INDEX_MAX_MB", OPT_UINT, OFF(index_max_mb), 0, 1048576},
     {"--reuse-port-join", "RINGD_REUSE_PORT_JOIN", OPT_BOOL, OFF(reuse_port_join), 0, 0},
+    {"--max-feed-lag-ms", "RINGD_MAX_FEED_LAG_MS", OPT_UINT, OFF(max_feed_lag_ms), 0, 86400000},
 };
 
 static int apply(struct config *c, const struct opt *o, const char *value, const char *src, char *err, size_t errlen)

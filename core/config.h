@@ -36,6 +36,7 @@ struct config {
     bool reuse_port_join;      /* share the listening port with a process already on it (handover) */
     unsigned batch_wait_us; /* at most this long a busy shard waits to gather completions; 0: wake per completion */
     unsigned index_max_mb;  /* the snapshot index (store/index.h) may take this much memory; 0: no index */
+    unsigned max_feed_lag_ms; /* /readyz answers 503 while the feed (store/feed.h) is further behind; 0: off */
 };
 
 /* Fills c from defaults, then RINGD_* variables, then flags (flags win).

@@ -1,10 +1,12 @@
-/* main.c - the ringd binary: dispatches to the serve, import and demo subcommands. */
+/* main.c - the ringd binary: dispatches to the serve, import, demo and follow subcommands. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
 #include "core/server.h"
+#include "store/follow.h"
 #include "store/store.h"
 
 #ifdef RINGD_WITH_MIMALLOC
@@ -15,6 +17,7 @@ static const char usage[] = "usage: ringd <command> [options]\n"
                             "  serve    serve user lookups over HTTP/1.1 and HTTP/2\n"
                             "  import   load users from JSON Lines into the database\n"
                             "  demo     create a database of generated users\n"
+                            "  follow   keep the database in step with a PostgreSQL table (logical replication)\n"
                             "  version  print the version\n"
                             "Run `ringd <command> --help` for a command's options.\n";
 
@@ -45,6 +48,8 @@ int main(int argc, char **argv)
         return store_import_main(argc - 1, argv + 1);
     if (strcmp(cmd, "demo") == 0)
         return store_demo_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "follow") == 0)
+        return follow_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("ringd %s\n", RINGD_VERSION);
         return 0;

@@ -245,6 +245,27 @@ void metrics_render(struct buf *out, const struct metrics_scrape *sc)
     simple(out, "ringd_store_map_size_bytes", "gauge", "Size of the LMDB map (sparse address space).",
            sc->store_map_bytes);
 
+    if (sc->feed != NULL && sc->feed->present) {
+        const struct store_feed_view *f = sc->feed;
+        simple(out, "ringd_feed_applied_lsn", "gauge", "End LSN of the last source transaction in the store (ringd follow).",
+               f->lsn);
+        family(out, "ringd_feed_last_commit_timestamp_seconds", "gauge",
+               "Commit time at the source of the last applied transaction (Unix seconds).");
+        buf_printf(out, "ringd_feed_last_commit_timestamp_seconds %.6f\n", (double)f->commit_us / 1e6);
+        family(out, "ringd_feed_lag_seconds", "gauge",
+               "How far the store may be behind its source: 0 while the follower runs and is caught up, else the time since "
+               "the store was last known complete.");
+        buf_printf(out, "ringd_feed_lag_seconds %.3f\n", store_feed_lag_seconds(f, sc->now_us));
+        simple(out, "ringd_feed_follower_running", "gauge", "1 while a ringd follow process holds the store's feed lock.",
+               f->alive ? 1 : 0);
+        simple(out, "ringd_feed_applied_transactions_total", "counter",
+               "Source transactions applied that changed the table (the initial copy is not one).", f->txns);
+        simple(out, "ringd_feed_applied_rows_total", "counter",
+               "Row changes applied: rows of the initial copy, inserts, updates, deletes (a truncate counts one).", f->rows);
+        simple(out, "ringd_feed_skipped_rows_total", "counter",
+               "Source rows left out of the store (id not a positive integer, or not a valid record).", f->skipped);
+    }
+
     simple(out, "ringd_uring_submit_calls_total", "counter",
            "io_uring submit calls: one submit-and-wait per loop turn, plus a submit when the SQ fills.",
            SUM(sc, uring_submits));

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "store/feed.h"
 
 typedef _Atomic uint64_t metric_t;
 
@@ -145,6 +146,9 @@ struct metrics_scrape {
     uint64_t tls_ticket_key_rotations;
     int64_t tls_cert_not_after; /* Unix time the served certificate expires */
     uint64_t tls_ktls_available; /* what the start-up probe found: 1 or 0 */
+    /* The feed `ringd follow` keeps in the store (shown only when present), and the wall clock (Unix µs) for its lag. */
+    const struct store_feed_view *feed;
+    uint64_t now_us;
 };
 
 /* Appends the Prometheus text exposition (0.0.4) of everything to out. */

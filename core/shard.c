@@ -39,6 +39,7 @@
 /* Completions a busy shard gathers per wakeup (with --batch-wait-us). */
 #define SHARD_BATCH 32
 #define READER_CHECK_MS 10000 /* how often shard 0 clears stale LMDB reader slots */
+#define FEED_CHECK_MS 200      /* how often a shard reads the feed's state (/readyz, /metrics): a few syscalls */
 #define SHARD_PREFETCH 32      /* lookups a turn prefetches at most */
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -894,6 +895,11 @@ static void refresh_store(struct shard *s)
         s->last_reader_check_ms = s->clock.now_ms;
         store_reader_check(&s->srv->store);
     }
+    /* Here and not per request: /readyz and /metrics answer from this view. */
+    if (s->clock.now_ms - s->last_feed_ms >= FEED_CHECK_MS) {
+        s->last_feed_ms = s->clock.now_ms;
+        store_feed_observe(&s->reader, s->cfg->db, &s->feed);
+    }
     if (!s->reader.active)
         return; /* parked: the next lookup renews */
     if (!s->looked_up) {
@@ -1046,6 +1052,8 @@ static void *shard_thread(void *arg)
         return NULL;
     }
     s->last_refresh_ms = s->clock.now_ms;
+    s->last_feed_ms = s->clock.now_ms;
+    store_feed_observe(&s->reader, s->cfg->db, &s->feed);
     s->reader.index = store_indexer_acquire(&s->srv->indexer, s->id);
     METRIC_SET(s->metrics->store_txn_id, store_reader_txn_id(&s->reader));
     for (int k = 0; k < LISTENER__COUNT; k++)

@@ -18,6 +18,7 @@
 #include "core/clock.h"
 #include "core/metrics.h"
 #include "core/timer.h"
+#include "store/feed.h"
 #include "store/store.h"
 
 struct server;
@@ -53,6 +54,8 @@ struct shard {
     struct store_reader reader;
     uint64_t last_refresh_ms;
     uint64_t last_reader_check_ms;
+    uint64_t last_feed_ms;
+    struct store_feed_view feed; /* the feed's state (store/feed.h), refreshed every FEED_CHECK_MS for /readyz and /metrics */
     struct metrics_shard *metrics;
 
     struct conn *conns;       /* every live connection (for drain) */

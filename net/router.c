@@ -140,6 +140,8 @@ static void lookup_user(struct shard *s, const char *id_s, size_t id_len, struct
 static void render_metrics(struct shard *s, struct response *res)
 {
     struct server *srv = s->srv;
+    /* The scrape path may read the store: the feed's figures as of this scrape, not of the last refresh. */
+    store_feed_observe(&s->reader, s->cfg->db, &s->feed);
     MDB_envinfo info;
     mdb_env_info(srv->store.env, &info);
     struct metrics_scrape sc = {
@@ -155,6 +157,8 @@ static void render_metrics(struct shard *s, struct response *res)
         .index_build_seconds = (double)atomic_load_explicit(&srv->indexer.build_ns, memory_order_relaxed) / 1e9,
         .tls_enabled = srv->tls != NULL,
         .tls_ktls_available = srv->ktls_available,
+        .feed = &s->feed,
+        .now_us = store_feed_now_us(),
     };
     if (srv->tls != NULL) {
         struct tls_stats st;
@@ -228,10 +232,15 @@ void router_handle(struct shard *s, const struct request *req, struct response *
         set(res, 200, "text/plain; charset=utf-8", "ok\n", 3);
         return;
     case ROUTE_READYZ:
-        if (server_ready(s->srv) && !s->draining)
-            set(res, 200, "text/plain; charset=utf-8", "ready\n", 6);
-        else
+        if (!server_ready(s->srv) || s->draining)
             set_error_body(res, 503, s->draining ? "{\"error\":\"draining\"}" : "{\"error\":\"not ready\"}");
+        else if (s->cfg->max_feed_lag_ms > 0 && !s->feed.present)
+            set_error_body(res, 503, "{\"error\":\"no feed\"}");
+        else if (s->cfg->max_feed_lag_ms > 0 &&
+                 store_feed_lag_seconds(&s->feed, store_feed_now_us()) * 1000.0 > (double)s->cfg->max_feed_lag_ms)
+            set_error_body(res, 503, "{\"error\":\"feed behind\"}");
+        else
+            set(res, 200, "text/plain; charset=utf-8", "ready\n", 6);
         return;
     default:
         set_error(res, 404);

@@ -53,19 +53,19 @@ static const char *store_record_type(const json_t *v)
     return "unknown";
 }
 
-/* Checks the shape: an object whose "id" is an integer > 0. */
-static int store_record_check(const json_t *root, uint64_t *id, char *err, size_t errlen)
+/* Checks the shape: an object whose id_field is an integer > 0. */
+static int store_record_check(const json_t *root, const char *id_field, uint64_t *id, char *err, size_t errlen)
 {
     if (!json_is_object(root))
         return store_record_fail(err, errlen, "not an object (%s)", store_record_type(root));
-    const json_t *v = json_object_get(root, "id");
+    const json_t *v = json_object_get(root, id_field);
     if (v == NULL)
-        return store_record_fail(err, errlen, "no id");
+        return store_record_fail(err, errlen, "no %s", id_field);
     if (!json_is_integer(v))
-        return store_record_fail(err, errlen, "id must be a positive integer, not %s", store_record_type(v));
+        return store_record_fail(err, errlen, "%s must be a positive integer, not %s", id_field, store_record_type(v));
     json_int_t n = json_integer_value(v);
     if (n <= 0)
-        return store_record_fail(err, errlen, "id must be a positive integer, not %" JSON_INTEGER_FORMAT, n);
+        return store_record_fail(err, errlen, "%s must be a positive integer, not %" JSON_INTEGER_FORMAT, id_field, n);
     *id = (uint64_t)n;
     return 0;
 }
@@ -83,7 +83,7 @@ static char *store_record_dump(const json_t *root)
 
 /* jansson holds integers in a json_int_t (long long) and refuses a longer
  * literal with json_error_numeric_overflow, error.position just past it. ids
- * go up to 2^64-1, so when that literal is the top-level "id":
+ * go up to 2^64-1, so when that literal is the top-level id field:
  *   - parse the line twice more with the literal replaced by "0" and by "1",
  *     padded with spaces so nothing else moves. If the top-level id reads 0
  *     and then 1, the literal was the id (any other place it could have been
@@ -91,8 +91,8 @@ static char *store_record_dump(const json_t *root)
  *   - serialise both trees: the two strings differ in exactly one byte, the
  *     id's digit, and the literal's digits go there.
  * Any other number beyond long long stays an error. */
-static int store_record_big_id(const char *json, size_t len, size_t end, uint64_t *id, char **out, size_t *out_len, char *err,
-                               size_t errlen)
+static int store_record_big_id(const char *json, size_t len, size_t end, const char *id_field, uint64_t *id, char **out,
+                               size_t *out_len, char *err, size_t errlen)
 {
     size_t start = end;
     while (start > 0 && isdigit((unsigned char)json[start - 1]))
@@ -130,7 +130,7 @@ static int store_record_big_id(const char *json, size_t len, size_t end, uint64_
             store_record_fail(err, errlen, "not an object (%s)", store_record_type(root[i]));
             goto cleanup;
         }
-        const json_t *v = json_object_get(root[i], "id");
+        const json_t *v = json_object_get(root[i], id_field);
         if (!json_is_integer(v) || json_integer_value(v) != i) {
             store_record_fail(err, errlen, "number out of range at byte %zu (only id may exceed 2^63-1)", end);
             goto cleanup;
@@ -163,14 +163,20 @@ cleanup:
 
 int store_record_normalize(const char *json, size_t len, uint64_t *id, char **out, size_t *out_len, char *err, size_t errlen)
 {
+    return store_record_normalize_keyed(json, len, "id", id, out, out_len, err, errlen);
+}
+
+int store_record_normalize_keyed(const char *json, size_t len, const char *id_field, uint64_t *id, char **out, size_t *out_len,
+                                 char *err, size_t errlen)
+{
     json_error_t jerr;
     json_t *root = json_loadb(json, len, STORE_RECORD_LOAD_FLAGS, &jerr);
     if (root == NULL) {
         if (json_error_code(&jerr) == json_error_numeric_overflow && jerr.position > 0 && (size_t)jerr.position <= len)
-            return store_record_big_id(json, len, (size_t)jerr.position, id, out, out_len, err, errlen);
+            return store_record_big_id(json, len, (size_t)jerr.position, id_field, id, out, out_len, err, errlen);
         return store_record_fail(err, errlen, "not JSON: %s (column %d)", jerr.text, jerr.column);
     }
-    if (store_record_check(root, id, err, errlen) != 0) {
+    if (store_record_check(root, id_field, id, err, errlen) != 0) {
         json_decref(root);
         return -1;
     }

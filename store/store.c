@@ -203,6 +203,11 @@ int store_open(struct store *s, const char *dir, bool readonly, bool create, cha
     rc = store_check_format(txn, dir, create, err, errlen);
     if (rc != 0)
         goto cleanup;
+    rc = mdb_dbi_open(txn, STORE_DB_META, 0, &s->meta); /* exists: store_check_format saw it */
+    if (rc != 0) {
+        store_fail(err, errlen, rc, "%s: cannot open the meta table: %s", dir, mdb_strerror(rc));
+        goto cleanup;
+    }
     rc = mdb_dbi_open(txn, STORE_DB_USERS, MDB_INTEGERKEY | (create ? MDB_CREATE : 0), &s->users);
     if (rc != 0) {
         if (rc == MDB_NOTFOUND)

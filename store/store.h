@@ -32,6 +32,7 @@
 struct store {
     MDB_env *env;
     MDB_dbi users; /* MDB_INTEGERKEY: key is a native-endian uint64_t (size_t on LP64) */
+    MDB_dbi meta;  /* the format marker and writers' state (store/feed.h) */
     bool readonly;
 };
 
@@ -102,6 +103,12 @@ uint64_t store_used_bytes(struct store *s);
  * On success returns 0, sets *id and *out (malloc'd, NUL-terminated, caller
  * frees) and *out_len. On failure returns -1 and writes the reason to err. */
 int store_record_normalize(const char *json, size_t len, uint64_t *id, char **out, size_t *out_len, char *err, size_t errlen);
+
+/* The same record path with the key taken from the member id_field instead of
+ * "id" (`ringd follow --id-column`): the record must hold id_field as an
+ * integer > 0, which becomes *id. store_record_normalize is this with "id". */
+int store_record_normalize_keyed(const char *json, size_t len, const char *id_field, uint64_t *id, char **out, size_t *out_len,
+                                 char *err, size_t errlen);
 
 /* `ringd import --db DIR [--replace] FILE|-` and `ringd demo --db DIR [--users N]`:
  * the subcommands' whole CLI (argv[0] is the subcommand name). Return the process exit code. */

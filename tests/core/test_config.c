@@ -15,7 +15,7 @@ static const char *const env_names[] = {
     "RINGD_IDLE_TIMEOUT_MS", "RINGD_WRITE_TIMEOUT_MS",    "RINGD_DRAIN_TIMEOUT_MS",
     "RINGD_REFRESH_MS",      "RINGD_H2_MAX_STREAMS",      "RINGD_PAUSED_BUDGET_MB",
     "RINGD_REUSE_PORT_JOIN", "RINGD_TLS_LISTEN",          "RINGD_TLS_CERT",
-    "RINGD_TLS_KEY",         "RINGD_TLS_TICKET_KEY_FILE",
+    "RINGD_TLS_KEY",         "RINGD_TLS_TICKET_KEY_FILE", "RINGD_MAX_FEED_LAG_MS",
 };
 
 static void clean_env(void)
@@ -147,6 +147,19 @@ Test(config, env_vars, .init = clean_env)
     cr_assert(c.admin_enabled);
     fmt(&c.admin_addr, a, sizeof(a));
     cr_assert_str_eq(a, "[::1]:9");
+}
+
+Test(config, max_feed_lag, .init = clean_env)
+{
+    cr_assert_eq(parse_argv(NULL), 0, "%s", err);
+    cr_assert_eq(c.max_feed_lag_ms, 0, "off by default");
+    setenv("RINGD_MAX_FEED_LAG_MS", "1500", 1);
+    cr_assert_eq(parse_argv(NULL), 0, "%s", err);
+    cr_assert_eq(c.max_feed_lag_ms, 1500);
+    cr_assert_eq(PARSE("--max-feed-lag-ms", "250"), 0, "%s", err);
+    cr_assert_eq(c.max_feed_lag_ms, 250, "the flag wins");
+    cr_assert_eq(PARSE("--max-feed-lag-ms", "soon"), -1);
+    cr_assert_eq(PARSE("--max-feed-lag-ms", "86400001"), -1);
 }
 
 Test(config, flags_win_over_env, .init = clean_env)

@@ -152,3 +152,23 @@ Test(record, long_record)
     free(out);
     free(in);
 }
+
+Test(record, keyed_by_another_member)
+{
+    char *out = NULL;
+    size_t len;
+    uint64_t id = 0;
+    char err[256];
+    const char *in = "{\"user_id\": 12, \"id\": \"not the key\"}";
+    cr_assert_eq(store_record_normalize_keyed(in, strlen(in), "user_id", &id, &out, &len, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(id, 12);
+    cr_assert_str_eq(out, "{\"user_id\":12,\"id\":\"not the key\"}");
+    free(out);
+    const char *bad = "{\"user_id\": -1}";
+    cr_assert_eq(store_record_normalize_keyed(bad, strlen(bad), "user_id", &id, &out, &len, err, sizeof(err)), -1);
+    cr_assert_str_eq(err, "user_id must be a positive integer, not -1");
+    const char *big = "{\"user_id\": 18446744073709551615}";
+    cr_assert_eq(store_record_normalize_keyed(big, strlen(big), "user_id", &id, &out, &len, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(id, UINT64_MAX);
+    free(out);
+}

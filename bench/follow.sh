@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# bench/follow.sh - `ringd follow` (issue 13): how fast it applies a backlog (single-row and 100-row
+# transactions), and the end-to-end lag (commit in PostgreSQL -> visible in an HTTP answer) at a fixed
+# update rate while `ringd serve` answers wrk load, with the serving throughput of an idle feed beside it.
+#
+#   bench/follow.sh            full run: 100,000 users; 100,000 single-row and 5,000 100-row transactions;
+#                              5,000 updates/s for 20 s under wrk -c64; results in bench/results/follow/
+#   bench/follow.sh --smoke    seconds: tiny sizes, only checks that every step produces its figure
+#
+# Options:
+#   --users N        rows in the table (default 100000; --smoke 2000)
+#   --single N       single-row transactions for the apply rate (default 100000; --smoke 2000)
+#   --batches N      100-row transactions for the apply rate (default 5000; --smoke 50)
+#   --rate R         updates/s during the lag measurement (default 5000; --smoke 500)
+#   --duration S     seconds of each wrk measurement (default 20; --smoke 2)
+#   --server-cpu N   CPU `ringd serve` (one shard) is pinned to (default 0; env BENCH_SERVER_CPU)
+#   --load-cpu N     CPU wrk is pinned to (default 1; env BENCH_LOAD_CPU)
+#   --port N         HTTP port on 127.0.0.1 (default 29090; env BENCH_PORT)
+#   --no-build       use the existing build/ringd (env RINGD_BIN overrides the path)
+#   --out DIR        where results go (default bench/results/follow; --smoke: a temp dir)
+#   -h, --help       this text
+#
+# What runs: a throwaway PostgreSQL 15 cluster (unix socket, wal_level=logical, as nobody when run as
+# root; synchronous_commit=off so pgbench reaches the rate on 2 cores, with wal_writer_delay=5ms
+# because a walsender only decodes flushed WAL: the lag includes up to 5 ms of that wait), pgbench for the writes, `ringd follow` (not pinned: it shares the
+# machine with PostgreSQL, as in a real deployment), `ringd serve --shards 1` pinned to --server-cpu,
+# wrk pinned to --load-cpu, and bench/follow/probe.c for the lag. Everything is stopped by pid.
+# serve runs with --refresh-ms 10 (env BENCH_SERVE_ARGS replaces that): a commit becomes visible at a
+# shard's next read-transaction renewal, so the lag is the follower's delay plus up to --refresh-ms
+# (with the default 50 ms, p99 sits near 50 ms on its own).
+#
+# Apply rate: the follower is stopped, pgbench commits the backlog, the follower is started again and
+# timed until ringd_feed_applied_transactions_total (read by /metrics at each scrape) has counted it
+# all: start-up, PostgreSQL's decoding and ringd's apply together. Polled every 20 ms.
+# Lag: probe commits an update of a row pgbench never touches every 50 ms and polls GET /users/{id}
+# every 200 µs until the new value shows; p50/p90/p99 of (first answer showing it - commit returned).
+set -euo pipefail
+shopt -s inherit_errexit
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$BENCH_DIR")
+PG_BIN=/usr/lib/postgresql/15/bin
+
+SMOKE=0
+USERS="" SINGLE="" BATCHES="" RATE="" DURATION=""
+SERVER_CPU=${BENCH_SERVER_CPU:-0}
+LOAD_CPU=${BENCH_LOAD_CPU:-1}
+PORT=${BENCH_PORT:-29090}
+SERVE_ARGS=${BENCH_SERVE_ARGS:---refresh-ms 10}
+DO_BUILD=1
+OUT=""
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --smoke) SMOKE=1 ;;
+    --users) USERS=$2; shift ;;
+    --single) SINGLE=$2; shift ;;
+    --batches) BATCHES=$2; shift ;;
+    --rate) RATE=$2; shift ;;
+    --duration) DURATION=$2; shift ;;
+    --server-cpu) SERVER_CPU=$2; shift ;;
+    --load-cpu) LOAD_CPU=$2; shift ;;
+    --port) PORT=$2; shift ;;
+    --no-build) DO_BUILD=0 ;;
+    --out) OUT=$2; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "follow.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+for v in USERS SINGLE BATCHES RATE DURATION SERVER_CPU LOAD_CPU PORT; do
+    val=${!v}
+    if [ -n "$val" ] && ! [[ $val =~ ^[0-9]+$ ]]; then echo "follow.sh: --${v,,} wants a whole number, not '$val'" >&2; exit 2; fi
+done
+if [ $SMOKE = 1 ]; then
+    USERS=${USERS:-2000} SINGLE=${SINGLE:-2000} BATCHES=${BATCHES:-50} RATE=${RATE:-500} DURATION=${DURATION:-2}
+else
+    USERS=${USERS:-100000} SINGLE=${SINGLE:-100000} BATCHES=${BATCHES:-5000} RATE=${RATE:-5000} DURATION=${DURATION:-20}
+fi
+[ "$USERS" -ge 200 ] || { echo "follow.sh: --users must be at least 200" >&2; exit 2; }
+
+for tool in wrk curl jq cc taskset setpriv; do
+    command -v "$tool" >/dev/null || { echo "follow.sh: $tool is missing (./build.sh deps installs it)" >&2; exit 1; }
+done
+[ -x "$PG_BIN/postgres" ] && [ -x "$PG_BIN/pgbench" ] || { echo "follow.sh: PostgreSQL 15 is missing (apt-get install postgresql-15)" >&2; exit 1; }
+
+if [ $DO_BUILD = 1 ] && [ -z "${RINGD_BIN:-}" ]; then
+    cmake -S "$REPO_DIR" -B "$REPO_DIR/build" -DCMAKE_BUILD_TYPE=Release -DRINGD_TESTS=OFF >/dev/null
+    cmake --build "$REPO_DIR/build" -j "$(nproc)" >/dev/null
+fi
+RINGD=${RINGD_BIN:-$REPO_DIR/build/ringd}
+[ -x "$RINGD" ] || { echo "follow.sh: no ringd at $RINGD (run without --no-build)" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/ringd-bench-follow-XXXXXX)
+chmod 711 "$work" # PostgreSQL runs as nobody under it
+pg_pid="" follow_pid="" serve_pid="" bg_pids=()
+main_pid=$BASHPID
+cleanup() {
+    [ "$BASHPID" = "$main_pid" ] || return 0 # not in a $(...) subshell that inherited the trap
+    for p in "${bg_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    # ringd exits 0 on SIGTERM (the follower after confirming its position)
+    for p in $follow_pid $serve_pid; do kill -TERM "$p" 2>/dev/null && { wait "$p" 2>/dev/null || true; }; done
+    if [ -n "$pg_pid" ]; then
+        # Fast shutdown (its checkpoint may take a while), then immediate; never remove the directory under it.
+        kill -INT "$pg_pid" 2>/dev/null || true
+        for _ in $(seq 1 600); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -QUIT "$pg_pid" 2>/dev/null && sleep 1
+        kill -KILL "$pg_pid" 2>/dev/null || true
+        wait "$pg_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+log() { echo "follow.sh: $*" >&2; }
+now() { date +%s.%N; }
+metric() { curl -s "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+wait_line() { # FILE PATTERN SECONDS
+    for _ in $(seq 1 $(($3 * 20))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+    log "timed out waiting for '$2' in $1"; tail -n 20 "$1" >&2; return 1
+}
+
+# --- PostgreSQL ---
+pg_user=$(id -un) pg_group=$(id -gn)
+[ "$(id -u)" = 0 ] && pg_user=nobody pg_group=$(id -gn nobody)
+mkdir -p "$work/pg" && chown "$pg_user:$pg_group" "$work/pg"
+as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid="$pg_user" --regid="$pg_group" --clear-groups -- "$@"; else "$@"; fi; }
+as_pg "$PG_BIN/initdb" -D "$work/pg/data" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >"$work/initdb.log" 2>&1 ||
+    { cat "$work/initdb.log" >&2; exit 1; }
+pg_port=$((PORT + 1))
+cat >>"$work/pg/data/postgresql.conf" <<CONF
+listen_addresses = ''
+unix_socket_directories = '$work/pg'
+port = $pg_port
+wal_level = logical
+max_replication_slots = 4
+max_wal_senders = 4
+synchronous_commit = off
+wal_writer_delay = 5ms
+shared_buffers = 256MB
+max_connections = 40
+CONF
+# Not through as_pg: a backgrounded function is a subshell, and $! must be the postmaster itself.
+if [ "$(id -u)" = 0 ]; then
+    setpriv --reuid="$pg_user" --regid="$pg_group" --clear-groups -- "$PG_BIN/postgres" -D "$work/pg/data" >"$work/pg.log" 2>&1 &
+else
+    "$PG_BIN/postgres" -D "$work/pg/data" >"$work/pg.log" 2>&1 &
+fi
+pg_pid=$!
+CONNINFO="host=$work/pg port=$pg_port user=postgres dbname=postgres"
+psql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "$CONNINFO" "$@"; }
+for _ in $(seq 1 100); do psql -c 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
+psql -c "CREATE TABLE users (id bigint PRIMARY KEY, name text, email text, n bigint NOT NULL DEFAULT 0, plan text, created timestamptz)" \
+     -c "INSERT INTO users SELECT i, 'User ' || i, 'user' || i || '@example.com', 0, (ARRAY['free','pro','team'])[1 + i % 3],
+         timestamptz '2024-01-01' + i * interval '1 minute' FROM generate_series(1, $USERS + 10) i" -c "VACUUM ANALYZE users"
+# pgbench never touches the last 10 rows: they are the probe's.
+cat >"$work/single.sql" <<SQL
+\set id random(1, $USERS)
+UPDATE users SET n = n + 1 WHERE id = :id;
+SQL
+cat >"$work/batch.sql" <<SQL
+\set id random(1, $USERS - 99)
+UPDATE users SET n = n + 1 WHERE id BETWEEN :id AND :id + 99;
+SQL
+cc -O2 -o "$work/probe" "$BENCH_DIR/follow/probe.c" $(pkg-config --cflags --libs libpq)
+
+# --- ringd ---
+db=$work/db
+start_follower() {
+    "$RINGD" follow --db "$db" --pg "$CONNINFO" --table users 2>>"$work/follow.log" &
+    follow_pid=$!
+}
+stop_follower() { kill -TERM "$follow_pid"; wait "$follow_pid" || true; follow_pid=""; }
+start_follower
+wait_line "$work/follow.log" "msg=follow_streaming" 120
+taskset -c "$SERVER_CPU" "$RINGD" serve --listen "127.0.0.1:$PORT" --db "$db" --shards 1 $SERVE_ARGS 2>"$work/serve.log" &
+serve_pid=$!
+wait_line "$work/serve.log" "msg=listening" 30
+log "PostgreSQL and ringd up: $USERS users copied"
+
+pgbench() { "$PG_BIN/pgbench" -n "$@" "$CONNINFO" >>"$work/pgbench.log" 2>&1 || { log "pgbench failed"; tail -n 5 "$work/pgbench.log" >&2; exit 1; }; }
+
+# Apply rate: a backlog of N transactions, then time the follower through it.
+apply_rate() { # NAME SCRIPT TXNS ROWS_PER_TXN
+    local name=$1 script=$2 txns=$3 per=$4
+    stop_follower
+    local before; before=$(metric ringd_feed_applied_transactions_total)
+    local clients=4; [ "$txns" -lt 4 ] && clients=1
+    pgbench -c "$clients" -j 2 -t $((txns / clients)) -f "$script"
+    local want=$((before + txns / clients * clients))
+    local t0; t0=$(now)
+    start_follower
+    local got=0 polls=$((3000 + txns / 20)) # 60 s, and 1 s more per 1,000 transactions
+    for _ in $(seq 1 "$polls"); do
+        got=$(metric ringd_feed_applied_transactions_total)
+        [ "${got:-0}" -ge "$want" ] && break
+        sleep 0.02
+    done
+    local t1; t1=$(now)
+    [ "${got:-0}" -ge "$want" ] || { log "$name: the follower applied $got of $want"; tail -n 20 "$work/follow.log" >&2; exit 1; }
+    local rows=$(( (want - before) * per ))
+    jq -n --arg name "$name" --argjson txns $((want - before)) --argjson rows "$rows" --argjson t0 "$t0" --argjson t1 "$t1" \
+        '{name: $name, transactions: $txns, row_changes: $rows, seconds: ($t1 - $t0),
+          row_changes_per_sec: ($rows / ($t1 - $t0)), transactions_per_sec: ($txns / ($t1 - $t0))}'
+}
+
+wrk_rps() { # prints requests/s of one wrk run
+    WRK_USERS=$USERS taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${DURATION}s" -s "$BENCH_DIR/wrk/users.lua" "http://127.0.0.1:$PORT" \
+        >"$work/wrk.out" 2>&1
+    awk '/^Requests\/sec:/ { print $2 }' "$work/wrk.out"
+}
+
+log "apply rate, single-row transactions ($SINGLE)"
+# In this shell, not in $(...): it restarts the follower, whose pid the cleanup needs.
+apply_rate single "$work/single.sql" "$SINGLE" 1 >"$work/single.json"
+single=$(cat "$work/single.json")
+log "apply rate, 100-row transactions ($BATCHES)"
+apply_rate batch100 "$work/batch.sql" "$BATCHES" 100 >"$work/batch.json"
+batch=$(cat "$work/batch.json")
+sleep 1
+
+log "serving with an idle feed (wrk ${DURATION}s)"
+idle_rps=$(wrk_rps)
+log "serving at $RATE updates/s with the probe (wrk ${DURATION}s)"
+probes=$((DURATION * 20))
+"$PG_BIN/pgbench" -n -c 4 -j 2 -R "$RATE" -T $((DURATION + 4)) -f "$work/single.sql" "$CONNINFO" >"$work/pgbench-rate.log" 2>&1 &
+bg_pids+=($!)
+sleep 1
+"$work/probe" "$CONNINFO" "$PORT" "$probes" 50 $((USERS + 1)) 10 >"$work/probe.out" 2>&1 &
+probe_pid=$!
+bg_pids+=($probe_pid)
+busy_rps=$(wrk_rps)
+wait "$probe_pid" || { cat "$work/probe.out" >&2; exit 1; }
+wait "${bg_pids[0]}" || true
+bg_pids=()
+probe_line=$(grep '^PROBE' "$work/probe.out")
+tps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench-rate.log")
+pfield() { echo "$probe_line" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }'; }
+
+commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
+result=$(jq -n --argjson single "$single" --argjson batch "$batch" --argjson idle "${idle_rps:-null}" --argjson busy "${busy_rps:-null}" \
+    --argjson rate "$RATE" --argjson tps "${tps:-null}" --argjson p50 "$(pfield p50_ms)" --argjson p90 "$(pfield p90_ms)" \
+    --argjson p99 "$(pfield p99_ms)" --argjson pmax "$(pfield max_ms)" --argjson timeouts "$(pfield timeouts)" \
+    --arg commit "$commit" --argjson users "$USERS" --argjson smoke "$SMOKE" --arg host "$(nproc) CPUs, $(uname -r)" \
+    '{commit: $commit, host: $host, smoke: ($smoke == 1), users: $users, apply: [$single, $batch],
+      lag: {updates_per_sec_target: $rate, updates_per_sec: $tps, p50_ms: $p50, p90_ms: $p90, p99_ms: $p99, max_ms: $pmax,
+            timeouts: $timeouts},
+      serving: {idle_feed_rps: $idle, busy_feed_rps: $busy, busy_over_idle: (if $idle and $busy then $busy / $idle else null end)},
+      targets: {batch_row_changes_per_sec_min: 50000, lag_p99_ms_max: 50, serving_drop_max: 0.10}}')
+
+printf '%s\n' "$result" | jq -r '
+  "ringd follow benchmark (\(.commit), \(.host), \(.users) users\(if .smoke then ", SMOKE: sizes too small to mean anything" else "" end))",
+  (.apply[] | "  apply \(.name): \(.transactions) txns, \(.row_changes) row changes in \(.seconds * 1000 | floor) ms: \(.row_changes_per_sec | floor) row changes/s, \(.transactions_per_sec | floor) txns/s"),
+  "  lag at \(.lag.updates_per_sec // "?") updates/s (target \(.lag.updates_per_sec_target)): p50 \(.lag.p50_ms) ms, p90 \(.lag.p90_ms) ms, p99 \(.lag.p99_ms) ms, max \(.lag.max_ms) ms, timeouts \(.lag.timeouts)",
+  "  serving (wrk -c64, 1 shard): idle feed \(.serving.idle_feed_rps) req/s, busy feed \(.serving.busy_feed_rps) req/s, ratio \(.serving.busy_over_idle // "?")"'
+
+if [ $SMOKE = 1 ]; then
+    out=${OUT:-$work}
+else
+    out=${OUT:-$BENCH_DIR/results/follow}
+fi
+mkdir -p "$out"
+file="$out/$(date -u +%Y-%m-%d)-$commit.json"
+printf '%s\n' "$result" >"$file"
+[ $SMOKE = 1 ] && [ -z "$OUT" ] || log "results: $file"
+# Every figure present, or the run failed.
+printf '%s\n' "$result" | jq -e '.apply[0].row_changes_per_sec > 0 and .apply[1].row_changes_per_sec > 0 and
+  .lag.p99_ms != null and .lag.timeouts == 0 and .serving.idle_feed_rps > 0 and .serving.busy_feed_rps > 0' >/dev/null ||
+    { log "a figure is missing"; exit 1; }
