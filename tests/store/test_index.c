@@ -2,14 +2,13 @@
 #include "store/index.h"
 #include "store/store.h"
 
+#include "tests/support/import.h"
 #include "tests/support/tmpdir.h"
 
 #include <criterion/criterion.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,30 +24,6 @@ static void tmp_setup(void)
 static void tmp_teardown(void)
 {
     ts_rmtree(tmp);
-}
-
-/* `ringd import` in a child (LMDB forbids opening one environment twice in a process). */
-static int import_in_child(const char *text)
-{
-    char file[160];
-    snprintf(file, sizeof(file), "%s/in.jsonl", tmp);
-    FILE *f = fopen(file, "w");
-    cr_assert_not_null(f);
-    fputs(text, f);
-    fclose(f);
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, STDERR_FILENO);
-        char *argv[] = {"import", "--db", db, "--", file, NULL};
-        _exit(store_import_main(5, argv));
-    }
-    int status;
-    cr_assert_eq(waitpid(pid, &status, 0), pid);
-    cr_assert(WIFEXITED(status));
-    return WEXITSTATUS(status);
 }
 
 static void sleep_ms(long ms)
@@ -119,7 +94,7 @@ Test(index, dense_ids_answer_like_lmdb, .init = tmp_setup, .fini = tmp_teardown)
         snprintf(line, sizeof(line), "{\"id\":%d,\"n\":\"%0*d\"}\n", i, i % 40 + 1, i);
         strcat(text, line);
     }
-    cr_assert_eq(import_in_child(text), 0);
+    cr_assert_eq(ts_import_in_child(tmp, db, text, false), 0);
     struct store st;
     struct store_reader r;
     struct store_indexer ix;
@@ -139,8 +114,10 @@ Test(index, dense_ids_answer_like_lmdb, .init = tmp_setup, .fini = tmp_teardown)
 
 Test(index, sparse_ids_use_the_hash_layout, .init = tmp_setup, .fini = tmp_teardown)
 {
-    cr_assert_eq(import_in_child("{\"id\":1}\n{\"id\":77}\n{\"id\":1000000000000}\n"
-                                 "{\"id\":18446744073709551615}\n{\"id\":9223372036854775808}\n"),
+    cr_assert_eq(ts_import_in_child(tmp, db,
+                                    "{\"id\":1}\n{\"id\":77}\n{\"id\":1000000000000}\n"
+                                    "{\"id\":18446744073709551615}\n{\"id\":9223372036854775808}\n",
+                                    false),
                  0);
     struct store st;
     struct store_reader r;
@@ -163,7 +140,7 @@ Test(index, sparse_ids_use_the_hash_layout, .init = tmp_setup, .fini = tmp_teard
 
 Test(index, another_snapshot_goes_to_lmdb_until_reindexed, .init = tmp_setup, .fini = tmp_teardown)
 {
-    cr_assert_eq(import_in_child("{\"id\":1,\"v\":1}\n{\"id\":2,\"v\":1}\n"), 0);
+    cr_assert_eq(ts_import_in_child(tmp, db, "{\"id\":1,\"v\":1}\n{\"id\":2,\"v\":1}\n", false), 0);
     struct store st;
     struct store_reader r;
     struct store_indexer ix;
@@ -172,7 +149,7 @@ Test(index, another_snapshot_goes_to_lmdb_until_reindexed, .init = tmp_setup, .f
     r.index = wait_index(&ix, t1);
     expect_same(&r, 1, "{\"id\":1,\"v\":1}");
 
-    cr_assert_eq(import_in_child("{\"id\":1,\"v\":2}\n{\"id\":3,\"v\":2}\n"), 0);
+    cr_assert_eq(ts_import_in_child(tmp, db, "{\"id\":1,\"v\":2}\n{\"id\":3,\"v\":2}\n", false), 0);
     /* Still at t1: the index keeps answering for it, with t1's bytes. */
     expect_same(&r, 1, "{\"id\":1,\"v\":1}");
     expect_same(&r, 3, NULL);
@@ -183,8 +160,7 @@ Test(index, another_snapshot_goes_to_lmdb_until_reindexed, .init = tmp_setup, .f
     const char *v;
     size_t l;
     cr_assert_eq(store_get(&r, 3, &v, &l), 0);
-    cr_assert(!r.indexed, "an index of snapshot %llu answered for %llu", (unsigned long long)t1,
-              (unsigned long long)t2);
+    cr_assert(!r.indexed, "an index of snapshot %llu answered for %llu", (unsigned long long)t1, (unsigned long long)t2);
     cr_assert_eq(l, strlen("{\"id\":3,\"v\":2}"));
     /* The indexer notices the new snapshot (builds are at least 1 s apart). */
     r.index = wait_index(&ix, t2);
@@ -197,7 +173,7 @@ Test(index, another_snapshot_goes_to_lmdb_until_reindexed, .init = tmp_setup, .f
 
 Test(index, over_the_memory_cap_nothing_is_built, .init = tmp_setup, .fini = tmp_teardown)
 {
-    cr_assert_eq(import_in_child("{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n"), 0);
+    cr_assert_eq(ts_import_in_child(tmp, db, "{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n", false), 0);
     struct store st;
     struct store_reader r;
     struct store_indexer ix;
@@ -216,7 +192,7 @@ Test(index, over_the_memory_cap_nothing_is_built, .init = tmp_setup, .fini = tmp
 
 Test(index, off_means_no_thread_and_no_index, .init = tmp_setup, .fini = tmp_teardown)
 {
-    cr_assert_eq(import_in_child("{\"id\":1}\n"), 0);
+    cr_assert_eq(ts_import_in_child(tmp, db, "{\"id\":1}\n", false), 0);
     struct store st;
     struct store_reader r;
     struct store_indexer ix;

@@ -1,15 +1,14 @@
 /* test_reader.c - store/reader.c: a shard's read transaction sees one snapshot until refreshed; parking and lookups. */
 #include "store/store.h"
 
+#include "tests/support/import.h"
 #include "tests/support/tmpdir.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 static char tmp[64];
@@ -26,31 +25,6 @@ static void tmp_teardown(void)
     ts_rmtree(tmp);
 }
 
-/* Imports text in a child process, as `ringd import` would run beside a server.
- * (LMDB forbids opening one environment twice in a process: closing the second
- * would drop the first one's locks.) Returns the child's exit code. */
-static int import_in_child(const char *text, bool replace)
-{
-    char file[160];
-    snprintf(file, sizeof(file), "%s/in.jsonl", tmp);
-    FILE *f = fopen(file, "w");
-    cr_assert_not_null(f);
-    fputs(text, f);
-    fclose(f);
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, STDERR_FILENO);
-        char *argv[] = {"import", "--db", db, replace ? "--replace" : "--", file, NULL};
-        _exit(store_import_main(5, argv));
-    }
-    int status;
-    cr_assert_eq(waitpid(pid, &status, 0), pid);
-    cr_assert(WIFEXITED(status));
-    return WEXITSTATUS(status);
-}
 
 static void expect_record(struct store_reader *r, uint64_t id, const char *want)
 {
@@ -68,7 +42,7 @@ static void expect_record(struct store_reader *r, uint64_t id, const char *want)
 
 Test(reader, lookups_park_and_renew, .init = tmp_setup, .fini = tmp_teardown)
 {
-    cr_assert_eq(import_in_child("{\"id\":1,\"a\":1}\n{\"id\":18446744073709551615}\n", false), 0);
+    cr_assert_eq(ts_import_in_child(tmp, db, "{\"id\":1,\"a\":1}\n{\"id\":18446744073709551615}\n", false), 0);
     char err[512];
     struct store st;
     struct store_reader r;
@@ -98,7 +72,7 @@ Test(reader, lookups_park_and_renew, .init = tmp_setup, .fini = tmp_teardown)
 
 Test(reader, sees_an_import_only_after_refresh, .init = tmp_setup, .fini = tmp_teardown)
 {
-    cr_assert_eq(import_in_child("{\"id\":1,\"v\":\"old\"}\n{\"id\":2}\n", false), 0);
+    cr_assert_eq(ts_import_in_child(tmp, db, "{\"id\":1,\"v\":\"old\"}\n{\"id\":2}\n", false), 0);
     char err[512];
     struct store st;
     struct store_reader r, parked;
@@ -108,7 +82,7 @@ Test(reader, sees_an_import_only_after_refresh, .init = tmp_setup, .fini = tmp_t
     store_reader_park(&parked);
     uint64_t before = store_reader_txn_id(&r);
 
-    cr_assert_eq(import_in_child("{\"id\":1,\"v\":\"new\"}\n{\"id\":3}\n", true), 0);
+    cr_assert_eq(ts_import_in_child(tmp, db, "{\"id\":1,\"v\":\"new\"}\n{\"id\":3}\n", true), 0);
 
     /* the old snapshot, whole: neither the new record nor the replace's deletion */
     expect_record(&r, 1, "{\"id\":1,\"v\":\"old\"}");
@@ -125,7 +99,7 @@ Test(reader, sees_an_import_only_after_refresh, .init = tmp_setup, .fini = tmp_t
     expect_record(&parked, 3, "{\"id\":3}");
 
     /* a failed import changes nothing a reader can see after refresh */
-    cr_assert_eq(import_in_child("{\"id\":4}\nnot json\n", false), 1);
+    cr_assert_eq(ts_import_in_child(tmp, db, "{\"id\":4}\nnot json\n", false), 1);
     cr_assert_eq(store_reader_refresh(&r), 0);
     expect_record(&r, 4, NULL);
     expect_record(&r, 3, "{\"id\":3}");
