@@ -224,22 +224,27 @@ static void strip_absolute_form(struct h1_request *req)
 int h1_parse(const char *buf, size_t len, struct h1_request *req)
 {
     size_t lead = leading_empty_line(buf, len);
-    int rc = check_request_line(buf, len, lead, req);
-    if (rc != 0)
-        return rc;
     /* Nothing past H1_MAX_HEAD can belong to an acceptable head. */
     size_t win = len < H1_MAX_HEAD ? len : H1_MAX_HEAD;
     int head = pico(buf, win, req);
-    if (head == -2)
-        return win >= H1_MAX_HEAD ? -431 : 0;
-    if (head < 0) {
+    if (head <= 0) {
+        /* The request line's limit first: its verdict depends only on the
+         * line's first H1_MAX_REQUEST_LINE + 2 bytes, so a head split across
+         * reads gets the answer the whole head gets below. */
+        int rc = check_request_line(buf, len, lead, req);
+        if (rc != 0)
+            return rc;
+        if (head == 0 || head == -2)
+            return win >= H1_MAX_HEAD ? -431 : 0;
         int v = unsupported_version(buf, win, lead);
         return v != -400 ? v : classify_failure(buf, win, lead, req);
     }
 
+    /* A whole head: its request line is method SP target SP "HTTP/1.x" CRLF
+     * (picohttpparser accepts no other), so the length follows from the fields. */
     size_t line_len = (size_t)(req->path + req->path_len - req->method) + sizeof(" HTTP/1.1") - 1;
     if (line_len > H1_MAX_REQUEST_LINE)
-        return -414; /* unreachable after check_request_line; kept as the rule's statement */
+        return -414;
     if (req->num_headers > H1_MAX_HEADERS || (size_t)head - lead - line_len > H1_MAX_HEADER_BYTES)
         return -431;
     if (req->method_len == 0)
