@@ -805,6 +805,7 @@ static int setup_ring(struct shard *s)
         return rc;
     }
     s->min_wait_ok = p.features & URING_FEAT_MIN_TIMEOUT;
+    s->wakeup_sqe_ok = true;
     /* Registering the ring's own fd saves a file lookup on every io_uring_enter
      * (Linux 5.18+). Best effort: without it liburing enters with the plain fd.
      * MSG_RING from other shards still targets ring.ring_fd, which stays open. */
@@ -914,6 +915,40 @@ static void refresh_store(struct shard *s)
     METRIC_SET(s->metrics->store_txn_id, store_reader_txn_id(&s->reader));
 }
 
+/* Makes sure the shard's timeout fires no later than deadline_ms: arms one
+ * when none is armed, or replaces the armed one when it is due later (a
+ * timeout removed or fired late answers with a stale generation). */
+static void arm_wakeup(struct shard *s, uint64_t deadline_ms)
+{
+    if (s->wakeup_ms != 0 && s->wakeup_ms <= deadline_ms)
+        return;
+    if (s->wakeup_ms != 0) {
+        struct io_uring_sqe *sqe = get_sqe(s);
+        io_uring_prep_timeout_remove(sqe, tag_make(TAG_WAKEUP, s->wakeup_gen), 0);
+        io_uring_sqe_set_data64(sqe, tag_make(TAG_IGNORE, 0));
+    }
+    s->wakeup_gen++;
+    s->wakeup_ms = deadline_ms;
+    s->wakeup_ts.tv_sec = (long long)(deadline_ms / 1000);
+    s->wakeup_ts.tv_nsec = (long long)(deadline_ms % 1000) * 1000000;
+    struct io_uring_sqe *sqe = get_sqe(s);
+    io_uring_prep_timeout(sqe, &s->wakeup_ts, 0, IORING_TIMEOUT_ABS);
+    io_uring_sqe_set_data64(sqe, tag_make(TAG_WAKEUP, s->wakeup_gen));
+}
+
+static void on_wakeup(struct shard *s, uint32_t gen, int res)
+{
+    if (gen != s->wakeup_gen)
+        return; /* replaced by an earlier deadline */
+    s->wakeup_ms = 0;
+    if (res != -ETIME && res != -ECANCELED) {
+        /* The kernel refused the timeout: wait with a timeout from now on
+         * rather than arming a failing SQE every turn. */
+        log_warn("uring_timeout_failed", "shard=%u err=\"%s\"", s->id, strerror(-res));
+        s->wakeup_sqe_ok = false;
+    }
+}
+
 static void dispatch(struct shard *s, struct io_uring_cqe *cqe)
 {
     uint64_t tag = cqe->user_data;
@@ -936,6 +971,9 @@ static void dispatch(struct shard *s, struct io_uring_cqe *cqe)
         break;
     case TAG_HANDOFF_SENT:
         on_handoff_sent(s, tag_payload(tag), cqe->res);
+        break;
+    case TAG_WAKEUP:
+        on_wakeup(s, (uint32_t)tag_payload(tag), cqe->res);
         break;
     case TAG_WAKE: /* the flags are read after every wait */
     case TAG_IGNORE:
@@ -989,6 +1027,10 @@ static void run(struct shard *s)
             limit = s->last_refresh_ms + s->cfg->refresh_ms;
         uint64_t next = timer_next_ms(&s->wheel, limit);
         uint64_t wait_ms = next > s->clock.now_ms ? next - s->clock.now_ms : 0;
+        if (wait_ms > 0 && s->wakeup_sqe_ok && (s->cfg->batch_wait_us == 0 || !s->min_wait_ok)) {
+            arm_wakeup(s, next);
+            wait_ms = URING_WAIT_FOREVER;
+        }
         int rc = uring_submit_and_wait(&s->ring, SHARD_BATCH, (unsigned)wait_ms, s->cfg->batch_wait_us,
                                        s->min_wait_ok);
         METRIC_INC(s->metrics->uring_submits);

@@ -70,6 +70,14 @@ struct shard {
     bool answered_any;
     bool looked_up;           /* a lookup used the read transaction since its last renew */
     bool min_wait_ok; /* the kernel honours min_wait_usec (batched wakeups) */
+    /* The shard's wakeup: one IORING_OP_TIMEOUT (absolute, CLOCK_MONOTONIC) at
+     * the timer wheel's next deadline, so that the waits carry no timeout of
+     * their own (a waiting io_uring_enter with a timeout sets up and cancels a
+     * kernel hrtimer each time it sleeps). */
+    uint64_t wakeup_ms;       /* deadline of the armed timeout; 0: none armed */
+    uint32_t wakeup_gen;      /* generation of the armed timeout (older CQEs are stale) */
+    bool wakeup_sqe_ok;       /* false after a timeout SQE failed: waits carry their timeout again */
+    struct __kernel_timespec wakeup_ts;
     bool draining;
     uint64_t drain_deadline_ms;
     struct buf scratch;       /* response bodies built on the fly (metrics text) */

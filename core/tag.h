@@ -29,6 +29,7 @@ enum tag_kind {
     TAG_HANDOFF = 6,  /* MSG_RING from another shard: res is an accepted fd; payload: listener index */
     TAG_HANDOFF_SENT = 7, /* our MSG_RING completed; payload: listener kind << 48 | target shard << 32 | fd */
     TAG_WAKE = 8,         /* MSG_RING from the main thread: look at the process flags (drain) now */
+    TAG_WAKEUP = 9,       /* the shard's own timeout (the timer wheel's next deadline); payload: generation */
 };
 
 #define TAG_KIND_SHIFT 56

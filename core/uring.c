@@ -24,6 +24,10 @@ static unsigned flush_sq(struct io_uring *ring)
 int uring_submit_and_wait(struct io_uring *ring, unsigned wait_nr, unsigned timeout_ms, unsigned min_wait_us,
                           bool min_wait_ok)
 {
+    if (timeout_ms == URING_WAIT_FOREVER && (min_wait_us == 0 || !min_wait_ok))
+        return io_uring_submit_and_wait(ring, 1);
+    if (timeout_ms == URING_WAIT_FOREVER)
+        timeout_ms = 1000; /* min_wait_usec needs an overall timeout */
     struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000, .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
     if (min_wait_us == 0 || !min_wait_ok) {
         struct io_uring_cqe *cqe;
