@@ -373,7 +373,7 @@ static void expect_health(const struct h2raw_result *res, int serving)
 
 Test(grpc, health_and_drain, .init = start, .fini = stop)
 {
-    uint8_t req[64];
+    uint8_t req[64] = {0};
     size_t n = health_request("", req);
     struct h2raw_result res = call("/grpc.health.v1.Health/Check", req, n);
     expect_health(&res, 1); /* SERVING */
