@@ -91,7 +91,7 @@ def rcell($k): if . == null then "–"
 "| scenario | server | rounds | req/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs/req | load-gen CPU % | other CPU % |",
 "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
 ( $scen[] as $sc | $servers[] | select(.status != "unavailable") | .name as $sv | s($sc; $sv) | select(. != null)
-  | if .status == "n/a" then "| \($sc | sname) | \($sv) | n/a (\(if ($sc | startswith("tls-")) then "no TLS" else "no HTTP/2" end)) | | | | | | | | |"
+  | if .status == "n/a" then "| \($sc | sname) | \($sv) | n/a (\(if ($sc | startswith("grpc-")) then "no gRPC" elif $sv == "grpcgo" then "gRPC only" elif ($sc | startswith("tls-")) then "no TLS" else "no HTTP/2" end)) | | | | | | | | |"
     elif .status == "failed" then "| \($sc | sname) | \($sv) | – | **failed**: \(.problems | join("; ")) | | | | | | | |"
     elif .with_figures == 0 then "| \($sc | sname) | \($sv) | 0 of \(.runs) | **no figures**: \(.problems | join("; ")) | | | | | | | |"
     else "| \($sc | sname) | \($sv) | \(if .with_figures == .runs then "\(.runs)" else "\(.with_figures) of \(.runs)" end) | "

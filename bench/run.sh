@@ -1134,13 +1134,16 @@ host_json() {
 # One line per server of the list: its status, whether it speaks h2c, what it
 # answered for /users/SAMPLE_ID.
 servers_json() {
-    local s h2 tls
+    local s h2 tls grpc grpc_only
     for s in "${SERVER_LIST[@]}"; do
         if speaks_h2 "$s"; then h2=true; else h2=false; fi
         if speaks_tls "$s"; then tls=true; else tls=false; fi
+        if speaks_grpc "$s"; then grpc=true; else grpc=false; fi
+        if [ "$s" = grpcgo ]; then grpc_only=true; else grpc_only=false; fi
         jq -cn --arg name "$s" --arg status "${SERVER_STATUS[$s]:-ok}" --arg reason "${SERVER_REASON[$s]:-}" \
-            --argjson h2 "$h2" --argjson tls "$tls" --argjson bytes "${RESPONSE_BYTES[$s]:-null}" --argjson same "${SAME_AS_RINGD[$s]:-null}" '
-            {name: $name, status: $status, h2c: $h2, tls: $tls, response_bytes: $bytes}
+            --argjson h2 "$h2" --argjson tls "$tls" --argjson grpc "$grpc" --argjson grpc_only "$grpc_only" \
+            --argjson bytes "${RESPONSE_BYTES[$s]:-null}" --argjson same "${SAME_AS_RINGD[$s]:-null}" '
+            {name: $name, status: $status, h2c: $h2, tls: $tls, grpc: $grpc, grpc_only: $grpc_only, response_bytes: $bytes}
             + (if $reason != "" then {reason: $reason} else {} end)
             + (if $same != null then {same_bytes_as_ringd: $same} else {} end)'
     done | jq -sc .
