@@ -15,7 +15,11 @@ BUILD_PKGS=(gcc make cmake pkg-config liburing-dev libh2o-evloop-dev libmimalloc
 # Real clients the integration tests talk to the server with, and what the
 # benchmark's smoke pass (a ctest) uses, so one apt run installs everything.
 # postgresql-15: `ringd follow`'s tests start their own throwaway clusters (tests/support/pg.c).
-TEST_PKGS=(nghttp2-client wrk prometheus jq time gnuplot-nox nginx-light h2o valgrind util-linux procps openssl postgresql-15)
+# The gRPC tests' real client: Python grpcio with stubs generated at test time (protoc + grpc_python_plugin)
+# from proto/ and grpc-proto's health.proto (libprotobuf-dev has struct.proto); golang-*: the bench's grpc-go peer.
+TEST_PKGS=(nghttp2-client wrk prometheus jq time gnuplot-nox nginx-light h2o valgrind util-linux procps openssl postgresql-15
+           python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc libprotobuf-dev grpc-proto
+           golang-go golang-google-grpc-dev)
 
 missing_pkgs() {
     local p

@@ -34,7 +34,7 @@ def rcell($k): if . == null then "–"
 | .ratios as $rat
 | ($m.servers // []) as $servers
 | ($servers | map(.name)) as $names_present
-| (["floor", "nginx", "h2o", "hyper"] | map(select(. as $p | $names_present | index([$p])))) as $peers
+| (["floor", "nginx", "h2o", "hyper", "grpcgo"] | map(select(. as $p | $names_present | index([$p])))) as $peers
 | ($servers | map(select(.name == "ringd")) | length > 0) as $has_ringd
 | $m.scenarios as $scen
 | {"h1-c64": "HTTP/1.1 wrk, 64 conns",
@@ -46,7 +46,8 @@ def rcell($k): if . == null then "–"
    "h2-c4-m100": "h2c h2load, -c4 -m100",
    "tls-h1-c64": "HTTPS/1.1 wrk, 64 conns",
    "tls-h2-c16-m10": "h2 over TLS h2load, -c16 -m10",
-   "tls-handshakes": "TLS full handshakes (s_time -new), 1 conn at a time"} as $names
+   "tls-handshakes": "TLS full handshakes (s_time -new), 1 conn at a time",
+   "grpc-c16-m10": "gRPC GetUser over h2c, h2load -d, -c16 -m10"} as $names
 | def sname: $names[.] // .;
   def s($sc; $sv): [$sum[] | select(.scenario == $sc and .server == $sv)] | .[0];
   def r($sc; $peer): [$rat[] | select(.scenario == $sc and .peer == $peer)] | .[0];
@@ -55,7 +56,8 @@ def rcell($k): if . == null then "–"
              nginx: "nginx \($m.versions.nginx), 1 worker, `return 200` with the body",
              h2o: "h2o \($m.versions.h2o), 1 thread, the body from one file",
              floor: "bench/floor: bare io_uring responder, 1 thread, a canned 200 with the body",
-             hyper: "bench/peers/hyper: the seed's stack (hyper), `GET /users/{id}` from ringd's DB"}[.] // "";
+             hyper: "bench/peers/hyper: the seed's stack (hyper), `GET /users/{id}` from ringd's DB",
+             grpcgo: "bench/peers/grpc-go: grpc-go (Debian's 1.33), GOMAXPROCS=1, the demo records as User messages from memory (gRPC scenarios only)"}[.] // "";
 
 "# ringd benchmark \($m.name)",
 "",
@@ -89,7 +91,7 @@ def rcell($k): if . == null then "–"
 "| scenario | server | rounds | req/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs/req | load-gen CPU % | other CPU % |",
 "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
 ( $scen[] as $sc | $servers[] | select(.status != "unavailable") | .name as $sv | s($sc; $sv) | select(. != null)
-  | if .status == "n/a" then "| \($sc | sname) | \($sv) | n/a (\(if ($sc | startswith("tls-")) then "no TLS" else "no HTTP/2" end)) | | | | | | | | |"
+  | if .status == "n/a" then "| \($sc | sname) | \($sv) | n/a (\(if ($sc | startswith("grpc-")) then "no gRPC" elif $sv == "grpcgo" then "gRPC only" elif ($sc | startswith("tls-")) then "no TLS" else "no HTTP/2" end)) | | | | | | | | |"
     elif .status == "failed" then "| \($sc | sname) | \($sv) | – | **failed**: \(.problems | join("; ")) | | | | | | | |"
     elif .with_figures == 0 then "| \($sc | sname) | \($sv) | 0 of \(.runs) | **no figures**: \(.problems | join("; ")) | | | | | | | |"
     else "| \($sc | sname) | \($sv) | \(if .with_figures == .runs then "\(.runs)" else "\(.with_figures) of \(.runs)" end) | "

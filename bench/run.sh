@@ -51,7 +51,7 @@ DURATION=""
 USERS=""
 REPS=""
 RATE_ARG=""
-ALL_SERVERS="ringd,nginx,h2o,floor,hyper"
+ALL_SERVERS="ringd,nginx,h2o,floor,hyper,grpcgo"
 SERVERS=$ALL_SERVERS
 SERVERS_GIVEN=0
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
@@ -72,13 +72,21 @@ FLOOR_BIN=$BENCH_DIR/.cache/floor
 HYPER_BUILD=${BENCH_HYPER_BUILD:-$BENCH_DIR/peers/hyper/build.sh}
 HYPER_PATH_CACHE=$BENCH_DIR/.cache/hyper-peer.path
 HYPER_BIN=""
+# The grpc-go peer (bench/peers/grpc-go: GOPATH mode, offline, Debian's golang-google-grpc-dev).
+GRPCGO_BUILD=$BENCH_DIR/peers/grpc-go/build.sh
+GRPCGO_BIN=""
+# The gRPC scenarios' request: GetUserRequest{id: 4242} (08 92 21), framed (flag 0, length 3).
+GRPC_BODY_OCTAL='\000\000\000\000\003\010\222\041'
 
 # Debian packages the harness needs; installed only when missing.
-PKGS=(wrk nginx-light h2o nghttp2-client gnuplot-nox valgrind jq curl time util-linux procps gcc liburing-dev openssl)
+PKGS=(wrk nginx-light h2o nghttp2-client gnuplot-nox valgrind jq curl time util-linux procps gcc liburing-dev openssl
+      golang-go golang-google-grpc-dev)
 
 # h1-rate comes after h1-c64: its rate is half of nginx's h1-c64 req/s of round 1.
 # tls-*: the same over HTTPS (one certificate for every server, made per run).
-SCENARIOS=(h1-c64 h1-c64-p16 h1-c256 h1-c1024 h1-rate h2-c16-m10 h2-c4-m100 tls-h1-c64 tls-h2-c16-m10 tls-handshakes)
+# grpc-c16-m10: ringd.v1.Users/GetUser over h2c (ringd and the grpc-go peer only), next to h2-c16-m10's JSON.
+SCENARIOS=(h1-c64 h1-c64-p16 h1-c256 h1-c1024 h1-rate h2-c16-m10 h2-c4-m100 tls-h1-c64 tls-h2-c16-m10 tls-handshakes
+           grpc-c16-m10)
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -130,7 +138,7 @@ parse_args() {
     IFS=, read -ra SERVER_LIST <<<"$SERVERS"
     local -A seen=()
     for s in "${SERVER_LIST[@]}"; do
-        case "$s" in ringd|nginx|h2o|floor|hyper) ;; *) die "unknown server '$s'" ;; esac
+        case "$s" in ringd|nginx|h2o|floor|hyper|grpcgo) ;; *) die "unknown server '$s'" ;; esac
         [ -z "${seen[$s]:-}" ] || die "server '$s' is listed twice"
         seen[$s]=1
     done
@@ -154,8 +162,14 @@ speaks_h2() { case "$1" in ringd|nginx|h2o) return 0 ;; *) return 1 ;; esac; }
 # scenarios are "n/a").
 speaks_tls() { case "$1" in ringd|nginx|h2o) return 0 ;; *) return 1 ;; esac; }
 
+# Whether server $1 speaks gRPC (ringd.v1.Users): ringd and the grpc-go peer, which speaks nothing else.
+speaks_grpc() { case "$1" in ringd|grpcgo) return 0 ;; *) return 1 ;; esac; }
+
 # Whether server $1 takes part in scenario $2.
-applies() { { [[ "$2" != h2-* ]] || speaks_h2 "$1"; } && { [[ "$2" != tls-* ]] || speaks_tls "$1"; }; }
+applies() {
+    if [[ "$2" == grpc-* ]]; then speaks_grpc "$1"; return; fi
+    [ "$1" != grpcgo ] && { [[ "$2" != h2-* ]] || speaks_h2 "$1"; } && { [[ "$2" != tls-* ]] || speaks_tls "$1"; }
+}
 
 # What became of each server before measuring: ok, unavailable (not there to
 # measure: not an error) or failed (should have run and could not), and why.
@@ -296,6 +310,37 @@ prepare_hyper() {
     fi
 }
 
+# The grpc-go peer: built by its script (offline, GOPATH mode; seconds once
+# Go's build cache in bench/.cache is warm), which prints the binary's path last.
+prepare_grpcgo() {
+    GRPCGO_BIN=""
+    if ! command -v go >/dev/null || [ ! -d /usr/share/gocode/src/google.golang.org/grpc ]; then
+        set_status grpcgo unavailable "go or golang-google-grpc-dev is not installed"
+        return 0
+    fi
+    record_cmd bash "$GRPCGO_BUILD"
+    local last
+    if ! bash "$GRPCGO_BUILD" >"$WORK/grpcgo-build.out" 2>"$WORK/grpcgo-build.log"; then
+        tail -n 20 "$WORK/grpcgo-build.log" >&2 || true
+        set_status grpcgo failed "${GRPCGO_BUILD#"$REPO_DIR/"} failed (see $WORK/grpcgo-build.log)"
+        return 0
+    fi
+    last=$(tail -n 1 "$WORK/grpcgo-build.out")
+    if [ -x "$last" ]; then
+        GRPCGO_BIN=$last
+        set_status grpcgo ok
+    else
+        set_status grpcgo failed "${GRPCGO_BUILD#"$REPO_DIR/"} printed no binary (got '$last')"
+    fi
+}
+
+# The framed request body of the grpc-* scenarios (h2load -d).
+make_grpc_body() {
+    # shellcheck disable=SC2059 # the format is the octal escapes
+    printf "$GRPC_BODY_OCTAL" >"$WORK/grpc-body.bin"
+    [ "$(stat -c %s "$WORK/grpc-body.bin")" = 8 ] || die "the gRPC request body is not 8 octets"
+}
+
 # The demo DB is cached in bench/.cache and rebuilt when ringd is newer.
 make_db() {
     DB="$BENCH_DIR/.cache/db-$USERS"
@@ -423,6 +468,9 @@ server_cmd() {
     hyper)
         SERVER_CMD=("$HYPER_BIN" --listen "127.0.0.1:$PORT" --db "$DB")
         ;;
+    grpcgo)
+        SERVER_CMD=(env GOMAXPROCS=1 "$GRPCGO_BIN" --listen "127.0.0.1:$PORT" --users "$USERS")
+        ;;
     esac
 }
 
@@ -430,7 +478,11 @@ wait_ready() {
     local pid=$1 timeout=$2 i
     for ((i = 0; i < timeout * 10; i++)); do
         kill -0 "$pid" 2>/dev/null || return 1
-        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/users/1" && return 0
+        if [ "${STARTING:-}" = grpcgo ]; then # gRPC only: listening is ready (the records are made before the listen)
+            port_busy "$PORT" && return 0
+        else
+            curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/users/1" && return 0
+        fi
         sleep 0.1
     done
     return 1
@@ -450,7 +502,8 @@ start_server() {
     SERVER_PID=$!
     local timeout=15
     [ $# -gt 0 ] && timeout=120   # under valgrind
-    if ! wait_ready "$SERVER_PID" "$timeout"; then
+    [ "$name" = grpcgo ] && timeout=120 # a million records made at start-up
+    if ! STARTING=$name wait_ready "$SERVER_PID" "$timeout"; then
         tail -n 20 "$WORK/$name.log" >&2 || true
         stop_server
         return 1
@@ -570,6 +623,7 @@ scenario_load() { # scenario seconds [log-file]
     tls-h1-c64) SC_TOOL=wrk; SC_CONNS=64; SC_DEPTH=1 ;;
     tls-h2-c16-m10) SC_TOOL=h2load; SC_CONNS=16; SC_DEPTH=10 ;;
     tls-handshakes) SC_TOOL=s_time; SC_CONNS=1; SC_DEPTH=1 ;;
+    grpc-c16-m10) SC_TOOL=h2load; SC_CONNS=16; SC_DEPTH=10 ;;
     *) die "unknown scenario $1" ;;
     esac
     if [ "$1" = tls-h1-c64 ]; then
@@ -579,6 +633,13 @@ scenario_load() { # scenario seconds [log-file]
     elif [ "$1" = tls-h2-c16-m10 ]; then
         SC_PROTO=h2
         LOAD_CMD=(h2load -t1 "-c$SC_CONNS" "-m$SC_DEPTH" -D "$2" -i "$(tls_uris_file)" ${3:+"--log-file=$3"})
+    elif [ "$1" = grpc-c16-m10 ]; then
+        # One unary GetUser per request: a POST with the framed message (-d),
+        # content-type application/grpc and te: trailers.
+        SC_PROTO=grpc
+        LOAD_CMD=(h2load -t1 "-c$SC_CONNS" "-m$SC_DEPTH" -D "$2" -d "$WORK/grpc-body.bin"
+            -H 'content-type: application/grpc' -H 'te: trailers' ${3:+"--log-file=$3"}
+            "http://127.0.0.1:$PORT/ringd.v1.Users/GetUser")
     elif [ "$1" = tls-handshakes ]; then
         # A full handshake per connection (s_time -new never resumes), then
         # one HTTP/1.0 request, read until the server closes.
@@ -1073,13 +1134,16 @@ host_json() {
 # One line per server of the list: its status, whether it speaks h2c, what it
 # answered for /users/SAMPLE_ID.
 servers_json() {
-    local s h2 tls
+    local s h2 tls grpc grpc_only
     for s in "${SERVER_LIST[@]}"; do
         if speaks_h2 "$s"; then h2=true; else h2=false; fi
         if speaks_tls "$s"; then tls=true; else tls=false; fi
+        if speaks_grpc "$s"; then grpc=true; else grpc=false; fi
+        if [ "$s" = grpcgo ]; then grpc_only=true; else grpc_only=false; fi
         jq -cn --arg name "$s" --arg status "${SERVER_STATUS[$s]:-ok}" --arg reason "${SERVER_REASON[$s]:-}" \
-            --argjson h2 "$h2" --argjson tls "$tls" --argjson bytes "${RESPONSE_BYTES[$s]:-null}" --argjson same "${SAME_AS_RINGD[$s]:-null}" '
-            {name: $name, status: $status, h2c: $h2, tls: $tls, response_bytes: $bytes}
+            --argjson h2 "$h2" --argjson tls "$tls" --argjson grpc "$grpc" --argjson grpc_only "$grpc_only" \
+            --argjson bytes "${RESPONSE_BYTES[$s]:-null}" --argjson same "${SAME_AS_RINGD[$s]:-null}" '
+            {name: $name, status: $status, h2c: $h2, tls: $tls, grpc: $grpc, grpc_only: $grpc_only, response_bytes: $bytes}
             + (if $reason != "" then {reason: $reason} else {} end)
             + (if $same != null then {same_bytes_as_ringd: $same} else {} end)'
     done | jq -sc .
@@ -1234,6 +1298,8 @@ main() {
     fi
     if has_server floor; then build_floor; fi
     if has_server hyper; then prepare_hyper; fi
+    if has_server grpcgo; then prepare_grpcgo; fi
+    make_grpc_body
     make_uri_paths
     make_tls_cert
     take_sample

@@ -18,7 +18,10 @@ def ratio($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b
 def has_figures: (.requests // 0) > 0;
 # CPU used by neither server nor load generator, in % of one CPU
 def other_pct: if .other_cpu_s == null or (.duration_s // 0) == 0 then null else .other_cpu_s * 100 / .duration_s end;
-def applies($srv; $sc): (($sc | startswith("h2-") | not) or $srv.h2c) and (($sc | startswith("tls-") | not) or ($srv.tls // false));
+def applies($srv; $sc):
+    if $sc | startswith("grpc-") then ($srv.grpc // false)
+    else (($srv.grpc_only // false) | not)
+         and (($sc | startswith("h2-") | not) or $srv.h2c) and (($sc | startswith("tls-") | not) or ($srv.tls // false)) end;
 
 def metrics: ["rps", "p50_us", "p99_us", "p999_us", "server_cpu_us_per_req", "load_cpu_pct", "other_cpu_pct"];
 

@@ -1,4 +1,4 @@
-/* main.c - the ringd binary: dispatches to the serve, import, demo and follow subcommands. */
+/* main.c - the ringd binary: dispatches to the serve, import, demo, follow and upgrade subcommands. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +18,7 @@ static const char usage[] = "usage: ringd <command> [options]\n"
                             "  import   load users from JSON Lines into the database\n"
                             "  demo     create a database of generated users\n"
                             "  follow   keep the database in step with a PostgreSQL table (logical replication)\n"
+                            "  upgrade  rewrite a database written by an older ringd in the current format\n"
                             "  version  print the version\n"
                             "Run `ringd <command> --help` for a command's options.\n";
 
@@ -50,6 +51,8 @@ int main(int argc, char **argv)
         return store_demo_main(argc - 1, argv + 1);
     if (strcmp(cmd, "follow") == 0)
         return follow_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "upgrade") == 0)
+        return store_upgrade_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("ringd %s\n", RINGD_VERSION);
         return 0;

@@ -20,7 +20,22 @@ static const char *const proto_names[PROTO__COUNT] = {"http1", "http2", "http1_t
 static const char *const tls_error_names[TLS_ERR__COUNT] = {"not_tls", "http_request", "version", "no_shared_cipher",
                                                             "protocol", "timeout",      "closed"};
 static const char *const tls_version_names[TLS_V__COUNT] = {"TLSv1.2", "TLSv1.3"};
-static const char *const route_names[ROUTE__COUNT] = {"users", "user", "metrics", "healthz", "readyz", "livez", "other"};
+static const char *const route_names[ROUTE__COUNT] = {"users",
+                                                      "user",
+                                                      "metrics",
+                                                      "healthz",
+                                                      "readyz",
+                                                      "livez",
+                                                      "other",
+                                                      "ringd.v1.Users/GetUser",
+                                                      "ringd.v1.Users/BatchGetUsers",
+                                                      "grpc.health.v1.Health/Check",
+                                                      "grpc_unknown"};
+static const char *const grpc_code_names[METRICS_GRPC_CODES] = {
+    "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+    "DATA_LOSS", "UNAUTHENTICATED"};
 static const char *const code_names[CODE__COUNT] = {"200", "400", "401", "404", "405", "408", "413", "414",
                                                     "417", "431", "500", "501", "503", "505", "other"};
 static const char *const close_names[CLOSE__COUNT] = {"client", "idle_timeout", "header_timeout", "write_timeout",
@@ -40,6 +55,13 @@ static const uint32_t expected_codes[ROUTE__COUNT] = {
     [ROUTE_READYZ] = C(CODE_200) | C(CODE_405) | C(CODE_503),
     [ROUTE_LIVEZ] = C(CODE_200) | C(CODE_405),
     [ROUTE_OTHER] = C(CODE_400) | C(CODE_404) | C(CODE_405),
+};
+/* The same for gRPC methods, over gRPC status codes. */
+static const uint32_t grpc_expected_codes[METRICS_GRPC_ROUTES] = {
+    [ROUTE_GRPC_GET_USER - ROUTE_GRPC_FIRST] = C(0) | C(3) | C(5) | C(14),
+    [ROUTE_GRPC_BATCH_GET_USERS - ROUTE_GRPC_FIRST] = C(0) | C(3) | C(14),
+    [ROUTE_GRPC_HEALTH_CHECK - ROUTE_GRPC_FIRST] = C(0) | C(5),
+    [ROUTE_GRPC_OTHER - ROUTE_GRPC_FIRST] = C(12),
 };
 #undef C
 _Static_assert(CODE__COUNT <= 32, "expected_codes is a 32-bit set");
@@ -168,6 +190,17 @@ void metrics_render(struct buf *out, const struct metrics_scrape *sc)
                 if (v != 0 || expected)
                     buf_printf(out, "ringd_requests_processed_total{protocol=\"%s\",route=\"%s\",code=\"%s\"} %llu\n",
                                proto_names[p], route_names[r], code_names[c], (unsigned long long)v);
+            }
+    /* gRPC: route is the method, code the gRPC status's name. */
+    for (int t = 0; t < 2; t++)
+        for (int r = 0; r < METRICS_GRPC_ROUTES; r++)
+            for (int c = 0; c < METRICS_GRPC_CODES; c++) {
+                uint64_t v = SUM(sc, grpc_requests[t][r][c]);
+                bool expected = (grpc_expected_codes[r] & (1u << c)) != 0 && (t == 0 || sc->tls_enabled);
+                if (v != 0 || expected)
+                    buf_printf(out, "ringd_requests_processed_total{protocol=\"%s\",route=\"%s\",code=\"%s\"} %llu\n",
+                               t ? "grpc_tls" : "grpc", route_names[ROUTE_GRPC_FIRST + r], grpc_code_names[c],
+                               (unsigned long long)v);
             }
 
     family(out, "ringd_request_duration_seconds", "histogram",

@@ -37,9 +37,15 @@ static inline void metric_add(metric_t *field, uint64_t n)
  * (shard_count_request), so the protocol code never asks. */
 enum metrics_proto { PROTO_HTTP1, PROTO_HTTP2, PROTO_HTTP1_TLS, PROTO_HTTP2_TLS, PROTO__COUNT };
 #define PROTO_TLS_OFFSET (PROTO_HTTP1_TLS - PROTO_HTTP1)
+/* HTTP routes, then the gRPC methods (net/grpc.h): those are counted in
+ * metrics_shard.grpc_requests by gRPC status code, and share the histogram. */
 enum metrics_route {
-    ROUTE_USERS, ROUTE_USER, ROUTE_METRICS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_LIVEZ, ROUTE_OTHER, ROUTE__COUNT
+    ROUTE_USERS, ROUTE_USER, ROUTE_METRICS, ROUTE_HEALTHZ, ROUTE_READYZ, ROUTE_LIVEZ, ROUTE_OTHER,
+    ROUTE_GRPC_GET_USER, ROUTE_GRPC_BATCH_GET_USERS, ROUTE_GRPC_HEALTH_CHECK, ROUTE_GRPC_OTHER, ROUTE__COUNT
 };
+#define ROUTE_GRPC_FIRST ROUTE_GRPC_GET_USER
+#define METRICS_GRPC_ROUTES (ROUTE__COUNT - ROUTE_GRPC_FIRST)
+#define METRICS_GRPC_CODES 17 /* gRPC status codes 0 (OK) .. 16 (UNAUTHENTICATED) */
 enum metrics_code {
     CODE_200, CODE_400, CODE_401, CODE_404, CODE_405, CODE_408, CODE_413, CODE_414, CODE_417, CODE_431,
     CODE_500, CODE_501, CODE_503, CODE_505, CODE_OTHER, CODE__COUNT
@@ -69,6 +75,8 @@ extern const uint64_t metrics_bucket_ns[METRICS_BUCKETS];
 
 struct metrics_shard {
     _Alignas(64) metric_t requests[PROTO__COUNT][ROUTE__COUNT][CODE__COUNT];
+    /* gRPC calls by [over TLS][method][status code]: ringd_requests_processed_total{protocol="grpc"|"grpc_tls"} */
+    metric_t grpc_requests[2][METRICS_GRPC_ROUTES][METRICS_GRPC_CODES];
     metric_t duration_bucket[ROUTE__COUNT][METRICS_BUCKETS + 1]; /* per bucket, not cumulative */
     metric_t duration_sum_ns[ROUTE__COUNT];
     metric_t conns_active; /* a gauge, still single-writer */

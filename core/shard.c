@@ -722,6 +722,14 @@ void shard_count_request(struct shard *s, enum metrics_proto proto, enum metrics
     s->answered_any = true;
 }
 
+void shard_count_grpc(struct shard *s, enum metrics_route route, unsigned code)
+{
+    bool tls = s->count_base != s->metrics->requests; /* shard_count_tls moved it */
+    METRIC_INC(s->metrics->grpc_requests[tls][route - ROUTE_GRPC_FIRST][code < METRICS_GRPC_CODES ? code : 2 /* UNKNOWN */]);
+    s->answered[route]++;
+    s->answered_any = true;
+}
+
 /* Latency of everything answered this turn: from the turn's reap (the
  * requests' last bytes were read then) to now, just before the sends are
  * handed to the kernel. Two clock reads per turn, whatever the request count. */

@@ -109,6 +109,10 @@ void shard_want_flush(struct shard *s, struct conn *c);
  * turn's sends are submitted. */
 void shard_count_request(struct shard *s, enum metrics_proto proto, enum metrics_route route, int status);
 
+/* Counts one answered gRPC call: route is a ROUTE_GRPC_* method, code its
+ * gRPC status code (0..16); over TLS as shard_count_request; latency as there. */
+void shard_count_grpc(struct shard *s, enum metrics_route route, unsigned code);
+
 /* Requests counted from now on came over TLS (on) or not (off): set around
  * the protocol's work on a TLS connection's plaintext, reset after. */
 static inline void shard_count_tls(struct shard *s, bool on)

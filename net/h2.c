@@ -54,6 +54,7 @@
 #include "core/config.h"
 #include "core/shard.h"
 #include "net/conn.h"
+#include "net/grpc.h"
 #include "net/h1_parser.h"
 #include "net/h2_frame.h"
 #include "net/hpack.h"
@@ -70,6 +71,7 @@
 #define H2_SETTINGS_B64_MAX 1024         /* HTTP2-Settings longer than this is refused */
 #define H2_RECV_WINDOW H2_DEFAULT_WINDOW /* our windows stay at the default: bodies are dropped, not buffered */
 #define H2_LAST_STREAM_MAX 0x7fffffffu   /* the first, "shutting down" GOAWAY of a drain */
+#define H2_GRPC_CONN_MAX (8u << 20)      /* gRPC request octets one connection may have buffered at once */
 
 /* The opaque data of the PING that follows the first GOAWAY of a drain: its
  * ACK means every stream the peer opened before seeing that GOAWAY has reached us. */
@@ -102,6 +104,11 @@ struct h2_stream {
     size_t body_len, body_off;
     struct h2_stream *pend_prev, *pend_next; /* in h2_conn.pend while body octets wait for window */
     bool pending;
+    bool grpc;                 /* a gRPC call (net/grpc.h): its body is the request message, kept in gin */
+    bool grpc_trailers;        /* its held answer ends with the trailers (grpc-status 0), not END_STREAM on DATA */
+    uint8_t grpc_route;        /* enum metrics_route: the method */
+    uint64_t grpc_deadline_ms; /* from grpc-timeout on the shard's clock; 0: none */
+    struct buf gin;            /* the request message as received, prefix included */
 };
 
 /* One header block's request fields as decoded. Offsets are into h2_conn.rq. */
@@ -111,6 +118,10 @@ struct h2_request {
     bool is_connect, is_options;
     bool regular_seen; /* a regular field came: pseudo-headers must precede them */
     bool too_large, malformed;
+    bool is_post, te_trailers;     /* for gRPC's wire rules */
+    bool has_timeout, timeout_bad; /* grpc-timeout */
+    uint8_t ctype;                 /* enum grpc_ctype of content-type */
+    uint64_t timeout_ms;
     unsigned user_ids;
     uint32_t path_off, path_len, user_id_off, user_id_len;
     int64_t content_length;
@@ -158,6 +169,8 @@ struct h2_conn {
 
     struct hpack_decoder dec;
     struct buf rq; /* path and user-id of the block being decoded */
+    struct buf gout; /* a gRPC answer being built (grpc_call) */
+    size_t grpc_in;  /* octets of gRPC request messages buffered in this connection's streams */
 };
 
 /* ---------- output primitives (each appends whole frames to c->out) ---------- */
@@ -302,6 +315,8 @@ static void stream_free(struct h2_conn *h, struct h2_stream *st)
     }
     h->nstreams--;
     pend_unlink(h, st);
+    h->grpc_in -= st->gin.len;
+    buf_free(&st->gin);
     free(st->req);
     free(st->body);
     free(st);
@@ -393,6 +408,9 @@ static inline size_t window_allows(int64_t stream_window, int64_t conn_window, s
     return (uint64_t)w < want ? (size_t)w : want;
 }
 
+static void hold(struct h2_conn *h, uint32_t id, struct h2_stream *st, const char *rest, size_t len, int64_t window,
+                 bool client_done, bool grpc_trailers);
+
 /* Writes HEADERS for res on stream id and as much of the body as the windows
  * allow; the rest is copied into the stream (created when st is NULL) and
  * sent as the peer opens its windows. client_done: the request's END_STREAM came. */
@@ -478,19 +496,30 @@ static void respond(struct h2_conn *h, uint32_t id, struct h2_stream *st, const 
         stream_sent(h, st, id, client_done);
         return;
     }
-    /* Flow control holds the rest: keep a copy in the stream. */
+    hold(h, id, st, res->body + n, body_len - n, window, client_done, false);
+}
+
+/* Flow control holds rest[0..len) of an answer's body: keep a copy in the
+ * stream (created when st is NULL) and queue it for send_pending.
+ * grpc_trailers: the trailers follow the last DATA. */
+static void hold(struct h2_conn *h, uint32_t id, struct h2_stream *st, const char *rest, size_t len, int64_t window,
+                 bool client_done, bool grpc_trailers)
+{
     if (st == NULL)
         st = stream_new(h, id);
     free(st->req);
     st->req = NULL;
+    h->grpc_in -= st->gin.len; /* the request message was answered */
+    buf_free(&st->gin);
     st->answered = true;
+    st->grpc_trailers = grpc_trailers;
     st->client_done = client_done;
     st->reset_after = !client_done;
     st->send_window = window;
-    st->body_len = body_len - n;
+    st->body_len = len;
     st->body_off = 0;
     st->body = xmalloc(st->body_len);
-    memcpy(st->body, res->body + n, st->body_len);
+    memcpy(st->body, rest, st->body_len);
     st->pending = true;
     st->pend_next = NULL;
     st->pend_prev = h->pend_tail;
@@ -531,6 +560,230 @@ static void respond_request(struct h2_conn *h, uint32_t id, struct h2_stream *st
     respond(h, id, st, &res, head, true);
 }
 
+/* ---------- gRPC answers ---------- */
+
+static const char grpc_ctype_value[] = "application/grpc";
+
+/* A literal field without indexing with a literal name (RFC 7541 6.2.2);
+ * name and value under 127 octets (the gRPC fields ringd sends). */
+static uint8_t *put_literal(uint8_t *p, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    *p++ = 0x00;
+    *p++ = (uint8_t)nlen;
+    memcpy(p, name, nlen);
+    p += nlen;
+    *p++ = (uint8_t)vlen;
+    memcpy(p, value, vlen);
+    return p + vlen;
+}
+
+#define GRPC_MESSAGE_MAX 120 /* octets of a grpc-message ringd sends (its own fixed sentences) */
+
+/* grpc-status and, unless NULL, grpc-message (printable ASCII without '%': no percent-encoding needed). */
+static uint8_t *put_grpc_status(uint8_t *p, unsigned code, const char *why)
+{
+    char digits[20];
+    size_t nd = buf_fmt_u64(digits, code);
+    p = put_literal(p, "grpc-status", 11, digits + sizeof(digits) - nd, nd);
+    if (why != NULL) {
+        size_t wl = strlen(why);
+        p = put_literal(p, "grpc-message", 12, why, wl < GRPC_MESSAGE_MAX ? wl : GRPC_MESSAGE_MAX);
+    }
+    return p;
+}
+
+/* The trailers of a call that succeeded: HEADERS(grpc-status 0) ending the stream. */
+static void put_grpc_trailers(struct h2_conn *h, uint32_t id)
+{
+    struct conn *c = h->c;
+    uint8_t *f = out_reserve(c, H2_FRAME_HEADER_LEN + 32);
+    uint8_t *p = f + H2_FRAME_HEADER_LEN;
+    p += hpack_encoder_begin(&h->enc, p);
+    p = put_grpc_status(p, GRPC_OK, NULL);
+    uint32_t blen = (uint32_t)(p - f - H2_FRAME_HEADER_LEN);
+    h2_frame_put_header(f, blen, H2_HEADERS, H2_FLAG_END_HEADERS | H2_FLAG_END_STREAM, id);
+    c->out.len += H2_FRAME_HEADER_LEN + blen;
+}
+
+/* Answers a gRPC call on stream id: for GRPC_OK the response headers, the
+ * message msg[0..len) (prefix included) as DATA as far as the windows allow
+ * (the rest held, as HTTP bodies are) and the trailers; for any other code
+ * Trailers-Only (one HEADERS: :status 200, content-type, grpc-status,
+ * grpc-message, END_STREAM). client_done: the request's END_STREAM came
+ * (otherwise RST_STREAM(NO_ERROR) follows, as for an early HTTP answer). */
+static void grpc_respond(struct h2_conn *h, uint32_t id, struct h2_stream *st, uint8_t route, unsigned code, const char *why,
+                         const char *msg, size_t len, bool client_done)
+{
+    struct conn *c = h->c;
+    struct shard *s = c->shard;
+    bool trailers_only = code != GRPC_OK;
+    uint8_t *f = out_reserve(c, H2_FRAME_HEADER_LEN + 80 + GRPC_MESSAGE_MAX);
+    uint8_t *p = f + H2_FRAME_HEADER_LEN;
+    p += hpack_encoder_begin(&h->enc, p);
+    *p++ = 0x88; /* :status 200 */
+    p += hpack_encode_field(&h->enc, p, HPACK_NAME_CONTENT_TYPE, (uint64_t)(uintptr_t)grpc_ctype_value, grpc_ctype_value,
+                            sizeof(grpc_ctype_value) - 1, true);
+    if (trailers_only)
+        p = put_grpc_status(p, code, why);
+    uint32_t blen = (uint32_t)(p - f - H2_FRAME_HEADER_LEN);
+    h2_frame_put_header(f, blen, H2_HEADERS, H2_FLAG_END_HEADERS | (trailers_only ? H2_FLAG_END_STREAM : 0), id);
+    c->out.len += H2_FRAME_HEADER_LEN + blen;
+
+    shard_count_grpc(s, (enum metrics_route)route, code);
+    c->seen_request = true;
+    c->request_start_ms = s->clock.now_ms; /* stream progress (see conn.h) */
+    if (trailers_only) {
+        stream_sent(h, st, id, client_done);
+        return;
+    }
+    int64_t window = st != NULL ? st->send_window : h->initial_window;
+    size_t n = window_allows(window, h->send_window, len);
+    if (n > 0) {
+        put_data(h, id, msg, n, false);
+        h->send_window -= (int64_t)n;
+        window -= (int64_t)n;
+    }
+    if (n == len) {
+        put_grpc_trailers(h, id);
+        stream_sent(h, st, id, client_done);
+        return;
+    }
+    hold(h, id, st, msg + n, len - n, window, client_done, true);
+}
+
+/* A gRPC request's header block was read: refuse what breaks the wire rules
+ * at once, else keep a stream for its message. */
+static void grpc_open(struct h2_conn *h, uint32_t id, const struct h2_request *rq, enum metrics_route route, bool end_stream)
+{
+    if (rq->ctype == GRPC_CT_NONE) { /* a POST to a gRPC service without gRPC's content-type */
+        respond_error(h, id, NULL, 415, false, end_stream);
+        return;
+    }
+    unsigned code = GRPC_OK;
+    const char *why = NULL;
+    if (!rq->is_post) {
+        code = GRPC_UNIMPLEMENTED;
+        why = "gRPC calls are POST requests";
+    } else if (rq->ctype == GRPC_CT_OTHER_CODEC) {
+        code = GRPC_UNIMPLEMENTED;
+        why = "only application/grpc+proto is served";
+    } else if (!rq->te_trailers) {
+        code = GRPC_INVALID_ARGUMENT;
+        why = "te: trailers is required";
+    } else if (rq->timeout_bad) {
+        code = GRPC_INVALID_ARGUMENT;
+        why = "malformed grpc-timeout";
+    } else if (route == ROUTE_GRPC_OTHER) {
+        code = GRPC_UNIMPLEMENTED;
+        why = "unknown method";
+    } else if (end_stream) {
+        code = GRPC_INVALID_ARGUMENT;
+        why = "no request message";
+    }
+    if (code != GRPC_OK) {
+        grpc_respond(h, id, NULL, (uint8_t)route, code, why, NULL, 0, end_stream);
+        return;
+    }
+    struct h2_stream *st = stream_new(h, id);
+    st->grpc = true;
+    st->grpc_route = (uint8_t)route;
+    st->method = METHOD_OTHER;
+    if (rq->has_timeout)
+        st->grpc_deadline_ms = h->c->shard->clock.now_ms + rq->timeout_ms + 1; /* + 1: never 0 */
+}
+
+static inline uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void grpc_finish_message(struct h2_conn *h, struct h2_stream *st, const uint8_t *p, size_t n);
+
+/* DATA of a gRPC call: appended to its message, checked as soon as the
+ * prefix is in. Returns false when the call was answered here: an error, or
+ * (the usual case) a whole call in one DATA frame, answered from the frame
+ * itself without a copy. */
+static bool grpc_data(struct h2_conn *h, struct h2_stream *st, const uint8_t *data, uint32_t len, bool end_stream)
+{
+    unsigned code = GRPC_OK;
+    const char *why = NULL;
+    if (end_stream && st->gin.len == 0 && len > 0) {
+        st->client_done = true;
+        if (st->content_length >= 0 && st->body_in != (uint64_t)st->content_length) /* RFC 9113 8.1.1 */
+            stream_error(h, st->id, H2_PROTOCOL_ERROR);
+        else
+            grpc_finish_message(h, st, data, len);
+        return false;
+    }
+    if (h->grpc_in + len > H2_GRPC_CONN_MAX) {
+        code = GRPC_RESOURCE_EXHAUSTED;
+        why = "too much request data in flight on this connection";
+    } else if (len > 0) {
+        buf_append(&st->gin, data, len);
+        h->grpc_in += len;
+        const uint8_t *p = (const uint8_t *)st->gin.data;
+        if (st->gin.len >= GRPC_PREFIX) {
+            uint32_t mlen = get_be32(p + 1);
+            if (p[0] == 1) {
+                code = GRPC_UNIMPLEMENTED;
+                why = "compressed messages are not supported (send grpc-encoding identity)";
+            } else if (p[0] != 0) {
+                code = GRPC_INVALID_ARGUMENT;
+                why = "bad message flags";
+            } else if (mlen > GRPC_MAX_MESSAGE) {
+                code = GRPC_RESOURCE_EXHAUSTED;
+                why = "request message larger than 4 MiB";
+            } else if (st->gin.len > GRPC_PREFIX + (size_t)mlen) {
+                code = GRPC_INVALID_ARGUMENT;
+                why = "more than one request message in a unary call";
+            }
+        }
+    }
+    if (code == GRPC_OK)
+        return true;
+    grpc_respond(h, st->id, st, st->grpc_route, code, why, NULL, 0, end_stream);
+    return false;
+}
+
+/* The call's request ended with p[0..n) received: one whole message, then the method. */
+static void grpc_finish_message(struct h2_conn *h, struct h2_stream *st, const uint8_t *p, size_t n)
+{
+    struct shard *s = h->c->shard;
+    const char *why = NULL;
+    unsigned code = GRPC_INVALID_ARGUMENT;
+    size_t mlen = n >= GRPC_PREFIX ? (size_t)get_be32(p + 1) : 0;
+    h->gout.len = 0;
+    if (n < GRPC_PREFIX) {
+        why = n == 0 ? "no request message" : "truncated request message";
+    } else if (p[0] == 1) {
+        code = GRPC_UNIMPLEMENTED;
+        why = "compressed messages are not supported (send grpc-encoding identity)";
+    } else if (p[0] != 0) {
+        why = "bad message flags";
+    } else if (mlen > GRPC_MAX_MESSAGE) {
+        code = GRPC_RESOURCE_EXHAUSTED;
+        why = "request message larger than 4 MiB";
+    } else if (n < GRPC_PREFIX + mlen) {
+        why = "truncated request message";
+    } else if (n > GRPC_PREFIX + mlen) {
+        why = "more than one request message in a unary call";
+    } else if (st->grpc_deadline_ms != 0 && s->clock.now_ms > st->grpc_deadline_ms) {
+        code = GRPC_DEADLINE_EXCEEDED;
+        why = "deadline exceeded";
+    } else {
+        code = grpc_call(s, (enum metrics_route)st->grpc_route, p + GRPC_PREFIX, mlen, &h->gout, &why);
+    }
+    grpc_respond(h, st->id, st, st->grpc_route, code, why, h->gout.data, code == GRPC_OK ? h->gout.len : 0, true);
+    if (h->gout.cap > 64 * 1024) /* a large batch's buffer is not kept for the connection's life */
+        buf_free(&h->gout);
+}
+
+/* The call's request ended (END_STREAM on DATA or trailers): what was gathered is its message. */
+static void grpc_finish(struct h2_conn *h, struct h2_stream *st)
+{
+    grpc_finish_message(h, st, (const uint8_t *)st->gin.data, st->gin.len);
+}
+
 /* Sends what flow control held back, oldest answer first, while windows and the high-water mark allow. */
 static void send_pending(struct h2_conn *h)
 {
@@ -541,11 +794,13 @@ static void send_pending(struct h2_conn *h)
         size_t rest = st->body_len - st->body_off;
         size_t n = window_allows(st->send_window, h->send_window, rest);
         if (n > 0) {
-            put_data(h, st->id, st->body + st->body_off, n, n == rest);
+            put_data(h, st->id, st->body + st->body_off, n, n == rest && !st->grpc_trailers);
             st->body_off += n;
             st->send_window -= (int64_t)n;
             h->send_window -= (int64_t)n;
             if (n == rest) {
+                if (st->grpc_trailers)
+                    put_grpc_trailers(h, st->id);
                 c->request_start_ms = c->shard->clock.now_ms; /* stream progress */
                 stream_sent(h, st, st->id, !st->reset_after);
             }
@@ -608,6 +863,7 @@ static void request_field(struct h2_conn *h, struct h2_request *rq, const struct
             rq->method = METHOD_HEAD;
         } else {
             rq->method = METHOD_OTHER;
+            rq->is_post = f->value_len == 4 && memcmp(f->value, "POST", 4) == 0;
             rq->is_connect = f->value_len == 7 && memcmp(f->value, "CONNECT", 7) == 0;
             rq->is_options = f->value_len == 7 && memcmp(f->value, "OPTIONS", 7) == 0;
         }
@@ -642,6 +898,19 @@ static void request_field(struct h2_conn *h, struct h2_request *rq, const struct
         rq->regular_seen = true;
         if (f->value_len != 8 || memcmp(f->value, "trailers", 8) != 0)
             rq->malformed = true;
+        rq->te_trailers = true;
+        return;
+    case HPACK_TOK_CONTENT_TYPE:
+        rq->regular_seen = true;
+        if (!trailers)
+            rq->ctype = (uint8_t)grpc_content_type(f->value, f->value_len);
+        return;
+    case HPACK_TOK_GRPC_TIMEOUT:
+        rq->regular_seen = true;
+        if (!trailers) {
+            rq->has_timeout = true;
+            rq->timeout_bad = grpc_parse_timeout(f->value, f->value_len, &rq->timeout_ms) != 0;
+        }
         return;
     case HPACK_TOK_CONTENT_LENGTH: {
         rq->regular_seen = true;
@@ -759,6 +1028,13 @@ static void new_stream_block(struct h2_conn *h, uint32_t id, bool end_stream, bo
         stream_error(h, id, H2_PROTOCOL_ERROR);
         return;
     }
+    /* gRPC: by content-type, or a POST to one of its services (415 without it). */
+    bool service = false;
+    enum metrics_route groute = rq.has_path ? grpc_method_of(h->rq.data + rq.path_off, rq.path_len, &service) : ROUTE_GRPC_OTHER;
+    if (rq.ctype != GRPC_CT_NONE || (service && rq.is_post)) {
+        grpc_open(h, id, &rq, groute, end_stream);
+        return;
+    }
     if (end_stream) {
         respond_request(h, id, NULL, rq.method, h->rq.data + rq.path_off, rq.path_len,
                         rq.user_ids > 0 ? h->rq.data + rq.user_id_off : NULL, rq.user_id_len, rq.user_ids > 1);
@@ -785,6 +1061,10 @@ static void finish_request(struct h2_conn *h, struct h2_stream *st)
     st->client_done = true;
     if (st->content_length >= 0 && st->body_in != (uint64_t)st->content_length) { /* RFC 9113 8.1.1 */
         stream_error(h, st->id, H2_PROTOCOL_ERROR);
+        return;
+    }
+    if (st->grpc) {
+        grpc_finish(h, st);
         return;
     }
     respond_request(h, st->id, st, st->method, st->req, st->path_len, st->has_user_id ? st->req + st->path_len : NULL,
@@ -943,7 +1223,10 @@ static void on_data(struct h2_conn *h, const struct h2_frame *f)
         return;
     }
     bool end_stream = f->flags & H2_FLAG_END_STREAM;
-    if (st->body_in > H2_MAX_BODY) { /* like HTTP/1.1: bodies are dropped, but not without end */
+    if (st->grpc) {
+        if (!grpc_data(h, st, data, len, end_stream))
+            return;
+    } else if (st->body_in > H2_MAX_BODY) { /* like HTTP/1.1: bodies are dropped, but not without end */
         respond_error(h, st->id, st, 413, st->head, end_stream);
         return;
     }
@@ -1198,6 +1481,7 @@ static void session_free(struct h2_conn *h)
     hpack_decoder_free(&h->dec);
     buf_free(&h->hb);
     buf_free(&h->rq);
+    buf_free(&h->gout);
     free(h);
 }
 

@@ -201,6 +201,8 @@ uint8_t hpack_name_token(const char *name, size_t len)
         return IS("user-id") ? HPACK_TOK_USER_ID : IS("upgrade") ? HPACK_TOK_CONNECTION_SPECIFIC : HPACK_TOK_OTHER;
     case 10:
         return IS("connection") || IS("keep-alive") ? HPACK_TOK_CONNECTION_SPECIFIC : HPACK_TOK_OTHER;
+    case 12:
+        return IS("content-type") ? HPACK_TOK_CONTENT_TYPE : IS("grpc-timeout") ? HPACK_TOK_GRPC_TIMEOUT : HPACK_TOK_OTHER;
     case 14:
         return IS("content-length") ? HPACK_TOK_CONTENT_LENGTH : HPACK_TOK_OTHER;
     case 16:
@@ -283,7 +285,7 @@ static const struct static_entry static_table[HPACK_STATIC_ENTRIES] = {
     S("content-length", "", HPACK_TOK_CONTENT_LENGTH),
     S("content-location", "", HPACK_TOK_OTHER),
     S("content-range", "", HPACK_TOK_OTHER),
-    S("content-type", "", HPACK_TOK_OTHER),
+    S("content-type", "", HPACK_TOK_CONTENT_TYPE),
     S("cookie", "", HPACK_TOK_OTHER),
     S("date", "", HPACK_TOK_OTHER),
     S("etag", "", HPACK_TOK_OTHER),

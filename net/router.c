@@ -22,6 +22,7 @@ static const struct error_body error_bodies[] = {
     {405, "{\"error\":\"method not allowed\"}"},
     {408, "{\"error\":\"request timeout\"}"},
     {413, "{\"error\":\"payload too large\"}"},
+    {415, "{\"error\":\"unsupported media type\"}"},
     {414, "{\"error\":\"uri too long\"}"},
     {417, "{\"error\":\"expectation failed\"}"},
     {431, "{\"error\":\"request header fields too large\"}"},
@@ -177,6 +178,18 @@ static void render_metrics(struct shard *s, struct response *res)
     set(res, 200, "text/plain; version=0.0.4; charset=utf-8", s->scratch.data, s->scratch.len);
 }
 
+const char *router_unready(struct shard *s)
+{
+    if (!server_ready(s->srv) || s->draining)
+        return s->draining ? "{\"error\":\"draining\"}" : "{\"error\":\"not ready\"}";
+    if (s->cfg->max_feed_lag_ms > 0 && !s->feed.present)
+        return "{\"error\":\"no feed\"}";
+    if (s->cfg->max_feed_lag_ms > 0 &&
+        store_feed_lag_seconds(&s->feed, store_feed_now_us()) * 1000.0 > (double)s->cfg->max_feed_lag_ms)
+        return "{\"error\":\"feed behind\"}";
+    return NULL;
+}
+
 #define PATH_IS(p, n, lit) ((n) == sizeof(lit) - 1 && memcmp((p), lit, sizeof(lit) - 1) == 0)
 
 void router_handle(struct shard *s, const struct request *req, struct response *res)
@@ -231,17 +244,14 @@ void router_handle(struct shard *s, const struct request *req, struct response *
          * when it is really stuck. */
         set(res, 200, "text/plain; charset=utf-8", "ok\n", 3);
         return;
-    case ROUTE_READYZ:
-        if (!server_ready(s->srv) || s->draining)
-            set_error_body(res, 503, s->draining ? "{\"error\":\"draining\"}" : "{\"error\":\"not ready\"}");
-        else if (s->cfg->max_feed_lag_ms > 0 && !s->feed.present)
-            set_error_body(res, 503, "{\"error\":\"no feed\"}");
-        else if (s->cfg->max_feed_lag_ms > 0 &&
-                 store_feed_lag_seconds(&s->feed, store_feed_now_us()) * 1000.0 > (double)s->cfg->max_feed_lag_ms)
-            set_error_body(res, 503, "{\"error\":\"feed behind\"}");
+    case ROUTE_READYZ: {
+        const char *why = router_unready(s);
+        if (why != NULL)
+            set_error_body(res, 503, why);
         else
             set(res, 200, "text/plain; charset=utf-8", "ready\n", 6);
         return;
+    }
     default:
         set_error(res, 404);
         return;

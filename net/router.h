@@ -40,6 +40,10 @@ uint64_t router_user_hint(const char *path, size_t len);
 /* Parses a user id: decimal digits only, 1 .. 2^64-1. Returns 0 or -1. */
 int router_parse_id(const char *s, size_t len, uint64_t *id);
 
+/* Readiness as /readyz reports it: NULL when ready, else the JSON body of the
+ * 503 ("draining", "not ready", "no feed", "feed behind"). gRPC health uses it too. */
+const char *router_unready(struct shard *s);
+
 /* A fixed JSON error body for status ("{\"error\":\"...\"}"), with its length. */
 const char *router_error_body(int status, size_t *len);
 

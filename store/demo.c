@@ -55,6 +55,7 @@ int store_demo_create(const char *dir, uint64_t n, char *err, size_t errlen)
     struct store st;
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
+    struct buf value = {0};
     int rc = store_open(&st, dir, false, true, err, errlen);
     if (rc != 0)
         return rc;
@@ -72,8 +73,13 @@ int store_demo_create(const char *dir, uint64_t n, char *err, size_t errlen)
     for (uint64_t id = 1; id <= n; id++) {
         size_t slot;
         store_key_encode(id, &slot, &key);
-        val.mv_size = store_demo_record(id, buf, sizeof(buf));
-        val.mv_data = buf;
+        value.len = 0;
+        if (store_value_build(id, buf, store_demo_record(id, buf, sizeof(buf)), &value, err, errlen) != 0) {
+            rc = MDB_BAD_VALSIZE; /* cannot happen: the generated JSON is valid */
+            goto cleanup;
+        }
+        val.mv_size = value.len;
+        val.mv_data = value.data;
         rc = mdb_cursor_put(cur, &key, &val, id > last ? MDB_APPEND : 0);
         if (rc != 0) {
             snprintf(err, errlen, "%s: cannot store user %" PRIu64 ": %s", dir, id, mdb_strerror(rc));
@@ -88,6 +94,7 @@ int store_demo_create(const char *dir, uint64_t n, char *err, size_t errlen)
         snprintf(err, errlen, "%s: commit failed: %s", dir, mdb_strerror(rc));
 
 cleanup:
+    buf_free(&value);
     if (cur != NULL)
         mdb_cursor_close(cur); /* before the abort that would free it */
     if (txn != NULL)

@@ -101,6 +101,7 @@ struct follow {
     struct follow_rel rel;
     struct pgout_scratch *sc;
     struct buf json;
+    struct buf value;   /* the stored value being built (store_value_build) */
     char last_err[512]; /* the last connection error logged: repeats go to debug */
 
     struct store_feed feed;    /* as last committed */
@@ -681,9 +682,10 @@ static json_t *follow_stored(struct follow *f, uint64_t id)
     size_t slot;
     MDB_val key, val;
     store_key_encode(id, &slot, &key);
-    if (mdb_get(f->txn, f->st.users, &key, &val) != 0)
+    struct store_user u;
+    if (mdb_get(f->txn, f->st.users, &key, &val) != 0 || store_value_split(val.mv_data, val.mv_size, &u) != 0)
         return NULL;
-    return json_loadb(val.mv_data, val.mv_size, 0, NULL);
+    return json_loadb(u.json, u.json_len, 0, NULL);
 }
 
 /* Builds the record of one row in f->json and stores it under its id.
@@ -743,13 +745,19 @@ static int follow_put_row(struct follow *f, uint64_t lsn, const struct pgout_val
         follow_skip(f, lsn, store_cli_log_safe(what, safe, sizeof(safe)), err);
         return 0;
     }
+    f->value.len = 0;
+    int vrc = store_value_build(id, rec, rec_len, &f->value, err, sizeof(err));
+    free(rec);
+    if (vrc != 0) {
+        follow_skip(f, lsn, "id=?", err);
+        return 0;
+    }
     size_t slot;
-    MDB_val key, val = {rec_len, rec};
+    MDB_val key, val = {f->value.len, f->value.data};
     store_key_encode(id, &slot, &key);
     int rc = mdb_put(f->txn, f->st.users, &key, &val, append ? MDB_APPEND : 0);
     if (rc == MDB_KEYEXIST && append) /* not in order after all */
         rc = mdb_put(f->txn, f->st.users, &key, &val, 0);
-    free(rec);
     if (rc == 0)
         *stored_id = id;
     return rc;
@@ -1572,6 +1580,7 @@ int follow_main(int argc, char **argv)
     }
     follow_rel_free(&f->rel);
     buf_free(&f->json);
+    buf_free(&f->value);
     free(f->sc);
     free(f);
     return rc;

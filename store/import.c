@@ -164,6 +164,7 @@ static int store_import_run(const struct store_import_opts *o)
     MDB_txn *txn = NULL;
     char *line = NULL;
     size_t cap = 0;
+    struct buf value = {0}; /* the stored value being built (store_value_build), reused */
     uint64_t line_no = 0, records = 0, blank = 0, bytes = 0;
     int code = 1;
     int rc;
@@ -210,15 +211,22 @@ static int store_import_run(const struct store_import_opts *o)
             store_import_failed(o, line_no, err);
             goto cleanup;
         }
+        value.len = 0;
+        int vrc = store_value_build(id, rec, rec_len, &value, err, sizeof(err));
+        free(rec);
+        if (vrc != 0) {
+            store_import_progress_end(&progress);
+            store_import_failed(o, line_no, err);
+            goto cleanup;
+        }
         size_t slot;
-        MDB_val key, val = {rec_len, rec};
+        MDB_val key, val = {value.len, value.data};
         store_key_encode(id, &slot, &key);
         /* Sorted input (the common case for exports) appends to the last page
          * instead of searching the tree; an id out of order falls back to a
          * normal put, which also overwrites an existing id. */
         unsigned flags = id > last_id ? MDB_APPEND : 0;
         rc = mdb_put(txn, st.users, &key, &val, flags);
-        free(rec);
         if (rc != 0) {
             store_import_progress_end(&progress);
             snprintf(err, sizeof(err), "cannot store id %llu: %s", (unsigned long long)id, mdb_strerror(rc));
@@ -266,6 +274,7 @@ cleanup:
     if (in != NULL && in != stdin)
         fclose(in);
     free(line);
+    buf_free(&value);
     return code;
 }
 

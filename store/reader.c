@@ -78,7 +78,8 @@ void store_prefetch_record(const struct store_reader *r, uint64_t id)
         store_index_prefetch_record(r->index, r->txn_id, id);
 }
 
-int store_get(struct store_reader *r, uint64_t id, const char **val, size_t *len)
+/* The raw value of id (both forms, store.h's layout). */
+static int store_get_value(struct store_reader *r, uint64_t id, const char **val, size_t *len)
 {
     if (!r->active) {
         int rc = store_reader_refresh(r);
@@ -100,5 +101,26 @@ int store_get(struct store_reader *r, uint64_t id, const char **val, size_t *len
         return rc;
     *val = data.mv_data;
     *len = data.mv_size;
+    return 0;
+}
+
+int store_get_user(struct store_reader *r, uint64_t id, struct store_user *u)
+{
+    const char *val;
+    size_t len;
+    int rc = store_get_value(r, id, &val, &len);
+    if (rc != 0)
+        return rc;
+    return store_value_split(val, len, u);
+}
+
+int store_get(struct store_reader *r, uint64_t id, const char **val, size_t *len)
+{
+    struct store_user u;
+    int rc = store_get_user(r, id, &u);
+    if (rc != 0)
+        return rc;
+    *val = u.json;
+    *len = u.json_len;
     return 0;
 }

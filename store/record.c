@@ -2,6 +2,7 @@
 #include "store/store.h"
 
 #include "core/alloc.h"
+#include "store/pb.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -183,5 +184,20 @@ int store_record_normalize_keyed(const char *json, size_t len, const char *id_fi
     *out = store_record_dump(root);
     *out_len = strlen(*out);
     json_decref(root);
+    return 0;
+}
+
+int store_value_build(uint64_t id, const char *json, size_t len, struct buf *out, char *err, size_t errlen)
+{
+    if (len > UINT32_MAX)
+        return store_record_fail(err, errlen, "record of %zu bytes: at most 4 GiB", len);
+    size_t mark = out->len;
+    uint8_t hdr[STORE_VALUE_HEADER] = {(uint8_t)len, (uint8_t)(len >> 8), (uint8_t)(len >> 16), (uint8_t)(len >> 24)};
+    buf_append(out, hdr, sizeof(hdr));
+    buf_append(out, json, len);
+    if (store_pb_user(id, json, len, out, err, errlen) != 0) {
+        out->len = mark;
+        return -1;
+    }
     return 0;
 }

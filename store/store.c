@@ -122,8 +122,9 @@ static void store_printable(const MDB_val *v, char *out, size_t outlen)
 }
 
 /* Checks the meta/format marker; when create is set and the environment is
- * brand new, writes it (txn is then a write transaction). */
-static int store_check_format(MDB_txn *txn, const char *dir, bool create, char *err, size_t errlen)
+ * brand new, writes it (txn is then a write transaction). A v1 marker is
+ * accepted only when *old can take it (store_open_upgrade): *old is set then. */
+static int store_check_format(MDB_txn *txn, const char *dir, bool create, bool *old, char *err, size_t errlen)
 {
     MDB_val key = {strlen(STORE_FORMAT_KEY), STORE_FORMAT_KEY};
     MDB_val val;
@@ -150,6 +151,17 @@ static int store_check_format(MDB_txn *txn, const char *dir, bool create, char *
         return store_fail(err, errlen, MDB_INCOMPATIBLE, "%s: not a ringd database (no format marker)", dir);
     if (rc != 0)
         return store_fail(err, errlen, rc, "%s: cannot read the format marker: %s", dir, mdb_strerror(rc));
+    if (val.mv_size == strlen(STORE_FORMAT_V1) && memcmp(val.mv_data, STORE_FORMAT_V1, val.mv_size) == 0) {
+        if (old != NULL) {
+            *old = true;
+            return 0;
+        }
+        /* Never misread: a v1 value is bare JSON, without the gRPC form. */
+        return store_fail(err, errlen, MDB_INCOMPATIBLE,
+                          "%s: format %s was written by an older ringd (records without their gRPC form); "
+                          "upgrade it once with: ringd upgrade --db %s",
+                          dir, STORE_FORMAT_V1, dir);
+    }
     if (val.mv_size != strlen(STORE_FORMAT_VALUE) || memcmp(val.mv_data, STORE_FORMAT_VALUE, val.mv_size) != 0) {
         char found[65];
         store_printable(&val, found, sizeof(found));
@@ -158,7 +170,7 @@ static int store_check_format(MDB_txn *txn, const char *dir, bool create, char *
     return 0;
 }
 
-int store_open(struct store *s, const char *dir, bool readonly, bool create, char *err, size_t errlen)
+static int store_open_mode(struct store *s, const char *dir, bool readonly, bool create, bool upgrade, char *err, size_t errlen)
 {
     MDB_env *env = NULL;
     MDB_txn *txn = NULL;
@@ -200,7 +212,8 @@ int store_open(struct store *s, const char *dir, bool readonly, bool create, cha
         store_fail(err, errlen, rc, "%s: cannot begin a transaction: %s", dir, mdb_strerror(rc));
         goto cleanup;
     }
-    rc = store_check_format(txn, dir, create, err, errlen);
+    bool old = false;
+    rc = store_check_format(txn, dir, create, upgrade ? &old : NULL, err, errlen);
     if (rc != 0)
         goto cleanup;
     rc = mdb_dbi_open(txn, STORE_DB_META, 0, &s->meta); /* exists: store_check_format saw it */
@@ -225,6 +238,7 @@ int store_open(struct store *s, const char *dir, bool readonly, bool create, cha
 
     s->env = env;
     s->readonly = readonly;
+    s->old_format = old;
     env = NULL;
     store_reader_check(s);
     return 0;
@@ -236,6 +250,16 @@ cleanup:
         mdb_env_close(env); /* also required after a failed mdb_env_open */
     memset(s, 0, sizeof(*s));
     return rc;
+}
+
+int store_open(struct store *s, const char *dir, bool readonly, bool create, char *err, size_t errlen)
+{
+    return store_open_mode(s, dir, readonly, create, false, err, errlen);
+}
+
+int store_open_upgrade(struct store *s, const char *dir, char *err, size_t errlen)
+{
+    return store_open_mode(s, dir, false, false, true, err, errlen);
 }
 
 void store_close(struct store *s)

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buf.h"
+
 /* The one place that sizes every environment. The first process to open an
  * environment fixes the reader table for everyone, so server, import, demo and
  * tests all open through store_open() with these values.
@@ -27,10 +29,26 @@
 #define STORE_DB_USERS "users"
 #define STORE_DB_META "meta"
 #define STORE_FORMAT_KEY "format"
-#define STORE_FORMAT_VALUE "ringd-users-v1"
+/* v2: a value holds the JSON record and its gRPC form (see "The stored value" below).
+ * v1 (JSON only) is refused with the command that upgrades it (store_upgrade_main). */
+#define STORE_FORMAT_VALUE "ringd-users-v2"
+#define STORE_FORMAT_V1 "ringd-users-v1"
+
+/* The stored value of a user (format v2):
+ *
+ *   +----------------------+----------------------+-------------------------------+
+ *   | json_len (u32, LE)   | JSON record          | ringd.v1.User, protobuf       |
+ *   | 4 octets             | json_len octets      | the rest of the value         |
+ *   +----------------------+----------------------+-------------------------------+
+ *
+ * Both forms are made once, when a record is written (store_value_build), so
+ * either protocol's lookup is a pointer into the map and a copy: HTTP sends
+ * the JSON, gRPC the User message (store/pb.h). */
+#define STORE_VALUE_HEADER 4
 
 struct store {
     MDB_env *env;
+    bool old_format; /* opened by store_open_upgrade on a v1 store: values are bare JSON */
     MDB_dbi users; /* MDB_INTEGERKEY: key is a native-endian uint64_t (size_t on LP64) */
     MDB_dbi meta;  /* the format marker and writers' state (store/feed.h) */
     bool readonly;
@@ -44,6 +62,11 @@ struct store {
  * Runs mdb_reader_check once. Returns 0 or an error code; on error nothing
  * stays open. The store must be closed with store_close(). */
 int store_open(struct store *s, const char *dir, bool readonly, bool create, char *err, size_t errlen);
+
+/* store_open for `ringd upgrade`: read-write, accepts a v1 store too
+ * (s->old_format is then set; the caller rewrites every value and the marker
+ * with store_upgrade_txn). Returns 0 or an error code with err filled. */
+int store_open_upgrade(struct store *s, const char *dir, char *err, size_t errlen);
 
 /* Closes the environment. Every reader must have been released first. */
 void store_close(struct store *s);
@@ -84,6 +107,41 @@ uint64_t store_reader_txn_id(const struct store_reader *r);
 /* Ends the transaction. */
 void store_reader_close(struct store_reader *r);
 
+/* A stored value split into its two forms; both point into the value. */
+struct store_user {
+    const char *json;
+    size_t json_len;
+    const uint8_t *pb; /* the encoded ringd.v1.User */
+    size_t pb_len;
+};
+
+/* Splits a stored value (the layout above). Returns 0, or MDB_CORRUPTED when
+ * val[0..len) cannot be one. Constant time: one load of the header. */
+static inline int store_value_split(const void *val, size_t len, struct store_user *u)
+{
+    const unsigned char *p = val;
+    if (len < STORE_VALUE_HEADER)
+        return MDB_CORRUPTED;
+    size_t jl = (size_t)p[0] | (size_t)p[1] << 8 | (size_t)p[2] << 16 | (size_t)p[3] << 24;
+    if (jl > len - STORE_VALUE_HEADER)
+        return MDB_CORRUPTED;
+    u->json = (const char *)p + STORE_VALUE_HEADER;
+    u->json_len = jl;
+    u->pb = p + STORE_VALUE_HEADER + jl;
+    u->pb_len = len - STORE_VALUE_HEADER - jl;
+    return 0;
+}
+
+/* Appends the stored value of user id whose normalized JSON is json[0..len)
+ * (what store_record_normalize returned) to out: header, JSON, User message.
+ * Returns 0, or -1 with err filled (JSON the encoder cannot read, or a record over 4 GiB). */
+int store_value_build(uint64_t id, const char *json, size_t len, struct buf *out, char *err, size_t errlen);
+
+/* Looks up user id like store_get, with both forms of the record in *u
+ * (pointers into the map, valid as store_get's). Returns 0, MDB_NOTFOUND,
+ * MDB_CORRUPTED (a value that is no v2 value), or another LMDB code. */
+int store_get_user(struct store_reader *r, uint64_t id, struct store_user *u);
+
 /* Looks up user id: through r->index when it describes the reader's snapshot,
  * else with mdb_get. On success returns 0 and points *val and *len at the record's
  * compact JSON inside the map: valid only until the next store_reader_refresh,
@@ -114,6 +172,11 @@ int store_record_normalize_keyed(const char *json, size_t len, const char *id_fi
  * the subcommands' whole CLI (argv[0] is the subcommand name). Return the process exit code. */
 int store_import_main(int argc, char **argv);
 int store_demo_main(int argc, char **argv);
+
+/* `ringd upgrade --db DIR`: rewrites a v1 store (JSON values) as v2 (JSON
+ * and gRPC form) in one write transaction, marker included; a v2 store is
+ * left alone. Return the process exit code. */
+int store_upgrade_main(int argc, char **argv);
 
 /* Creates (or extends) dir with n generated users in one transaction. Returns 0
  * or an error code with err filled. Used by `demo` and by `serve` on first run. */

@@ -93,8 +93,12 @@ static char *dump_db(void)
     char *out = NULL;
     size_t len = 0;
     FILE *m = open_memstream(&out, &len);
-    for (int op = MDB_FIRST; mdb_cursor_get(cur, &k, &v, (MDB_cursor_op)op) == 0; op = MDB_NEXT)
-        fprintf(m, "%llu=%.*s\n", (unsigned long long)store_key_decode(&k), (int)v.mv_size, (char *)v.mv_data);
+    for (int op = MDB_FIRST; mdb_cursor_get(cur, &k, &v, (MDB_cursor_op)op) == 0; op = MDB_NEXT) {
+        struct store_user u; /* the JSON form of the value (store.h's layout) */
+        cr_assert_eq(store_value_split(v.mv_data, v.mv_size, &u), 0, "a v2 value");
+        cr_assert_gt(u.pb_len, 0, "with its gRPC form");
+        fprintf(m, "%llu=%.*s\n", (unsigned long long)store_key_decode(&k), (int)u.json_len, u.json);
+    }
     fclose(m);
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);

@@ -156,8 +156,8 @@ Test(store, foreign_lmdb_without_marker, .init = tmp_setup, .fini = tmp_teardown
 Test(store, wrong_format_marker, .init = tmp_setup, .fini = tmp_teardown)
 {
     make_foreign_env(sub("v9"), "ringd-users-v9\n");
-    expect_open_error(path, true, false, "format ringd-users-v9?, expected ringd-users-v1");
-    expect_open_error(path, false, true, "format ringd-users-v9?, expected ringd-users-v1");
+    expect_open_error(path, true, false, "format ringd-users-v9?, expected ringd-users-v2");
+    expect_open_error(path, false, true, "format ringd-users-v9?, expected ringd-users-v2");
 }
 
 Test(store, right_marker_opens, .init = tmp_setup, .fini = tmp_teardown)

@@ -427,6 +427,12 @@ static void raw_frame(struct h2raw *r, const uint8_t *f, size_t len, int32_t sid
             off += (size_t)rv;
             if ((fl & NGHTTP2_HD_INFLATE_EMIT) && id == sid && nv.namelen == 7 && memcmp(nv.name, ":status", 7) == 0)
                 res->status = atoi((const char *)nv.value);
+            if ((fl & NGHTTP2_HD_INFLATE_EMIT) && id == sid && nv.namelen == 11 && memcmp(nv.name, "grpc-status", 11) == 0) {
+                res->has_grpc_status = true;
+                res->grpc_status = atoi((const char *)nv.value);
+            }
+            if ((fl & NGHTTP2_HD_INFLATE_EMIT) && id == sid && nv.namelen == 12 && memcmp(nv.name, "content-type", 12) == 0)
+                snprintf(res->content_type, sizeof(res->content_type), "%.*s", (int)nv.valuelen, (const char *)nv.value);
             if (fl & NGHTTP2_HD_INFLATE_FINAL) {
                 nghttp2_hd_inflate_end_headers(r->inf);
                 break;
@@ -436,6 +442,8 @@ static void raw_frame(struct h2raw *r, const uint8_t *f, size_t len, int32_t sid
         }
         if (flags & NGHTTP2_FLAG_END_STREAM)
             res->ends++;
+        if (id == sid)
+            res->header_blocks++;
         if (id == sid && (flags & NGHTTP2_FLAG_END_STREAM))
             res->done = true;
         break;
@@ -444,6 +452,7 @@ static void raw_frame(struct h2raw *r, const uint8_t *f, size_t len, int32_t sid
         if (flags & NGHTTP2_FLAG_END_STREAM)
             res->ends++;
         if (id == sid) {
+            res->data_bytes += len;
             size_t n = len < sizeof(res->body) - 1 - res->body_len ? len : sizeof(res->body) - 1 - res->body_len;
             memcpy(res->body + res->body_len, p, n);
             res->body_len += n;
@@ -553,8 +562,13 @@ int h2raw_send_headers(struct h2raw *r, int32_t sid, uint8_t flags, const char *
 
 int h2raw_poll(struct h2raw *r, struct h2raw_result *res)
 {
+    return h2raw_poll_stream(r, 0, res);
+}
+
+int h2raw_poll_stream(struct h2raw *r, int32_t sid, struct h2raw_result *res)
+{
     while (!res->eof && raw_recv(r, MSG_DONTWAIT, res) > 0)
-        raw_parse(r, 0, res);
+        raw_parse(r, sid, res);
     return res->eof ? -1 : 0;
 }
 

@@ -108,6 +108,12 @@ struct h2raw_result {
     uint8_t ping_opaque[8];  /* ... with this opaque data (the last one) */
     unsigned ends;           /* streams the server ended (END_STREAM), any stream */
     bool eof;
+    /* gRPC, on the stream waited for */
+    size_t data_bytes;      /* DATA payload octets received (body keeps the first 8 KiB) */
+    unsigned header_blocks; /* HEADERS received (2 for an answer with trailers, 1 for Trailers-Only) */
+    bool has_grpc_status;
+    int grpc_status;
+    char content_type[64];
 };
 
 /* Connects and sends the client preface plus an empty SETTINGS. Returns 0 or -1. */
@@ -139,6 +145,9 @@ int h2raw_send_headers(struct h2raw *r, int32_t sid, uint8_t flags, const char *
 /* Reads whatever is already buffered without blocking, updating res (for a
  * sender that must keep reading while it writes). Returns -1 once the connection ended. */
 int h2raw_poll(struct h2raw *r, struct h2raw_result *res);
+
+/* The same, with stream sid's frames recorded in res as h2raw_wait does. */
+int h2raw_poll_stream(struct h2raw *r, int32_t sid, struct h2raw_result *res);
 
 void h2raw_close(struct h2raw *r);
 

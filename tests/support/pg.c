@@ -323,12 +323,23 @@ char *tf_record(const char *db, uint64_t id)
         size_t slot;
         MDB_val k, v;
         store_key_encode(id, &slot, &k);
-        if (mdb_get(txn, st.users, &k, &v) == 0)
-            out = strndup(v.mv_data, v.mv_size);
+        struct store_user u;
+        if (mdb_get(txn, st.users, &k, &v) == 0 && store_value_split(v.mv_data, v.mv_size, &u) == 0)
+            out = strndup(u.json, u.json_len);
         mdb_txn_abort(txn);
     }
     store_close(&st);
     return out;
+}
+
+/* Points v at the JSON part of a stored value (store.h's layout); a value that is none stays as it is. */
+static void value_json(MDB_val *v)
+{
+    struct store_user u;
+    if (store_value_split(v->mv_data, v->mv_size, &u) == 0) {
+        v->mv_data = (void *)u.json;
+        v->mv_size = u.json_len;
+    }
 }
 
 int tf_compare(const struct test_pg *pg, const char *db, const char *table, const char *id_column, char *why, size_t whylen)
@@ -357,6 +368,8 @@ int tf_compare(const struct test_pg *pg, const char *db, const char *table, cons
     MDB_val k, v;
     int i = 0, n = PQntuples(r);
     int mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    if (mrc == 0)
+        value_json(&v);
     for (; i < n || mrc == 0; i++) {
         uint64_t want = i < n ? strtoull(PQgetvalue(r, i, 0), NULL, 10) : 0;
         uint64_t have = mrc == 0 ? store_key_decode(&k) : 0;
@@ -380,6 +393,8 @@ int tf_compare(const struct test_pg *pg, const char *db, const char *table, cons
             goto out;
         }
         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        if (mrc == 0)
+            value_json(&v);
     }
     rc = 0;
 out:
