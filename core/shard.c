@@ -14,6 +14,7 @@
 #include "core/shard.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/cpus.h"
 #include "core/log.h"
 #include "core/server.h"
 #include "core/tag.h"
@@ -61,7 +63,7 @@ static struct io_uring_sqe *get_sqe(struct shard *s)
 
 static void arm_accept(struct shard *s, enum listener_kind kind)
 {
-    if (s->listen_fd[kind] < 0 || s->accept_armed[kind] || s->draining)
+    if (s->listen_fd[kind] < 0 || s->accept_armed[kind] || s->accepting_stopped)
         return;
     struct io_uring_sqe *sqe = get_sqe(s);
     io_uring_prep_multishot_accept(sqe, s->listen_fd[kind], NULL, NULL, SOCK_CLOEXEC);
@@ -424,7 +426,8 @@ static void flush_all(struct shard *s)
                  * remain in c->in is a request that can never complete. */
                 c->close_after_send = true;
                 c->close_reason = CLOSE_CLIENT;
-            } else if (s->draining && conn_is_idle(c)) {
+            } else if (s->accepting_stopped && (c->proto == CONN_H2 || s->cfg->drain_grace_ms == 0) &&
+                       conn_is_idle(c)) {
                 /* Draining: a connection that just finished its last exchange closes. */
                 c->close_after_send = true;
                 c->close_reason = CLOSE_SHUTDOWN;
@@ -576,12 +579,9 @@ static uint64_t handoff_payload(unsigned target, enum listener_kind kind, int fd
 static void accept_fd(struct shard *s, int fd, enum listener_kind kind, bool reserved)
 {
     struct server *srv = s->srv;
-    if (s->draining) {
-        close(fd);
-        if (reserved)
-            release_slot(s);
-        return;
-    }
+    /* Draining, a connection accepted is still served (its answers say
+     * Connection: close, or it gets a GOAWAY first): the client chose this
+     * instance before it left the port, and closing it would fail a request. */
     if (kind != LISTENER_ADMIN && !reserved) {
         /* One reservation per connection against the process-wide limit. */
         unsigned total = atomic_fetch_add_explicit(&srv->total_conns, 1, memory_order_relaxed);
@@ -593,7 +593,7 @@ static void accept_fd(struct shard *s, int fd, enum listener_kind kind, bool res
         }
         /* Balance: SO_REUSEPORT hashes flows and can pile them on one shard.
          * Hand the socket to the least loaded shard when this one is ahead. */
-        int best = srv->nshards > 1 ? pick_handoff_target(s) : -1;
+        int best = srv->nshards > 1 && !s->draining ? pick_handoff_target(s) : -1;
         int target_ring = best >= 0 ? atomic_load_explicit(&srv->shards[best]->ring_fd, memory_order_acquire) : -1;
         if (target_ring >= 0) {
             load_add(s, (unsigned)best, 1);
@@ -621,6 +621,8 @@ static void on_accept(struct shard *s, enum listener_kind kind, struct io_uring_
         s->accept_armed[kind] = false;
     if (cqe->res >= 0) {
         accept_fd(s, cqe->res, kind, false);
+    } else if (s->accepting_stopped) {
+        return; /* the cancel, or the shut-down listener's error: accepting is over */
     } else if (cqe->res != -ECANCELED) {
         METRIC_INC(s->metrics->accept_errors);
         if (!more && !accept_error_transient(-cqe->res)) {
@@ -652,6 +654,8 @@ static void on_handoff_sent(struct shard *s, uint64_t payload, int res)
 
 /* ---------- timers ---------- */
 
+static void stop_accepting(struct shard *s);
+
 static void on_timer(struct timer_node *node, void *arg)
 {
     struct shard *s = arg;
@@ -662,6 +666,10 @@ static void on_timer(struct timer_node *node, void *arg)
     }
     if (node == &s->paused_sweep) {
         paused_sweep(s);
+        return;
+    }
+    if (node == &s->drain_grace) {
+        stop_accepting(s);
         return;
     }
     struct conn *c = container_of(node, struct conn, _timer);
@@ -741,36 +749,86 @@ static void observe_answered(struct shard *s)
 
 /* ---------- drain ---------- */
 
-/* Called after the turn's completions were handled (s->draining is already
- * set, so responses produced in that turn said Connection: close). */
-static void begin_drain(struct shard *s)
+/* The end of the grace: accepts stop, the queue of each listener is emptied
+ * and the listener shut down, so that only its own in-flight work keeps the
+ * shard running.
+ *
+ * Why in this order: closing (or shutting down) a SO_REUSEPORT listener
+ * resets the connections still in its accept queue, connections the kernel
+ * gave this instance although a successor listens on the same port. So the
+ * queue is first taken with non-blocking accepts, and what was taken is
+ * served; only what arrives in the microseconds between the last accept and
+ * the shutdown can still be reset, unless net.ipv4.tcp_migrate_req is on
+ * (the kernel then moves it to another listener of the group). A socket
+ * systemd passed is never shut down: its queue is the next instance's. */
+static void stop_accepting(struct shard *s)
 {
-    s->drain_deadline_ms = s->clock.now_ms + s->cfg->drain_timeout_ms;
+    if (s->accepting_stopped)
+        return;
+    s->accepting_stopped = true;
+    timer_del(&s->wheel, &s->accept_retry);
+    timer_del(&s->wheel, &s->drain_grace);
     for (int k = 0; k < LISTENER__COUNT; k++) {
-        if (s->listen_fd[k] < 0)
+        int lfd = s->listen_fd[k];
+        if (lfd < 0)
             continue;
         if (s->accept_armed[k]) {
             struct io_uring_sqe *sqe = get_sqe(s);
             io_uring_prep_cancel64(sqe, tag_make(TAG_ACCEPT, (uint64_t)k), 0);
             io_uring_sqe_set_data64(sqe, tag_make(TAG_IGNORE, 0));
         }
-        /* Stop listening now (the server closes the fd after the threads end):
-         * new clients are refused at once instead of waiting in a backlog that
-         * nobody will accept from. */
-        shutdown(s->listen_fd[k], SHUT_RDWR);
+        if (s->listen_keep[k])
+            continue;
+        int fl = fcntl(lfd, F_GETFL);
+        if (fl >= 0 && fcntl(lfd, F_SETFL, fl | O_NONBLOCK) == 0) {
+            int fd;
+            while ((fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0 || errno == ECONNABORTED || errno == EINTR) {
+                if (fd >= 0) {
+                    METRIC_INC(s->metrics->conns_drained_from_queue);
+                    accept_fd(s, fd, (enum listener_kind)k, false);
+                }
+            }
+        }
+        /* The server closes the fd after the threads end; from here the port's
+         * other listeners (a successor's) get every new connection. */
+        shutdown(lfd, SHUT_RDWR);
     }
-    timer_del(&s->wheel, &s->accept_retry);
+    struct conn *next;
+    for (struct conn *c = s->conns; c != NULL; c = next) {
+        next = c->_next;
+        if (c->_closing || c->_lingering || c->proto != CONN_H1 || c->close_after_send || !conn_is_idle(c))
+            continue;
+        if (s->cfg->drain_grace_ms == 0) {
+            shard_close_conn(s, c, CLOSE_SHUTDOWN); /* no grace asked for: idle keep-alive connections go now */
+            continue;
+        }
+        /* An idle HTTP/1.1 connection: closing it races with a request its
+         * client may be sending (a just-accepted connection always has one on
+         * the way). Give it a short while; its answer then says Connection: close. */
+        uint64_t quiet = s->clock.now_ms + SHARD_DRAIN_QUIET_MS;
+        if (!timer_linked(&c->_timer) || c->_deadline_ms > quiet)
+            arm_timer(s, c, c->seen_request ? CT_IDLE : CT_HEADER, quiet);
+    }
+}
+
+/* Called after the turn's completions were handled (s->draining is already
+ * set, so responses produced in that turn said Connection: close). */
+static void begin_drain(struct shard *s)
+{
+    unsigned grace = s->cfg->drain_grace_ms;
+    s->drain_deadline_ms = s->clock.now_ms + grace + s->cfg->drain_timeout_ms;
     struct conn *next;
     for (struct conn *c = s->conns; c != NULL; c = next) {
         next = c->_next;
         if (c->_closing || c->_lingering)
             continue; /* already on its way out: let the linger finish */
         conn_begin_drain(c);
-        if (conn_is_idle(c))
-            shard_close_conn(s, c, CLOSE_SHUTDOWN);
-        else
-            shard_want_flush(s, c);
+        shard_want_flush(s, c);
     }
+    if (grace == 0)
+        stop_accepting(s);
+    else
+        timer_add(&s->wheel, &s->drain_grace, s->clock.now_ms + grace);
 }
 
 /* ---------- set-up and the loop ---------- */
@@ -785,6 +843,9 @@ struct shard *shard_new(struct server *srv, unsigned id)
     s->listen_fd[LISTENER_MAIN] = srv->listen_fds[id];
     s->listen_fd[LISTENER_ADMIN] = id == 0 ? srv->admin_fd : -1;
     s->listen_fd[LISTENER_TLS] = srv->tls_listen_fds[id];
+    s->listen_keep[LISTENER_MAIN] = srv->listen_inherited;
+    s->listen_keep[LISTENER_ADMIN] = srv->admin_inherited;
+    s->listen_keep[LISTENER_TLS] = srv->tls_inherited;
     if (srv->tls != NULL)
         s->tls = tls_shard_new(srv->tls, id);
     s->metrics = xaligned_zalloc(64, sizeof(struct metrics_shard));
@@ -1014,10 +1075,20 @@ static void prefetch_turn(struct shard *s)
         store_prefetch_record(&s->reader, ids[i]);
 }
 
+/* Whether a multishot accept may still post a connection (its cancel has not completed). */
+static bool accepts_armed(const struct shard *s)
+{
+    for (int k = 0; k < LISTENER__COUNT; k++)
+        if (s->accept_armed[k])
+            return true;
+    return false;
+}
+
 static void run(struct shard *s)
 {
     for (;;) {
-        if (s->draining && (s->nconns == 0 || s->clock.now_ms >= s->drain_deadline_ms))
+        if (s->draining && s->accepting_stopped &&
+            ((s->nconns == 0 && !accepts_armed(s)) || s->clock.now_ms >= s->drain_deadline_ms))
             break;
         flush_all(s);
         observe_answered(s);
@@ -1067,10 +1138,13 @@ static void run(struct shard *s)
 
 static void pin(struct shard *s)
 {
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    /* Within the process's affinity mask (a container's cpuset), not CPU ids from 0. */
+    int cpu = cpus_nth(s->id);
+    if (cpu < 0)
+        return;
     cpu_set_t set;
     CPU_ZERO(&set);
-    CPU_SET((int)(s->id % (unsigned)(ncpu > 0 ? ncpu : 1)), &set);
+    CPU_SET(cpu, &set);
     int rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
     if (rc != 0)
         log_warn("pin_failed", "shard=%u err=\"%s\"", s->id, strerror(rc));

@@ -1223,6 +1223,8 @@ int h2_start(struct conn *c)
     c->proto = CONN_H2;
     put_settings(h); /* the server's preface may go at once (RFC 9113 3.4) */
     shard_want_flush(c->shard, c);
+    if (c->shard->draining)
+        h2_drain(c); /* accepted during a drain's grace: the shutdown notice follows the preface */
     return 0;
 }
 
