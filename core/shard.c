@@ -63,7 +63,7 @@ static struct io_uring_sqe *get_sqe(struct shard *s)
 
 static void arm_accept(struct shard *s, enum listener_kind kind)
 {
-    if (s->listen_fd[kind] < 0 || s->accept_armed[kind] || s->accepting_stopped)
+    if (s->listen_fd[kind] < 0 || s->accept_armed[kind] || s->draining)
         return;
     struct io_uring_sqe *sqe = get_sqe(s);
     io_uring_prep_multishot_accept(sqe, s->listen_fd[kind], NULL, NULL, SOCK_CLOEXEC);
@@ -426,7 +426,7 @@ static void flush_all(struct shard *s)
                  * remain in c->in is a request that can never complete. */
                 c->close_after_send = true;
                 c->close_reason = CLOSE_CLIENT;
-            } else if (s->accepting_stopped && (c->proto == CONN_H2 || s->cfg->drain_grace_ms == 0) &&
+            } else if (s->draining && (c->proto == CONN_H2 || s->cfg->drain_grace_ms == 0) &&
                        conn_is_idle(c)) {
                 /* Draining: a connection that just finished its last exchange closes. */
                 c->close_after_send = true;
@@ -621,7 +621,7 @@ static void on_accept(struct shard *s, enum listener_kind kind, struct io_uring_
         s->accept_armed[kind] = false;
     if (cqe->res >= 0) {
         accept_fd(s, cqe->res, kind, false);
-    } else if (s->accepting_stopped) {
+    } else if (s->draining) {
         return; /* the cancel, or the shut-down listener's error: accepting is over */
     } else if (cqe->res != -ECANCELED) {
         METRIC_INC(s->metrics->accept_errors);
@@ -654,7 +654,7 @@ static void on_handoff_sent(struct shard *s, uint64_t payload, int res)
 
 /* ---------- timers ---------- */
 
-static void stop_accepting(struct shard *s);
+static void begin_drain(struct shard *s);
 
 static void on_timer(struct timer_node *node, void *arg)
 {
@@ -669,7 +669,8 @@ static void on_timer(struct timer_node *node, void *arg)
         return;
     }
     if (node == &s->drain_grace) {
-        stop_accepting(s);
+        s->draining = true;
+        begin_drain(s);
         return;
     }
     struct conn *c = container_of(node, struct conn, _timer);
@@ -749,25 +750,23 @@ static void observe_answered(struct shard *s)
 
 /* ---------- drain ---------- */
 
-/* The end of the grace: accepts stop, the queue of each listener is emptied
- * and the listener shut down, so that only its own in-flight work keeps the
- * shard running.
+/* Accepts stop, the queue of each listener is emptied and the listener shut
+ * down, so that only its own connections keep the shard running.
  *
  * Why in this order: closing (or shutting down) a SO_REUSEPORT listener
  * resets the connections still in its accept queue, connections the kernel
  * gave this instance although a successor listens on the same port. So the
  * queue is first taken with non-blocking accepts, and what was taken is
- * served; only what arrives in the microseconds between the last accept and
- * the shutdown can still be reset, unless net.ipv4.tcp_migrate_req is on
- * (the kernel then moves it to another listener of the group). A socket
- * systemd passed is never shut down: its queue is the next instance's. */
+ * served; only what completes its handshake in the microseconds between the
+ * last accept and the shutdown can still be reset, unless
+ * net.ipv4.tcp_migrate_req is on (the kernel then moves it to another
+ * listener of the group). The grace before (--drain-grace-ms) is what makes
+ * that window quiet: clients keep their connections and load balancers have
+ * moved on, so hardly any connection is being opened to us when it comes. A
+ * socket systemd passed is never shut down: its queue is the next instance's. */
 static void stop_accepting(struct shard *s)
 {
-    if (s->accepting_stopped)
-        return;
-    s->accepting_stopped = true;
     timer_del(&s->wheel, &s->accept_retry);
-    timer_del(&s->wheel, &s->drain_grace);
     for (int k = 0; k < LISTENER__COUNT; k++) {
         int lfd = s->listen_fd[k];
         if (lfd < 0)
@@ -781,54 +780,54 @@ static void stop_accepting(struct shard *s)
             continue;
         int fl = fcntl(lfd, F_GETFL);
         if (fl >= 0 && fcntl(lfd, F_SETFL, fl | O_NONBLOCK) == 0) {
-            int fd;
-            while ((fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0 || errno == ECONNABORTED || errno == EINTR) {
+            for (;;) {
+                int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
                 if (fd >= 0) {
                     METRIC_INC(s->metrics->conns_drained_from_queue);
                     accept_fd(s, fd, (enum listener_kind)k, false);
+                } else if (errno != ECONNABORTED && errno != EINTR) {
+                    break; /* EAGAIN: the queue is empty */
                 }
             }
         }
-        /* The server closes the fd after the threads end; from here the port's
-         * other listeners (a successor's) get every new connection. */
+        /* Stop listening now (the server closes the fd after the threads
+         * end): from here the port's other listeners, a successor's, get
+         * every new connection, and without one new clients are refused at
+         * once instead of waiting in a backlog nobody will accept from. */
         shutdown(lfd, SHUT_RDWR);
-    }
-    struct conn *next;
-    for (struct conn *c = s->conns; c != NULL; c = next) {
-        next = c->_next;
-        if (c->_closing || c->_lingering || c->proto != CONN_H1 || c->close_after_send || !conn_is_idle(c))
-            continue;
-        if (s->cfg->drain_grace_ms == 0) {
-            shard_close_conn(s, c, CLOSE_SHUTDOWN); /* no grace asked for: idle keep-alive connections go now */
-            continue;
-        }
-        /* An idle HTTP/1.1 connection: closing it races with a request its
-         * client may be sending (a just-accepted connection always has one on
-         * the way). Give it a short while; its answer then says Connection: close. */
-        uint64_t quiet = s->clock.now_ms + SHARD_DRAIN_QUIET_MS;
-        if (!timer_linked(&c->_timer) || c->_deadline_ms > quiet)
-            arm_timer(s, c, c->seen_request ? CT_IDLE : CT_HEADER, quiet);
     }
 }
 
-/* Called after the turn's completions were handled (s->draining is already
- * set, so responses produced in that turn said Connection: close). */
+/* The drain proper, after the grace (s->draining is already set; called
+ * after a turn's completions were handled, so responses produced in that
+ * turn said Connection: close). */
 static void begin_drain(struct shard *s)
 {
-    unsigned grace = s->cfg->drain_grace_ms;
-    s->drain_deadline_ms = s->clock.now_ms + grace + s->cfg->drain_timeout_ms;
+    s->drain_deadline_ms = s->clock.now_ms + s->cfg->drain_timeout_ms;
+    stop_accepting(s);
+    bool grace = s->cfg->drain_grace_ms > 0;
+    uint64_t quiet = s->clock.now_ms + SHARD_DRAIN_QUIET_MS;
     struct conn *next;
     for (struct conn *c = s->conns; c != NULL; c = next) {
         next = c->_next;
         if (c->_closing || c->_lingering)
             continue; /* already on its way out: let the linger finish */
         conn_begin_drain(c);
-        shard_want_flush(s, c);
+        if (!conn_is_idle(c) || c->proto != CONN_H1) {
+            shard_want_flush(s, c);
+        } else if (!grace) {
+            shard_close_conn(s, c, CLOSE_SHUTDOWN);
+        } else if (!c->close_after_send) {
+            /* Asked for a zero-downtime drain: closing an idle HTTP/1.1
+             * connection races with a request its client may be sending
+             * (a connection just taken from the queue always has one on the
+             * way). It gets a short while; its answer says Connection: close. */
+            if (!timer_linked(&c->_timer) || c->_deadline_ms > quiet)
+                arm_timer(s, c, c->seen_request ? CT_IDLE : CT_HEADER, quiet);
+        } else {
+            shard_want_flush(s, c);
+        }
     }
-    if (grace == 0)
-        stop_accepting(s);
-    else
-        timer_add(&s->wheel, &s->drain_grace, s->clock.now_ms + grace);
 }
 
 /* ---------- set-up and the loop ---------- */
@@ -1087,8 +1086,7 @@ static bool accepts_armed(const struct shard *s)
 static void run(struct shard *s)
 {
     for (;;) {
-        if (s->draining && s->accepting_stopped &&
-            ((s->nconns == 0 && !accepts_armed(s)) || s->clock.now_ms >= s->drain_deadline_ms))
+        if (s->draining && ((s->nconns == 0 && !accepts_armed(s)) || s->clock.now_ms >= s->drain_deadline_ms))
             break;
         flush_all(s);
         observe_answered(s);
@@ -1111,7 +1109,12 @@ static void run(struct shard *s)
         clock_update(&s->clock);
         s->turn_start_ns = s->clock.now_ns;
         /* The main thread wakes every shard (MSG_RING) when a drain begins. */
-        bool drain_now = !s->draining && atomic_load_explicit(&s->srv->draining, memory_order_relaxed);
+        bool drain_now = !s->draining && !s->in_grace && atomic_load_explicit(&s->srv->draining, memory_order_relaxed);
+        if (drain_now && s->cfg->drain_grace_ms > 0) {
+            s->in_grace = true; /* /readyz already says 503; the rest waits for the grace timer */
+            timer_add(&s->wheel, &s->drain_grace, s->clock.now_ms + s->cfg->drain_grace_ms);
+            drain_now = false;
+        }
         if (drain_now)
             s->draining = true;
         prefetch_turn(s);

@@ -82,9 +82,14 @@ struct shard {
     uint32_t wakeup_gen;      /* generation of the armed timeout (older CQEs are stale) */
     bool wakeup_sqe_ok;       /* false after a timeout SQE failed: waits carry their timeout again */
     struct __kernel_timespec wakeup_ts;
-    bool draining;            /* SIGTERM seen: answers say Connection: close / GOAWAY, /readyz 503 */
-    bool accepting_stopped;   /* the drain grace ended: no more accepts, the listeners are shut down */
-    struct timer_node drain_grace; /* ends the grace (--drain-grace-ms) */
+    /* A drain: SIGTERM turns /readyz 503 at once (server_ready), then for
+     * --drain-grace-ms everything else goes on as before (in_grace), so load
+     * balancers and a --reuse-port-join successor take the new traffic; then
+     * draining: the listeners close, answers say Connection: close, HTTP/2
+     * gets its GOAWAYs, and the shard ends with its last connection. */
+    bool in_grace;
+    bool draining;
+    struct timer_node drain_grace; /* ends the grace */
     uint64_t drain_deadline_ms;
     struct buf scratch;       /* response bodies built on the fly (metrics text) */
     struct tls_shard *tls;    /* this shard's view of the TLS context; NULL without --tls-listen */
