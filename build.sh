@@ -15,7 +15,10 @@ BUILD_PKGS=(gcc make cmake pkg-config liburing-dev libh2o-evloop-dev libmimalloc
 # Real clients the integration tests talk to the server with, and what the
 # benchmark's smoke pass (a ctest) uses, so one apt run installs everything.
 # postgresql-15: `ringd follow`'s tests start their own throwaway clusters (tests/support/pg.c).
-TEST_PKGS=(nghttp2-client wrk prometheus jq time gnuplot-nox nginx-light h2o valgrind util-linux procps openssl postgresql-15)
+# haproxy: the scale-out test (tests/deploy); systemd: systemd-analyze verify of deploy/systemd; python3-yaml:
+# the manifest checks (run with /usr/bin/python3); linux-libc-dev: the syscall numbers the seccomp check uses.
+TEST_PKGS=(nghttp2-client wrk prometheus jq time gnuplot-nox nginx-light h2o valgrind util-linux procps openssl postgresql-15
+           haproxy systemd python3 python3-yaml linux-libc-dev)
 
 missing_pkgs() {
     local p
