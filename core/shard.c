@@ -118,7 +118,10 @@ static void update_timer(struct shard *s, struct conn *c)
     } else if (c->in.len > 0 || c->body_left > 0 || !c->seen_request) {
         arm_timer(s, c, CT_HEADER, c->request_start_ms + s->cfg->header_timeout_ms);
     } else {
-        arm_timer(s, c, CT_IDLE, s->clock.now_ms + s->cfg->idle_timeout_ms);
+        /* Draining, an idle keep-alive connection goes after a short quiet
+         * (its answer, if a request comes, says Connection: close). */
+        unsigned ms = s->draining ? SHARD_DRAIN_QUIET_MS : s->cfg->idle_timeout_ms;
+        arm_timer(s, c, CT_IDLE, s->clock.now_ms + ms);
     }
 }
 
@@ -815,13 +818,14 @@ static void begin_drain(struct shard *s)
         conn_begin_drain(c);
         if (!conn_is_idle(c) || c->proto != CONN_H1) {
             shard_want_flush(s, c);
-        } else if (!grace) {
+        } else if (!grace && c->seen_request) {
             shard_close_conn(s, c, CLOSE_SHUTDOWN);
         } else if (!c->close_after_send) {
-            /* Asked for a zero-downtime drain: closing an idle HTTP/1.1
-             * connection races with a request its client may be sending
-             * (a connection just taken from the queue always has one on the
-             * way). It gets a short while; its answer says Connection: close. */
+            /* Closing an idle HTTP/1.1 connection races with a request its
+             * client may be sending: a connection just taken from the queue
+             * always has one on the way, and with a grace asked for (a
+             * zero-downtime drain) a keep-alive one may too. It gets a short
+             * while; its answer says Connection: close. */
             if (!timer_linked(&c->_timer) || c->_deadline_ms > quiet)
                 arm_timer(s, c, c->seen_request ? CT_IDLE : CT_HEADER, quiet);
         } else {

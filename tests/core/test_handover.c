@@ -146,6 +146,56 @@ static void expect_no_failures(const char *dir, const char *scenario)
     cr_expect_eq(errored, 0, "h2load requests errored during the handover: %s", out);
 }
 
+/* The two phases of a drain, one connection at a time: in the grace only
+ * readiness changes; after it the port is closed and a keep-alive
+ * connection is closed after its next answer. */
+Test(handover, grace_keeps_serving_then_closes_after_the_next_answer, .fini = cleanup, .timeout = 60)
+{
+    const char *args[] = {"--shards", "1", "--drain-grace-ms", "1500", "--admin-listen", "127.0.0.1:0", NULL};
+    cr_assert_eq(ts_launch(&old_srv, 100, args), 0);
+    const char *req = "GET /users/7 HTTP/1.1\r\nHost: t\r\n\r\n";
+    int k = ts_connect(old_srv.port);
+    cr_assert_geq(k, 0);
+    struct ts_response r;
+    cr_assert_eq(ts_send_all(k, req, strlen(req)), 0);
+    cr_assert_eq(ts_read_response(k, &r, false), 0);
+    cr_assert_eq(r.status, 200);
+
+    kill(old_srv.pid, SIGTERM);
+    sleep_ms(300);
+    cr_expect_eq(ts_get(old_srv.admin_port, "/readyz", NULL, &r), 0);
+    cr_expect_eq(r.status, 503, "readiness is off from SIGTERM on");
+    cr_assert_eq(ts_send_all(k, req, strlen(req)), 0);
+    cr_assert_eq(ts_read_response(k, &r, false), 0);
+    cr_expect_eq(r.status, 200);
+    cr_expect_not(r.closed, "in the grace a keep-alive connection stays open");
+    cr_expect_eq(ts_get(old_srv.port, "/users/8", NULL, &r), 0, "in the grace new connections are still served");
+    cr_expect_eq(r.status, 200);
+    /* Half a request head on k: busy, not idle, when the grace ends. */
+    const char *head = "GET /users/9 HTTP/1.1\r\nHost: t\r\n";
+    cr_assert_eq(ts_send_all(k, head, strlen(head)), 0);
+
+    /* The grace ends: the listener is shut, new connections are refused. */
+    bool refused = false;
+    for (int i = 0; i < 1000 && !refused; i++) {
+        int fd = ts_connect(old_srv.port);
+        refused = fd < 0;
+        if (fd >= 0) {
+            close(fd);
+            sleep_ms(10);
+        }
+    }
+    cr_expect(refused, "after the grace nobody listens any more");
+    cr_assert_eq(ts_send_all(k, "\r\n", 2), 0);
+    cr_assert_eq(ts_read_response(k, &r, false), 0, "the request finished after the grace is answered");
+    cr_expect_eq(r.status, 200);
+    cr_expect(r.closed, "with Connection: close");
+    cr_expect(ts_wait_closed(k, 5000), "and the connection is closed after it");
+    close(k);
+    cr_expect_eq(ts_terminate(&old_srv, 10000), 0);
+    cr_expect(ts_log_contains(&old_srv, "drain_grace_ms=1500"));
+}
+
 /* The successor joins the port, turns ready, the old one gets SIGTERM: it
  * keeps serving through its grace (readiness off), then takes what waits in
  * its accept queue, shuts its listeners and closes each connection after

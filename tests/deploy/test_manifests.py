@@ -103,8 +103,8 @@ grace_ms = int(flag_value(args, "--drain-grace-ms") or 0)
 drain_ms = int(flag_value(args, "--drain-timeout-ms") or 5000)
 check(pod["terminationGracePeriodSeconds"] > pause_s + (grace_ms + drain_ms) / 1000.0,
       "terminationGracePeriodSeconds must exceed preStop + drain grace + drain timeout")
-check(grace_ms / 1000.0 >= 2 * ctr["readinessProbe"]["periodSeconds"] * ctr["readinessProbe"]["failureThreshold"] - 2
-      or pause_s >= ctr["readinessProbe"]["periodSeconds"], "the pause covers a readiness period")
+check(pause_s >= ctr["readinessProbe"]["periodSeconds"] * ctr["readinessProbe"]["failureThreshold"],
+      "the preStop pause covers the readiness probe's period (the endpoint is gone before SIGTERM)")
 
 for c in pod.get("initContainers", []) + pod["containers"]:
     r = c["resources"]
