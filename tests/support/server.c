@@ -75,9 +75,9 @@ int ts_start(struct test_server *ts, const char *const *args)
             if (ts->pass_fd != 3)
                 dup2(ts->pass_fd, 3);
             fcntl(3, F_SETFD, 0);
-            char pid[32];
-            snprintf(pid, sizeof(pid), "%d", (int)getpid());
-            setenv("LISTEN_PID", pid, 1);
+            char self[32];
+            snprintf(self, sizeof(self), "%d", (int)getpid());
+            setenv("LISTEN_PID", self, 1);
             setenv("LISTEN_FDS", "1", 1);
             setenv("LISTEN_FDNAMES", "http", 1);
         }
