@@ -24,6 +24,7 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
+[ -n "${SCALEOUT_KEEP:-}" ] && echo "tmp=$tmp"
 
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -58,7 +59,12 @@ haproxy_up() {
         local up
         up=$(echo "show stat" | /usr/bin/python3 -c '
 import socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"show stat\n")
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except OSError:
+    print(0); sys.exit(0)  # HAProxy is still starting
+s.sendall(b"show stat\n")
 data = b""
 while True:
     b = s.recv(65536)
@@ -69,7 +75,7 @@ print(sum(1 for l in data.decode().splitlines() if l.split(",")[1:2] == ["ringd"
         [ "$up" = 2 ] && return 0
         sleep 0.1
     done
-    echo "haproxy never saw ringd $n up"; return 1
+    echo "haproxy never saw ringd $n up"; /usr/bin/python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b\"show stat\\n\"); print(s.makefile().read())" "$tmp/haproxy.sock" | cut -d, -f1,2,18,37 | head; tail -5 "$tmp/haproxy.log"; return 1
 }
 
 for n in 1 2 3; do
