@@ -90,9 +90,9 @@ static int cgroup2_mount(char *out, size_t outlen)
         char *sep = strstr(line, " - ");
         if (sep == NULL || strncmp(sep + 3, "cgroup2 ", 8) != 0)
             continue;
-        char mnt[2048];
-        if (sscanf(line, "%*s %*s %*s %*s %2047s", mnt) == 1) {
-            snprintf(out, outlen, "%s", mnt);
+        char mnt[1024];
+        if (sscanf(line, "%*s %*s %*s %*s %1023s", mnt) == 1 && strlen(mnt) < outlen) {
+            memcpy(out, mnt, strlen(mnt) + 1);
             rc = 0;
         }
     }
@@ -112,8 +112,11 @@ static int cgroup2_path(char *out, size_t outlen)
         if (strncmp(line, "0::", 3) != 0)
             continue;
         line[strcspn(line, "\n")] = '\0';
-        snprintf(out, outlen, "%s", line + 3);
-        rc = 0;
+        size_t len = strlen(line + 3);
+        if (len < outlen) {
+            memcpy(out, line + 3, len + 1);
+            rc = 0;
+        }
     }
     fclose(f);
     return rc;
