@@ -26,30 +26,42 @@ cleanup() {
 trap cleanup EXIT
 [ -n "${SCALEOUT_KEEP:-}" ] && echo "tmp=$tmp"
 
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# start_instance N: ringd N on its ports (chosen at the first start, kept for restarts); waits until /readyz is 200.
+# start_instance N: ringd N. The first start takes free ports (port 0, read back from its log); a replacement
+# joins the same ports with --reuse-port-join while its predecessor drains, so the ports are never free for
+# another process to take. Waits for its "listening" line: every shard serves, /readyz is 200.
+starts=0
 start_instance() {
-    local n=$1
+    local n=$1 log
+    starts=$((starts + 1))
+    log="$tmp/ringd$n.$starts.log"
     [ -d "$tmp/db$n" ] || "$RINGD" demo --db "$tmp/db$n" --users 1000 >/dev/null 2>&1
-    "$RINGD" serve --listen "127.0.0.1:${http_port[$n]}" --admin-listen "127.0.0.1:${admin_port[$n]}" \
-        --db "$tmp/db$n" --shards 1 --drain-grace-ms 2000 --drain-timeout-ms 5000 >>"$tmp/ringd$n.log" 2>&1 &
+    local listen=(--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0)
+    [ -n "${http_port[$n]:-}" ] &&
+        listen=(--listen "127.0.0.1:${http_port[$n]}" --admin-listen "127.0.0.1:${admin_port[$n]}" --reuse-port-join)
+    "$RINGD" serve "${listen[@]}" --db "$tmp/db$n" --shards 1 --drain-grace-ms 2000 --drain-timeout-ms 5000 \
+        >"$log" 2>&1 &
     ringd_pid[$n]=$!
     for _ in $(seq 1 300); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${admin_port[$n]}/readyz")" = 200 ] && return 0
+        local line
+        line=$(grep -m1 'msg=listening' "$log" || true)
+        if [ -n "$line" ]; then
+            http_port[$n]=$(echo "$line" | sed -E 's/.* addr=[^ ]*:([0-9]+) .*/\1/')
+            admin_port[$n]=$(echo "$line" | sed -E 's/.* admin=[^ ]*:([0-9]+).*/\1/')
+            return 0
+        fi
         kill -0 "${ringd_pid[$n]}" 2>/dev/null || break
         sleep 0.1
     done
-    echo "ringd $n did not turn ready"; tail -n 20 "$tmp/ringd$n.log"; return 1
+    echo "ringd $n did not start"; tail -n 20 "$log"; return 1
 }
 
-# stop_instance N: SIGTERM and wait for its exit status (must be 0: drained).
+# stop_instance N [PID]: SIGTERM and wait for its exit status (must be 0: drained).
 stop_instance() {
-    local n=$1 rc=0
-    kill -TERM "${ringd_pid[$n]}"
-    wait "${ringd_pid[$n]}" || rc=$?
-    unset "ringd_pid[$n]"
-    [ "$rc" -eq 0 ] || { echo "ringd $n exited $rc after SIGTERM"; tail -n 20 "$tmp/ringd$n.log"; return 1; }
+    local n=$1 pid=${2:-${ringd_pid[$1]}} rc=0
+    kill -TERM "$pid"
+    wait "$pid" || rc=$?
+    [ "$pid" = "${ringd_pid[$n]:-}" ] && unset "ringd_pid[$n]"
+    [ "$rc" -eq 0 ] || { echo "ringd $n exited $rc after SIGTERM"; tail -n 20 "$tmp"/ringd$n.*.log; return 1; }
 }
 
 # haproxy_up N: waits until HAProxy's health checks see ringd N as UP in both backends (stats socket).
@@ -78,11 +90,8 @@ print(sum(1 for l in data.decode().splitlines() if l.split(",")[1:2] == ["ringd"
     echo "haproxy never saw ringd $n up"; /usr/bin/python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b\"show stat\\n\"); print(s.makefile().read())" "$tmp/haproxy.sock" | cut -d, -f1,2,18,37 | head; tail -5 "$tmp/haproxy.log"; return 1
 }
 
-for n in 1 2 3; do
-    http_port[$n]=$(free_port)
-    admin_port[$n]=$(free_port)
-done
-front=$(free_port)
+for n in 1 2 3; do start_instance "$n"; done
+front=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
 # The repository's config, with loopback addresses: the server lines' ADDR:PORT and "port ADMIN", the bind port;
 # a stats socket so the test can see the health checks' verdicts.
@@ -104,7 +113,6 @@ open(dst, "w").write(text)
 PY
 haproxy -c -f "$tmp/haproxy.cfg" >/dev/null
 
-for n in 1 2 3; do start_instance "$n"; done
 haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 &
 pids+=($!)
 for n in 1 2 3; do haproxy_up "$n"; done
@@ -145,8 +153,11 @@ rc=0
 start_load rolling
 sleep 2
 for n in 1 2 3; do
-    stop_instance "$n"
-    start_instance "$n"
+    old=${ringd_pid[$n]}
+    pids+=("$old")
+    kill -TERM "$old"         # readiness off at once, serving through the grace
+    start_instance "$n"       # the replacement joins the ports
+    stop_instance "$n" "$old" # the old one drains and exits 0
     haproxy_up "$n"
     sleep 1
 done
