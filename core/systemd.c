@@ -36,8 +36,7 @@ int systemd_listen_fds(struct systemd_fds *out, char *err, size_t errlen)
         socklen_t tl = sizeof(type);
         if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l) != 0 ||
             getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || !listening || type != SOCK_STREAM) {
-            snprintf(err, errlen, "passed fd %d is not a listening stream socket (ListenStream= in the .socket unit)",
-                     fd);
+            snprintf(err, errlen, "passed fd %d is not a listening stream socket (ListenStream= in the .socket unit)", fd);
             rc = -1;
             goto out;
         }
@@ -65,8 +64,7 @@ int systemd_fd_named(const struct systemd_fds *fds, const char *name)
         if (strcmp(fds->name[i], name) == 0)
             return fds->fd[i];
         /* systemd names an unnamed socket after its unit ("ringd.socket"): not one of ours. */
-        if (strcmp(fds->name[i], "http") == 0 || strcmp(fds->name[i], "admin") == 0 ||
-            strcmp(fds->name[i], "https") == 0)
+        if (strcmp(fds->name[i], "http") == 0 || strcmp(fds->name[i], "admin") == 0 || strcmp(fds->name[i], "https") == 0)
             named = true;
     }
     if (!named && fds->n > 0 && strcmp(name, "http") == 0)

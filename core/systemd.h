@@ -9,8 +9,8 @@
 /* The sockets passed by socket activation (sd_listen_fds(3)'s protocol). */
 struct systemd_fds {
     unsigned n;
-    int fd[SYSTEMD_MAX_FDS];          /* 3, 4, ... (SD_LISTEN_FDS_START onwards) */
-    char name[SYSTEMD_MAX_FDS][64];   /* FileDescriptorName= of each, "" when LISTEN_FDNAMES is absent */
+    int fd[SYSTEMD_MAX_FDS];        /* 3, 4, ... (SD_LISTEN_FDS_START onwards) */
+    char name[SYSTEMD_MAX_FDS][64]; /* FileDescriptorName= of each, "" when LISTEN_FDNAMES is absent */
 };
 
 /* Takes the sockets systemd passed: when LISTEN_PID is this process and

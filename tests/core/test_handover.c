@@ -124,8 +124,7 @@ static void expect_no_failures(const char *dir, const char *scenario)
     }
     const char *errs = strstr(out, "Socket errors:");
     const char *non2xx = strstr(out, "Non-2xx");
-    fprintf(stderr, "handover[%s] wrk: %ld requests, %s%s\n", scenario, reqs, errs ? "" : "no socket errors",
-            errs ? errs : "");
+    fprintf(stderr, "handover[%s] wrk: %ld requests, %s%s\n", scenario, reqs, errs ? "" : "no socket errors", errs ? errs : "");
     cr_expect_gt(reqs, 0, "wrk made no requests: %s", out);
     cr_expect_null(errs, "wrk saw failed requests during the handover: %s", out);
     cr_expect_null(non2xx, "wrk saw non-2xx answers during the handover: %s", out);
@@ -137,10 +136,9 @@ static void expect_no_failures(const char *dir, const char *scenario)
     long total = -1, started = -1, done = -1, ok = -1, failed = -1, errored = -1;
     p = strstr(out, "\nrequests: ");
     cr_assert_not_null(p, "no requests line from h2load: %s", out);
-    sscanf(p, "\nrequests: %ld total, %ld started, %ld done, %ld succeeded, %ld failed, %ld errored", &total, &started,
-           &done, &ok, &failed, &errored);
-    fprintf(stderr, "handover[%s] h2load: %ld done, %ld succeeded, %ld failed, %ld errored\n", scenario, done, ok,
-            failed, errored);
+    sscanf(p, "\nrequests: %ld total, %ld started, %ld done, %ld succeeded, %ld failed, %ld errored", &total, &started, &done, &ok,
+           &failed, &errored);
+    fprintf(stderr, "handover[%s] h2load: %ld done, %ld succeeded, %ld failed, %ld errored\n", scenario, done, ok, failed, errored);
     cr_expect_gt(ok, 0, "%s", out);
     /* Not 0: nghttp2 refuses to send the HEADERS it had queued when it reads
      * a GOAWAY (session_predicate_request_headers_send), and h2load counts
@@ -219,8 +217,8 @@ Test(handover, reuse_port_join_then_sigterm_fails_nothing, .fini = cleanup, .tim
     cr_assert_eq(ts_prepare(&new_srv, USERS), 0);
     char listen[64];
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
-    const char *b_args[] = {"--shards",       "2", "--listen",       listen, "--reuse-port-join", "--admin-listen",
-                            "127.0.0.1:0", "--drain-grace-ms", "1000", NULL};
+    const char *b_args[] = {"--shards",       "2",           "--listen",         listen, "--reuse-port-join",
+                            "--admin-listen", "127.0.0.1:0", "--drain-grace-ms", "1000", NULL};
     cr_assert_eq(ts_start(&new_srv, b_args), 0);
     cr_assert(wait_ready(new_srv.admin_port), "the successor never turned ready");
 
