@@ -17,9 +17,12 @@ BUILD_PKGS=(gcc make cmake pkg-config liburing-dev libh2o-evloop-dev libmimalloc
 # postgresql-15: `ringd follow`'s tests start their own throwaway clusters (tests/support/pg.c).
 # The gRPC tests' real client: Python grpcio with stubs generated at test time (protoc + grpc_python_plugin)
 # from proto/ and grpc-proto's health.proto (libprotobuf-dev has struct.proto); golang-*: the bench's grpc-go peer.
+# haproxy: the scale-out test (tests/deploy); systemd: systemd-analyze verify of deploy/systemd; python3-yaml:
+# the manifest checks (run with /usr/bin/python3); linux-libc-dev: the syscall numbers the seccomp check uses.
 TEST_PKGS=(nghttp2-client wrk prometheus jq time gnuplot-nox nginx-light h2o valgrind util-linux procps openssl postgresql-15
            python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc libprotobuf-dev grpc-proto
-           golang-go golang-google-grpc-dev)
+           golang-go golang-google-grpc-dev
+           haproxy systemd python3 python3-yaml linux-libc-dev)
 
 missing_pkgs() {
     local p

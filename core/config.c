@@ -23,7 +23,8 @@ const char config_serve_usage[] =
     "  --db DIR                   LMDB user database, which must exist (RINGD_DB; make one with\n"
     "                             ringd demo or ringd import). Without --db: ./ringd-data, created\n"
     "                             with 100,000 demo users when missing\n"
-    "  --shards N                 reactor threads, one per CPU (RINGD_SHARDS, default: online CPUs)\n"
+    "  --shards N                 reactor threads, one per CPU (RINGD_SHARDS, default: the CPUs of the\n"
+    "                             affinity mask, capped by the cgroup v2 cpu.max quota, rounded up)\n"
     "  --admin-listen ADDR:PORT   serve /metrics only here (RINGD_ADMIN_LISTEN)\n"
     "  --reuse-port-join          share the port with the ringd already listening there, for a\n"
     "                             zero-downtime handover (RINGD_REUSE_PORT_JOIN=1); without it a\n"
@@ -32,7 +33,11 @@ const char config_serve_usage[] =
     "  --header-timeout-ms N      time to receive a request head (RINGD_HEADER_TIMEOUT_MS, default 10000)\n"
     "  --idle-timeout-ms N        keep-alive idle time (RINGD_IDLE_TIMEOUT_MS, default 60000)\n"
     "  --write-timeout-ms N       stalled write limit (RINGD_WRITE_TIMEOUT_MS, default 30000)\n"
-    "  --drain-timeout-ms N       shutdown grace period (RINGD_DRAIN_TIMEOUT_MS, default 5000)\n"
+    "  --drain-grace-ms N         after SIGTERM, /readyz answers 503 but the listeners still accept for N ms\n"
+    "                             (for load balancers and a --reuse-port-join successor to take over),\n"
+    "                             then close once their queues are empty (RINGD_DRAIN_GRACE_MS, default 0)\n"
+    "  --drain-timeout-ms N       time in-flight requests get once the listeners closed\n"
+    "                             (RINGD_DRAIN_TIMEOUT_MS, default 5000)\n"
     "  --refresh-ms N             read-transaction renew interval (RINGD_REFRESH_MS, default 50)\n"
     "  --h2-max-streams N         HTTP/2 MAX_CONCURRENT_STREAMS (RINGD_H2_MAX_STREAMS, default 100)\n"
     "  --paused-budget-mb N       memory connections paused for backpressure (clients not reading their\n"
@@ -138,6 +143,7 @@ static const struct opt opts[] = {
     {"--idle-timeout-ms", "RINGD_IDLE_TIMEOUT_MS", OPT_UINT, OFF(idle_timeout_ms), 10, 86400000},
     {"--write-timeout-ms", "RINGD_WRITE_TIMEOUT_MS", OPT_UINT, OFF(write_timeout_ms), 10, 3600000},
     {"--drain-timeout-ms", "RINGD_DRAIN_TIMEOUT_MS", OPT_UINT, OFF(drain_timeout_ms), 0, 3600000},
+    {"--drain-grace-ms", "RINGD_DRAIN_GRACE_MS", OPT_UINT, OFF(drain_grace_ms), 0, 3600000},
     {"--refresh-ms", "RINGD_REFRESH_MS", OPT_UINT, OFF(refresh_ms), 1, 60000},
     {"--h2-max-streams", "RINGD_H2_MAX_STREAMS", OPT_UINT, OFF(h2_max_streams), 1, 10000},
     {"--paused-budget-mb", "RINGD_PAUSED_BUDGET_MB", OPT_UINT, OFF(paused_budget_mb), 1, 1048576},
@@ -186,6 +192,8 @@ static int apply(struct config *c, const struct opt *o, const char *value, const
             return -1;
         }
         *(unsigned *)(base + o->offset) = (unsigned)v;
+        if (o->offset == OFF(shards))
+            c->shards_given = true;
         return 0;
     }
     case OPT_BOOL:
@@ -209,8 +217,9 @@ int config_parse_serve(struct config *c, int argc, char **argv, char *err, size_
     c->listen_enabled = true;
     c->db = "./ringd-data";
     c->db_is_default = true;
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    c->shards = cpus > 0 ? (unsigned)cpus : 1;
+    /* A container's share, not the host's: the affinity mask (cpuset), capped by the CFS quota (cpu.max). */
+    cpus_detect(&c->cpus);
+    c->shards = c->cpus.count;
     if (c->shards > CONFIG_MAX_SHARDS)
         c->shards = CONFIG_MAX_SHARDS;
     c->max_conns = 10000;

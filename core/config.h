@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "core/cpus.h"
+
 /* Shards at most (the default, one per online CPU, is capped here too). */
 #define CONFIG_MAX_SHARDS 256
 
@@ -24,12 +26,15 @@ struct config {
     socklen_t admin_len;
     const char *db;      /* --db; default "./ringd-data" */
     bool db_is_default;  /* no --db/RINGD_DB: create a demo database when missing (never a given one) */
-    unsigned shards;     /* default: online CPUs */
+    unsigned shards;     /* default: cpus.count (affinity mask capped by the cgroup's cpu.max) */
+    bool shards_given;   /* --shards or RINGD_SHARDS set it */
+    struct cpus_limit cpus; /* what the default came from, for the start-up log */
     unsigned max_conns;  /* total over all shards */
     unsigned header_timeout_ms;
     unsigned idle_timeout_ms;
     unsigned write_timeout_ms;
     unsigned drain_timeout_ms;
+    unsigned drain_grace_ms; /* after SIGTERM: /readyz 503 but still accepting, before the listeners close */
     unsigned refresh_ms;
     unsigned h2_max_streams;
     unsigned paused_budget_mb; /* buffers all paused connections may hold; split evenly over shards */

@@ -239,6 +239,9 @@ void metrics_render(struct buf *out, const struct metrics_scrape *sc)
                    (unsigned long long)SUM(sc, conns_closed[c]));
     simple(out, "ringd_connections_handed_off_total", "counter",
            "Accepted connections passed to a less loaded shard over MSG_RING.", SUM(sc, conns_handed_off));
+    simple(out, "ringd_connections_drained_from_queue_total", "counter",
+           "Connections still in a listener's accept queue when a drain closed it, accepted and served (not reset).",
+           SUM(sc, conns_drained_from_queue));
     simple(out, "ringd_connections_paused", "gauge",
            "Connections not being read because their client does not read its answers (backpressure).",
            SUM(sc, conns_paused));

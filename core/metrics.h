@@ -83,6 +83,7 @@ struct metrics_shard {
     metric_t conns_accepted;
     metric_t conns_closed[CLOSE__COUNT];
     metric_t conns_handed_off;
+    metric_t conns_drained_from_queue; /* taken from a listener's accept queue as the drain closed it */
     metric_t conns_paused;  /* gauge: connections not read because their answers are not read */
     metric_t paused_bytes;  /* gauge: buffer bytes those connections hold */
     metric_t accept_errors;

@@ -2,6 +2,7 @@
 #include "core/server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,8 +14,10 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/cpus.h"
 #include "core/log.h"
 #include "core/shard.h"
+#include "core/systemd.h"
 #include "core/tag.h"
 #include "net/tls.h"
 
@@ -132,8 +135,22 @@ static void log_listen_failed(const struct sockaddr_storage *addr, bool join)
 /* One SO_REUSEPORT group: a listener per shard on addr into fds, the
  * address the first one got (port 0 resolved) into bound. Returns 0 or -1. */
 static int open_group(struct server *srv, const struct sockaddr_storage *want, socklen_t len, int *fds,
-                      struct sockaddr_storage *bound)
+                      struct sockaddr_storage *bound, int inherited)
 {
+    if (inherited >= 0) {
+        /* Socket activation: one socket, systemd's, whose queue outlives us.
+         * Every shard accepts from it (a dup each, so each closes its own). */
+        for (unsigned i = 0; i < srv->nshards; i++) {
+            fds[i] = i == 0 ? inherited : fcntl(inherited, F_DUPFD_CLOEXEC, 3);
+            if (fds[i] < 0) {
+                log_error("listen_failed", "err=\"dup of the passed socket: %s\"", strerror(errno));
+                return -1;
+            }
+        }
+        socklen_t l = sizeof(*bound);
+        getsockname(inherited, (struct sockaddr *)bound, &l);
+        return 0;
+    }
     struct sockaddr_storage addr = *want;
     for (unsigned i = 0; i < srv->nshards; i++) {
         /* Shard 0 takes the port (alone unless --reuse-port-join); the others join it. */
@@ -154,15 +171,60 @@ static int open_group(struct server *srv, const struct sockaddr_storage *want, s
     return 0;
 }
 
-static int open_listeners(struct server *srv)
+/* The sockets systemd passed, by name: "http" (or the only, unnamed one),
+ * "https" and "admin" (FileDescriptorName= in ringd.socket). Each replaces
+ * the listener its flag would open; one without its flag turns it on
+ * (admin, http) or is an error (https: no certificate). fds: -1 or the
+ * socket for main, tls, admin. Returns 0 or -1. */
+static int take_systemd_sockets(struct server *srv, struct config *cfg, int fds[3])
+{
+    char err[256];
+    struct systemd_fds sd;
+    fds[0] = fds[1] = fds[2] = -1;
+    int n = systemd_listen_fds(&sd, err, sizeof(err));
+    if (n < 0) {
+        log_error("socket_activation_failed", "err=\"%s\"", err);
+        return -1;
+    }
+    if (n == 0)
+        return 0;
+    fds[0] = systemd_fd_named(&sd, "http");
+    fds[1] = systemd_fd_named(&sd, "https");
+    fds[2] = systemd_fd_named(&sd, "admin");
+    for (unsigned i = 0; i < sd.n; i++) {
+        if (sd.fd[i] != fds[0] && sd.fd[i] != fds[1] && sd.fd[i] != fds[2]) {
+            log_warn("socket_activation_unused", "fd=%d name=%s note=\"name it http, https or admin\"", sd.fd[i],
+                     sd.name[i]);
+            close(sd.fd[i]);
+        }
+    }
+    if (fds[1] >= 0 && !cfg->tls_enabled) {
+        log_error("socket_activation_failed", "%s", "err=\"an https socket was passed without --tls-cert/--tls-key\"");
+        return -1;
+    }
+    if (fds[0] >= 0)
+        cfg->listen_enabled = srv->listen_inherited = true;
+    if (fds[1] >= 0)
+        srv->tls_inherited = true;
+    if (fds[2] >= 0)
+        cfg->admin_enabled = srv->admin_inherited = true;
+    log_info("socket_activation", "sockets=%d http=%d https=%d admin=%d", n, fds[0], fds[1], fds[2]);
+    return 0;
+}
+
+static int open_listeners(struct server *srv, const int inherited[3])
 {
     const struct config *cfg = srv->cfg;
-    if (cfg->listen_enabled && open_group(srv, &cfg->listen_addr, cfg->listen_len, srv->listen_fds, &srv->bound) != 0)
+    if (cfg->listen_enabled &&
+        open_group(srv, &cfg->listen_addr, cfg->listen_len, srv->listen_fds, &srv->bound, inherited[0]) != 0)
         return -1;
     /* The TLS port: its own group, same scheme, same shards and rings. */
-    if (cfg->tls_enabled && open_group(srv, &cfg->tls_addr, cfg->tls_len, srv->tls_listen_fds, &srv->tls_bound) != 0)
+    if (cfg->tls_enabled &&
+        open_group(srv, &cfg->tls_addr, cfg->tls_len, srv->tls_listen_fds, &srv->tls_bound, inherited[1]) != 0)
         return -1;
-    if (cfg->admin_enabled) {
+    if (inherited[2] >= 0) {
+        srv->admin_fd = inherited[2];
+    } else if (cfg->admin_enabled) {
         srv->admin_fd = open_listener(&cfg->admin_addr, cfg->admin_len, cfg->reuse_port_join);
         if (srv->admin_fd < 0) {
             log_listen_failed(&cfg->admin_addr, cfg->reuse_port_join);
@@ -236,6 +298,32 @@ static int wait_started(struct server *srv)
     }
 }
 
+/* net.ipv4.tcp_migrate_req: 1 when closing a SO_REUSEPORT listener moves
+ * its queued connections to another listener of the group instead of
+ * resetting them (Linux 5.14+); 0 when off, -1 when the kernel lacks it. */
+static int tcp_migrate_req(void)
+{
+    FILE *f = fopen("/proc/sys/net/ipv4/tcp_migrate_req", "r");
+    if (f == NULL)
+        return -1;
+    int v = -1;
+    if (fscanf(f, "%d", &v) != 1)
+        v = -1;
+    fclose(f);
+    return v;
+}
+
+/* Says where the shard count came from: the flag, or which limit decided the default. */
+static void log_shards(const struct config *cfg)
+{
+    char quota[32] = "none";
+    if (cfg->cpus.quota != 0)
+        snprintf(quota, sizeof(quota), "%u", cfg->cpus.quota);
+    log_info("shards", "count=%u decided_by=%s affinity_cpus=%u cpu_max_cpus=%s%s%s", cfg->shards,
+             cfg->shards_given ? "flag" : cfg->cpus.decided_by, cfg->cpus.affinity, quota,
+             cfg->cpus.quota_file[0] != '\0' ? " cpu_max_file=" : "", cfg->cpus.quota_file);
+}
+
 int server_main(int argc, char **argv, const char *allocator)
 {
     struct config cfg;
@@ -260,6 +348,7 @@ int server_main(int argc, char **argv, const char *allocator)
 
     if (probe_io_uring() != 0)
         return 1;
+    log_shards(&cfg);
 
     struct server *srv = xcalloc(1, sizeof(*srv));
     srv->cfg = &cfg;
@@ -294,7 +383,8 @@ int server_main(int argc, char **argv, const char *allocator)
         }
         srv->ktls_available = tls_probe_ktls();
     }
-    if (open_listeners(srv) != 0)
+    int inherited[3];
+    if (take_systemd_sockets(srv, &cfg, inherited) != 0 || open_listeners(srv, inherited) != 0)
         goto out;
     /* Before the shards: they acquire the index from their first turn on. */
     rc = store_indexer_start(&srv->indexer, &srv->store, cfg.shards, cfg.refresh_ms,
@@ -332,6 +422,7 @@ int server_main(int argc, char **argv, const char *allocator)
     }
     log_info("listening", "addr=%s%s shards=%u%s db=%s", addr, tls, cfg.shards, admin, cfg.db);
     log_info("allocator", "%s", allocator);
+    systemd_notify("READY=1");
 
     for (;;) {
         siginfo_t si;
@@ -353,7 +444,9 @@ int server_main(int argc, char **argv, const char *allocator)
                 log_info("sighup", "%s", "note=\"nothing to reload without --tls-listen\"");
         }
     }
-    log_info("draining", "drain_timeout_ms=%u", cfg.drain_timeout_ms);
+    log_info("draining", "drain_grace_ms=%u drain_timeout_ms=%u tcp_migrate_req=%d", cfg.drain_grace_ms,
+             cfg.drain_timeout_ms, tcp_migrate_req());
+    systemd_notify("STOPPING=1");
     atomic_store(&srv->draining, true);
     wake_shards(srv);
     exit_code = 0;

@@ -33,6 +33,9 @@ struct server {
     struct tls_server *tls;            /* the TLS context (net/tls.h); NULL without --tls-listen */
     bool ktls_available;               /* what the start-up probe found (logged; TLS stays in user space) */
     int admin_fd;                      /* -1 unless --admin-listen; served by shard 0 */
+    /* Sockets systemd passed (core/systemd.h) and kept: a drain never shuts
+     * them down, so connections wait in their queue for the next instance. */
+    bool listen_inherited, tls_inherited, admin_inherited;
     struct sockaddr_storage bound;     /* the main listener's address, port resolved */
     struct sockaddr_storage tls_bound; /* the TLS listener's */
     double start_time;                 /* Unix time, for process_start_time_seconds */

@@ -14,6 +14,7 @@
 #include "core/shard.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/cpus.h"
 #include "core/log.h"
 #include "core/server.h"
 #include "core/tag.h"
@@ -116,7 +118,10 @@ static void update_timer(struct shard *s, struct conn *c)
     } else if (c->in.len > 0 || c->body_left > 0 || !c->seen_request) {
         arm_timer(s, c, CT_HEADER, c->request_start_ms + s->cfg->header_timeout_ms);
     } else {
-        arm_timer(s, c, CT_IDLE, s->clock.now_ms + s->cfg->idle_timeout_ms);
+        /* Draining, an idle keep-alive connection goes after a short quiet
+         * (its answer, if a request comes, says Connection: close). */
+        unsigned ms = s->draining ? SHARD_DRAIN_QUIET_MS : s->cfg->idle_timeout_ms;
+        arm_timer(s, c, CT_IDLE, s->clock.now_ms + ms);
     }
 }
 
@@ -424,7 +429,8 @@ static void flush_all(struct shard *s)
                  * remain in c->in is a request that can never complete. */
                 c->close_after_send = true;
                 c->close_reason = CLOSE_CLIENT;
-            } else if (s->draining && conn_is_idle(c)) {
+            } else if (s->draining && (c->proto == CONN_H2 || s->cfg->drain_grace_ms == 0) &&
+                       conn_is_idle(c)) {
                 /* Draining: a connection that just finished its last exchange closes. */
                 c->close_after_send = true;
                 c->close_reason = CLOSE_SHUTDOWN;
@@ -576,12 +582,9 @@ static uint64_t handoff_payload(unsigned target, enum listener_kind kind, int fd
 static void accept_fd(struct shard *s, int fd, enum listener_kind kind, bool reserved)
 {
     struct server *srv = s->srv;
-    if (s->draining) {
-        close(fd);
-        if (reserved)
-            release_slot(s);
-        return;
-    }
+    /* Draining, a connection accepted is still served (its answers say
+     * Connection: close, or it gets a GOAWAY first): the client chose this
+     * instance before it left the port, and closing it would fail a request. */
     if (kind != LISTENER_ADMIN && !reserved) {
         /* One reservation per connection against the process-wide limit. */
         unsigned total = atomic_fetch_add_explicit(&srv->total_conns, 1, memory_order_relaxed);
@@ -593,7 +596,7 @@ static void accept_fd(struct shard *s, int fd, enum listener_kind kind, bool res
         }
         /* Balance: SO_REUSEPORT hashes flows and can pile them on one shard.
          * Hand the socket to the least loaded shard when this one is ahead. */
-        int best = srv->nshards > 1 ? pick_handoff_target(s) : -1;
+        int best = srv->nshards > 1 && !s->draining ? pick_handoff_target(s) : -1;
         int target_ring = best >= 0 ? atomic_load_explicit(&srv->shards[best]->ring_fd, memory_order_acquire) : -1;
         if (target_ring >= 0) {
             load_add(s, (unsigned)best, 1);
@@ -621,6 +624,8 @@ static void on_accept(struct shard *s, enum listener_kind kind, struct io_uring_
         s->accept_armed[kind] = false;
     if (cqe->res >= 0) {
         accept_fd(s, cqe->res, kind, false);
+    } else if (s->draining) {
+        return; /* the cancel, or the shut-down listener's error: accepting is over */
     } else if (cqe->res != -ECANCELED) {
         METRIC_INC(s->metrics->accept_errors);
         if (!more && !accept_error_transient(-cqe->res)) {
@@ -652,6 +657,8 @@ static void on_handoff_sent(struct shard *s, uint64_t payload, int res)
 
 /* ---------- timers ---------- */
 
+static void begin_drain(struct shard *s);
+
 static void on_timer(struct timer_node *node, void *arg)
 {
     struct shard *s = arg;
@@ -662,6 +669,11 @@ static void on_timer(struct timer_node *node, void *arg)
     }
     if (node == &s->paused_sweep) {
         paused_sweep(s);
+        return;
+    }
+    if (node == &s->drain_grace) {
+        s->draining = true;
+        begin_drain(s);
         return;
     }
     struct conn *c = container_of(node, struct conn, _timer);
@@ -749,35 +761,88 @@ static void observe_answered(struct shard *s)
 
 /* ---------- drain ---------- */
 
-/* Called after the turn's completions were handled (s->draining is already
- * set, so responses produced in that turn said Connection: close). */
-static void begin_drain(struct shard *s)
+/* Accepts stop, the queue of each listener is emptied and the listener shut
+ * down, so that only its own connections keep the shard running.
+ *
+ * Why in this order: closing (or shutting down) a SO_REUSEPORT listener
+ * resets the connections still in its accept queue, connections the kernel
+ * gave this instance although a successor listens on the same port. So the
+ * queue is first taken with non-blocking accepts, and what was taken is
+ * served; only what completes its handshake in the microseconds between the
+ * last accept and the shutdown can still be reset, unless
+ * net.ipv4.tcp_migrate_req is on (the kernel then moves it to another
+ * listener of the group). The grace before (--drain-grace-ms) is what makes
+ * that window quiet: clients keep their connections and load balancers have
+ * moved on, so hardly any connection is being opened to us when it comes. A
+ * socket systemd passed is never shut down: its queue is the next instance's. */
+static void stop_accepting(struct shard *s)
 {
-    s->drain_deadline_ms = s->clock.now_ms + s->cfg->drain_timeout_ms;
+    timer_del(&s->wheel, &s->accept_retry);
     for (int k = 0; k < LISTENER__COUNT; k++) {
-        if (s->listen_fd[k] < 0)
+        int lfd = s->listen_fd[k];
+        if (lfd < 0)
             continue;
         if (s->accept_armed[k]) {
             struct io_uring_sqe *sqe = get_sqe(s);
             io_uring_prep_cancel64(sqe, tag_make(TAG_ACCEPT, (uint64_t)k), 0);
             io_uring_sqe_set_data64(sqe, tag_make(TAG_IGNORE, 0));
         }
-        /* Stop listening now (the server closes the fd after the threads end):
-         * new clients are refused at once instead of waiting in a backlog that
-         * nobody will accept from. */
-        shutdown(s->listen_fd[k], SHUT_RDWR);
+        if (s->listen_keep[k])
+            continue;
+        int fl = fcntl(lfd, F_GETFL);
+        unsigned taken = 0;
+        if (fl >= 0 && fcntl(lfd, F_SETFL, fl | O_NONBLOCK) == 0) {
+            for (;;) {
+                int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+                if (fd >= 0) {
+                    taken++;
+                    METRIC_INC(s->metrics->conns_drained_from_queue);
+                    accept_fd(s, fd, (enum listener_kind)k, false);
+                } else if (errno != ECONNABORTED && errno != EINTR) {
+                    break; /* EAGAIN: the queue is empty */
+                }
+            }
+        }
+        if (taken > 0)
+            log_info("accept_queue_drained", "shard=%u listener=%d conns=%u", s->id, k, taken);
+        /* Stop listening now (the server closes the fd after the threads
+         * end): from here the port's other listeners, a successor's, get
+         * every new connection, and without one new clients are refused at
+         * once instead of waiting in a backlog nobody will accept from. */
+        shutdown(lfd, SHUT_RDWR);
     }
-    timer_del(&s->wheel, &s->accept_retry);
+}
+
+/* The drain proper, after the grace (s->draining is already set; called
+ * after a turn's completions were handled, so responses produced in that
+ * turn said Connection: close). */
+static void begin_drain(struct shard *s)
+{
+    s->drain_deadline_ms = s->clock.now_ms + s->cfg->drain_timeout_ms;
+    stop_accepting(s);
+    bool grace = s->cfg->drain_grace_ms > 0;
+    uint64_t quiet = s->clock.now_ms + SHARD_DRAIN_QUIET_MS;
     struct conn *next;
     for (struct conn *c = s->conns; c != NULL; c = next) {
         next = c->_next;
         if (c->_closing || c->_lingering)
             continue; /* already on its way out: let the linger finish */
         conn_begin_drain(c);
-        if (conn_is_idle(c))
-            shard_close_conn(s, c, CLOSE_SHUTDOWN);
-        else
+        if (!conn_is_idle(c) || c->proto != CONN_H1) {
             shard_want_flush(s, c);
+        } else if (!grace && c->seen_request) {
+            shard_close_conn(s, c, CLOSE_SHUTDOWN);
+        } else if (!c->close_after_send) {
+            /* Closing an idle HTTP/1.1 connection races with a request its
+             * client may be sending: a connection just taken from the queue
+             * always has one on the way, and with a grace asked for (a
+             * zero-downtime drain) a keep-alive one may too. It gets a short
+             * while; its answer says Connection: close. */
+            if (!timer_linked(&c->_timer) || c->_deadline_ms > quiet)
+                arm_timer(s, c, c->seen_request ? CT_IDLE : CT_HEADER, quiet);
+        } else {
+            shard_want_flush(s, c);
+        }
     }
 }
 
@@ -793,6 +858,9 @@ struct shard *shard_new(struct server *srv, unsigned id)
     s->listen_fd[LISTENER_MAIN] = srv->listen_fds[id];
     s->listen_fd[LISTENER_ADMIN] = id == 0 ? srv->admin_fd : -1;
     s->listen_fd[LISTENER_TLS] = srv->tls_listen_fds[id];
+    s->listen_keep[LISTENER_MAIN] = srv->listen_inherited;
+    s->listen_keep[LISTENER_ADMIN] = srv->admin_inherited;
+    s->listen_keep[LISTENER_TLS] = srv->tls_inherited;
     if (srv->tls != NULL)
         s->tls = tls_shard_new(srv->tls, id);
     s->metrics = xaligned_zalloc(64, sizeof(struct metrics_shard));
@@ -1022,10 +1090,19 @@ static void prefetch_turn(struct shard *s)
         store_prefetch_record(&s->reader, ids[i]);
 }
 
+/* Whether a multishot accept may still post a connection (its cancel has not completed). */
+static bool accepts_armed(const struct shard *s)
+{
+    for (int k = 0; k < LISTENER__COUNT; k++)
+        if (s->accept_armed[k])
+            return true;
+    return false;
+}
+
 static void run(struct shard *s)
 {
     for (;;) {
-        if (s->draining && (s->nconns == 0 || s->clock.now_ms >= s->drain_deadline_ms))
+        if (s->draining && ((s->nconns == 0 && !accepts_armed(s)) || s->clock.now_ms >= s->drain_deadline_ms))
             break;
         flush_all(s);
         observe_answered(s);
@@ -1048,7 +1125,12 @@ static void run(struct shard *s)
         clock_update(&s->clock);
         s->turn_start_ns = s->clock.now_ns;
         /* The main thread wakes every shard (MSG_RING) when a drain begins. */
-        bool drain_now = !s->draining && atomic_load_explicit(&s->srv->draining, memory_order_relaxed);
+        bool drain_now = !s->draining && !s->in_grace && atomic_load_explicit(&s->srv->draining, memory_order_relaxed);
+        if (drain_now && s->cfg->drain_grace_ms > 0) {
+            s->in_grace = true; /* /readyz already says 503; the rest waits for the grace timer */
+            timer_add(&s->wheel, &s->drain_grace, s->clock.now_ms + s->cfg->drain_grace_ms);
+            drain_now = false;
+        }
         if (drain_now)
             s->draining = true;
         prefetch_turn(s);
@@ -1075,10 +1157,13 @@ static void run(struct shard *s)
 
 static void pin(struct shard *s)
 {
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    /* Within the process's affinity mask (a container's cpuset), not CPU ids from 0. */
+    int cpu = cpus_nth(s->id);
+    if (cpu < 0)
+        return;
     cpu_set_t set;
     CPU_ZERO(&set);
-    CPU_SET((int)(s->id % (unsigned)(ncpu > 0 ? ncpu : 1)), &set);
+    CPU_SET(cpu, &set);
     int rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
     if (rc != 0)
         log_warn("pin_failed", "shard=%u err=\"%s\"", s->id, strerror(rc));

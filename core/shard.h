@@ -32,6 +32,9 @@ enum listener_kind { LISTENER_MAIN = 0, LISTENER_ADMIN = 1, LISTENER_TLS = 2, LI
 #define SHARD_BUF_SIZE 4096   /* one provided recv buffer */
 #define SHARD_BUF_COUNT 1024  /* buffers in the ring (power of two) */
 #define SHARD_BGID 0
+/* Once the listeners closed, an idle HTTP/1.1 connection closes after this
+ * long without a request (a request may be on its way: closing at once would fail it). */
+#define SHARD_DRAIN_QUIET_MS 250
 
 struct shard {
     unsigned id;
@@ -42,6 +45,7 @@ struct shard {
     _Atomic int ring_fd; /* for MSG_RING from other shards; -1 until the ring exists */
     int listen_fd[LISTENER__COUNT]; /* -1 when this shard has no such listener */
     bool accept_armed[LISTENER__COUNT];
+    bool listen_keep[LISTENER__COUNT]; /* systemd's socket: a drain leaves it listening (its queue waits for the next instance) */
     struct timer_node accept_retry; /* re-arms accept after EMFILE/ENFILE */
     struct timer_node paused_sweep; /* closes stalled connections over CONN_STALLED_MAX */
 
@@ -78,7 +82,14 @@ struct shard {
     uint32_t wakeup_gen;      /* generation of the armed timeout (older CQEs are stale) */
     bool wakeup_sqe_ok;       /* false after a timeout SQE failed: waits carry their timeout again */
     struct __kernel_timespec wakeup_ts;
+    /* A drain: SIGTERM turns /readyz 503 at once (server_ready), then for
+     * --drain-grace-ms everything else goes on as before (in_grace), so load
+     * balancers and a --reuse-port-join successor take the new traffic; then
+     * draining: the listeners close, answers say Connection: close, HTTP/2
+     * gets its GOAWAYs, and the shard ends with its last connection. */
+    bool in_grace;
     bool draining;
+    struct timer_node drain_grace; /* ends the grace */
     uint64_t drain_deadline_ms;
     struct buf scratch;       /* response bodies built on the fly (metrics text) */
     struct tls_shard *tls;    /* this shard's view of the TLS context; NULL without --tls-listen */

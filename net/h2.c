@@ -73,9 +73,16 @@
 #define H2_LAST_STREAM_MAX 0x7fffffffu   /* the first, "shutting down" GOAWAY of a drain */
 #define H2_GRPC_CONN_MAX (8u << 20)      /* gRPC request octets one connection may have buffered at once */
 
-/* The opaque data of the PING that follows the first GOAWAY of a drain: its
- * ACK means every stream the peer opened before seeing that GOAWAY has reached us. */
+/* The opaque data of the PINGs that follow the first GOAWAY of a drain.
+ * The first one's ACK is not enough to know that every stream the peer
+ * opened before it read that GOAWAY has reached us: nghttp2 (h2load, curl)
+ * sends a PING ACK ahead of the HEADERS it had queued when it read them
+ * (control frames first), so those can arrive just after the ACK. They
+ * leave in the same write as that ACK, though, so the ACK of a second PING,
+ * sent once the first ACK is in, comes after them: then the last stream is
+ * known, and the final GOAWAY names it. */
 static const uint8_t drain_ping[8] = {'r', 'i', 'n', 'g', 'd', 'g', 'o', 0};
+static const uint8_t drain_ping2[8] = {'r', 'i', 'n', 'g', 'd', 'g', 'o', 1};
 
 enum h2_phase {
     PH_PREFACE,  /* the client's 24-octet preface is due */
@@ -166,6 +173,11 @@ struct h2_conn {
     unsigned reset_tokens;
     uint64_t reset_refill_ms;
     unsigned control_unsent;
+    /* Our preface (SETTINGS, after a 101 for h2c) is still in c->out, in
+     * [0, preface_end): nothing may go before it. Cleared once c->out is
+     * seen empty (handed to the kernel). */
+    bool preface_in_out;
+    size_t preface_end;
 
     struct hpack_decoder dec;
     struct buf rq; /* path and user-id of the block being decoded */
@@ -1305,6 +1317,10 @@ static void on_ping(struct h2_conn *h, const struct h2_frame *f)
     struct conn *c = h->c;
     if (f->flags & H2_FLAG_ACK) {
         if (h->draining && !h->goaway_final && memcmp(f->payload, drain_ping, 8) == 0) {
+            /* The peer has read our GOAWAY: one more round trip for the streams it had queued. */
+            c->out.len += h2_frame_ping(out_reserve(c, H2_PING_LEN), 0, drain_ping2);
+            shard_want_flush(c->shard, c);
+        } else if (h->draining && !h->goaway_final && memcmp(f->payload, drain_ping2, 8) == 0) {
             /* Every stream opened before our first GOAWAY has arrived: say which is the last. */
             put_goaway(c, h->last_opened, H2_NO_ERROR);
             h->goaway_final = true;
@@ -1506,7 +1522,11 @@ int h2_start(struct conn *c)
     c->h2 = h;
     c->proto = CONN_H2;
     put_settings(h); /* the server's preface may go at once (RFC 9113 3.4) */
+    h->preface_in_out = true;
+    h->preface_end = c->out.len;
     shard_want_flush(c->shard, c);
+    if (c->shard->draining)
+        h2_drain(c); /* accepted during a drain's grace: the shutdown notice follows the preface */
     return 0;
 }
 
@@ -1593,8 +1613,10 @@ size_t h2_process(struct conn *c, const char *data, size_t len)
     struct h2_conn *h = c->h2;
     if (h->dead || ((h->goaway_final || h->peer_goaway) && h->nstreams == 0 && c->close_after_send))
         return len; /* finished: what the peer still sends is dropped */
-    if (c->out.len == 0)
+    if (c->out.len == 0) {
         h->control_unsent = 0; /* everything owed was handed to the kernel */
+        h->preface_in_out = false;
+    }
     const uint8_t *p = (const uint8_t *)data, *end = p + len;
     size_t out_before = c->out.len;
     if (h->phase == PH_PREFACE) {
@@ -1639,8 +1661,10 @@ void h2_flush(struct conn *c)
     struct h2_conn *h = c->h2;
     if (h == NULL || h->dead)
         return;
-    if (c->out.len == 0)
+    if (c->out.len == 0) {
         h->control_unsent = 0;
+        h->preface_in_out = false;
+    }
     if (h->pend_head != NULL)
         send_pending(h);
     maybe_finish(h);
@@ -1655,8 +1679,21 @@ void h2_drain(struct conn *c)
      * new streams after those in flight; the PING's ACK proves those have
      * arrived, and the second names the last one. */
     h->draining = true;
-    put_goaway(c, H2_LAST_STREAM_MAX, H2_NO_ERROR);
-    c->out.len += h2_frame_ping(out_reserve(c, H2_PING_LEN), 0, drain_ping);
+    /* The notice goes before the answers already queued (after our preface
+     * if that is still queued): a client that reads answers first opens new
+     * streams for the requests it still has, which, once it reads the GOAWAY,
+     * it may no longer send (nghttp2 drops them: h2load counts them failed).
+     * Read first, the GOAWAY tells it to open its next streams elsewhere. */
+    if (c->out.len == 0)
+        h->preface_in_out = false;
+    size_t at = h->preface_in_out ? h->preface_end : 0, n = H2_GOAWAY_LEN + H2_PING_LEN;
+    out_reserve(c, n);
+    uint8_t *base = (uint8_t *)c->out.data;
+    memmove(base + at + n, base + at, c->out.len - at);
+    h2_frame_goaway(base + at, H2_LAST_STREAM_MAX, H2_NO_ERROR);
+    h2_frame_ping(base + at + H2_GOAWAY_LEN, 0, drain_ping);
+    c->out.len += n;
+    METRIC_INC(c->shard->metrics->h2_goaways_sent);
     if (!c->close_after_send) {
         c->close_after_send = true; /* once in-flight streams finish and the last GOAWAY is out (h2_done) */
         c->close_reason = CLOSE_SHUTDOWN;

@@ -2,6 +2,7 @@
 #include "core/config.h"
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
 #include <netinet/in.h>
@@ -16,6 +17,7 @@ static const char *const env_names[] = {
     "RINGD_REFRESH_MS",      "RINGD_H2_MAX_STREAMS",      "RINGD_PAUSED_BUDGET_MB",
     "RINGD_REUSE_PORT_JOIN", "RINGD_TLS_LISTEN",          "RINGD_TLS_CERT",
     "RINGD_TLS_KEY",         "RINGD_TLS_TICKET_KEY_FILE", "RINGD_MAX_FEED_LAG_MS",
+    "RINGD_DRAIN_GRACE_MS",  "RINGD_CGROUP_DIR",
 };
 
 static void clean_env(void)
@@ -56,7 +58,11 @@ Test(config, defaults, .init = clean_env)
     cr_assert_str_eq(c.db, "./ringd-data");
     cr_assert(c.db_is_default);
     cr_assert_not(c.admin_enabled);
-    cr_assert_eq(c.shards, (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
+    struct cpus_limit cl;
+    cpus_detect(&cl);
+    cr_assert_eq(c.shards, cl.count, "the default is the detected limit (tests/core/test_cpus.c checks that)");
+    cr_assert_not(c.shards_given);
+    cr_assert_eq(c.drain_grace_ms, 0, "no grace unless asked for: a drain closes the listeners at once");
     cr_assert_eq(c.max_conns, 10000);
     cr_assert_eq(c.header_timeout_ms, 10000);
     cr_assert_eq(c.idle_timeout_ms, 60000);
@@ -64,6 +70,40 @@ Test(config, defaults, .init = clean_env)
     cr_assert_gt(c.write_timeout_ms, 0);
     cr_assert_gt(c.refresh_ms, 0);
     cr_assert_eq(c.paused_budget_mb, 64);
+}
+
+Test(config, drain_grace_and_shards_given, .init = clean_env)
+{
+    cr_assert_eq(PARSE("--drain-grace-ms", "1500", "--shards", "3"), 0, "%s", err);
+    cr_assert_eq(c.drain_grace_ms, 1500);
+    cr_assert_eq(c.shards, 3);
+    cr_assert(c.shards_given, "the start-up log says the flag decided");
+    setenv("RINGD_DRAIN_GRACE_MS", "250", 1);
+    cr_assert_eq(parse_argv(NULL), 0, "%s", err);
+    cr_assert_eq(c.drain_grace_ms, 250);
+    cr_assert_neq(PARSE("--drain-grace-ms", "-1"), 0);
+}
+
+/* A container's quota (RINGD_CGROUP_DIR stands for its cgroup) sizes the default, not the host's CPUs. */
+Test(config, default_shards_follow_the_cgroup_quota, .init = clean_env)
+{
+    char dir[] = "/tmp/ringd-cgXXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char file[64];
+    snprintf(file, sizeof(file), "%s/cpu.max", dir);
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    fputs("50000 100000\n", f); /* half a CPU: one shard */
+    fclose(f);
+    setenv("RINGD_CGROUP_DIR", dir, 1);
+    cr_assert_eq(parse_argv(NULL), 0, "%s", err);
+    cr_expect_eq(c.shards, 1);
+    cr_expect_str_eq(c.cpus.decided_by, c.cpus.affinity > 1 ? "cpu_max" : "affinity");
+    cr_assert_eq(PARSE("--shards", "2"), 0, "%s", err);
+    cr_expect_eq(c.shards, 2, "the flag wins over the quota");
+    unsetenv("RINGD_CGROUP_DIR");
+    unlink(file);
+    rmdir(dir);
 }
 
 Test(config, reuse_port_join_is_asked_for, .init = clean_env)

@@ -158,7 +158,7 @@ Test(server, help_lists_every_flag)
     out[n] = '\0';
     pclose(p);
     const char *flags[] = {"--listen", "--db", "--shards", "--admin-listen", "--max-conns", "--header-timeout-ms",
-                           "--idle-timeout-ms", "--drain-timeout-ms", "--refresh-ms", "--paused-budget-mb", "--reuse-port-join", "rc=0"};
+                           "--idle-timeout-ms", "--drain-timeout-ms", "--drain-grace-ms", "--refresh-ms", "--paused-budget-mb", "--reuse-port-join", "rc=0"};
     for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
         cr_expect(strstr(out, flags[i]) != NULL, "missing %s in: %s", flags[i], out);
 }

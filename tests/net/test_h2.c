@@ -907,8 +907,9 @@ Test(h2, unread_answers_pause_reading_then_resume)
     finish();
 }
 
-/* Drain: GOAWAY(2^31-1) and a PING; once the PING is answered, the GOAWAY
- * with the last stream; the connection then closes. */
+/* Drain: GOAWAY(2^31-1) and a PING; once the PING is answered, a second
+ * PING; once that is answered, the GOAWAY with the last stream; the
+ * connection then closes. */
 Test(h2, drain_sends_two_goaways)
 {
     struct h2raw r;
@@ -928,10 +929,22 @@ Test(h2, drain_sends_two_goaways)
     cr_assert_eq(res.goaways, 1, "no second GOAWAY before the PING is answered");
     /* Streams opened before the client saw the GOAWAY are still served. */
     raw_get(&r, 5);
+    uint8_t first[8];
+    memcpy(first, res.ping_opaque, 8);
+    cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_PING, NGHTTP2_FLAG_ACK, 0, first, 8), 0);
+    /* A second round trip: nghttp2 sends a PING ACK ahead of HEADERS it had
+     * queued, so only the next ACK proves those have arrived. */
+    for (int i = 0; i < 100 && memcmp(res.ping_opaque, first, 8) == 0; i++) {
+        cr_assert_eq(h2raw_poll(&r, &res), 0);
+        usleep(20000);
+    }
+    cr_assert_neq(memcmp(res.ping_opaque, first, 8), 0, "a second PING after the first ACK");
+    cr_assert_eq(res.goaways, 1, "no second GOAWAY before the second PING is answered");
+    raw_get(&r, 7); /* queued by the client before it read the GOAWAY, sent after its ACK */
     cr_assert_eq(h2raw_send_frame(&r, NGHTTP2_PING, NGHTTP2_FLAG_ACK, 0, res.ping_opaque, 8), 0);
     h2raw_wait(&r, 0, &res);
     cr_assert_eq(res.goaways, 2, "GOAWAYs: %u", res.goaways);
-    cr_assert_eq(res.goaway_last[1], 5, "second GOAWAY's last stream: %u", res.goaway_last[1]);
+    cr_assert_eq(res.goaway_last[1], 7, "second GOAWAY's last stream: %u", res.goaway_last[1]);
     cr_assert(res.eof, "closed after the last GOAWAY");
     h2raw_close(&r);
     cr_assert_eq(ts_terminate(&ts, 10000), 0, "exit status 0 after drain");

@@ -70,6 +70,17 @@ int ts_start(struct test_server *ts, const char *const *args)
             dup2(fd, 1);
             close(fd);
         }
+        if (ts->pass_fd > 0) {
+            /* Socket activation's protocol (sd_listen_fds(3)): fds from 3, this pid, their names. */
+            if (ts->pass_fd != 3)
+                dup2(ts->pass_fd, 3);
+            fcntl(3, F_SETFD, 0);
+            char self[32];
+            snprintf(self, sizeof(self), "%d", (int)getpid());
+            setenv("LISTEN_PID", self, 1);
+            setenv("LISTEN_FDS", "1", 1);
+            setenv("LISTEN_FDNAMES", "http", 1);
+        }
         execv(RINGD_BIN, (char *const *)argv);
         _exit(127);
     }

@@ -14,6 +14,7 @@ struct test_server {
     char dir[256];  /* temp dir: db/ and server.log inside; removed by ts_stop */
     char db[300];
     char log[300];
+    int pass_fd;    /* > 0: ts_start passes this listening socket as systemd would (fd 3, LISTEN_FDS=1, name http) */
 };
 
 /* Makes a temp dir with a demo database of `users` users (ringd demo). Returns 0 or -1. */
