@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -274,6 +275,11 @@ int server_main(int argc, char **argv, const char *allocator)
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     srv->start_time = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+    /* Generated request ids start with these 64 bits: unique across restarts
+     * without a syscall per request. Without getrandom, the start time and
+     * pid still tell two runs apart. */
+    if (getrandom(&srv->id_prefix, sizeof(srv->id_prefix), 0) != (ssize_t)sizeof(srv->id_prefix))
+        srv->id_prefix = ((uint64_t)now.tv_sec << 32) ^ (uint64_t)now.tv_nsec ^ ((uint64_t)getpid() << 16);
 
     int exit_code = 1;
     unsigned started = 0;

@@ -789,6 +789,7 @@ struct shard *shard_new(struct server *srv, unsigned id)
         s->tls = tls_shard_new(srv->tls, id);
     s->metrics = xaligned_zalloc(64, sizeof(struct metrics_shard));
     shard_count_tls(s, false);
+    trace_idgen_init(&s->idgen, srv->id_prefix, id);
     s->paused_budget = (size_t)srv->cfg->paused_budget_mb * 1024 * 1024 / srv->nshards;
     return s;
 }

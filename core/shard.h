@@ -18,6 +18,7 @@
 #include "core/clock.h"
 #include "core/metrics.h"
 #include "core/timer.h"
+#include "net/trace.h"
 #include "store/feed.h"
 #include "store/store.h"
 
@@ -81,6 +82,7 @@ struct shard {
     bool draining;
     uint64_t drain_deadline_ms;
     struct buf scratch;       /* response bodies built on the fly (metrics text) */
+    struct trace_idgen idgen; /* request ids for requests that bring none (net/trace.h) */
     struct tls_shard *tls;    /* this shard's view of the TLS context; NULL without --tls-listen */
     /* Where shard_count_request counts: metrics->requests, or from its _tls
      * protocols on while net/conn.c feeds a TLS connection's plaintext

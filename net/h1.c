@@ -18,6 +18,8 @@ static void answer_error(struct conn *c, int status, bool head_only, enum metric
     struct shard *s = c->shard;
     struct response res = {.status = status, .route = ROUTE_OTHER, .content_type = "application/json"};
     res.body = router_error_body(status, &res.body_len);
+    res.request_id = trace_idgen_next(&s->idgen); /* nothing of the request can be trusted */
+    res.request_id_len = TRACE_GEN_LEN;
     response_write_h1(&c->out, &res, head_only, RESP_CONN_CLOSE, s->clock.date);
     shard_count_request(s, PROTO_HTTP1, ROUTE_OTHER, status);
     c->close_after_send = true;
@@ -41,9 +43,14 @@ static void answer(struct conn *c, const struct h1_request *hr)
         .user_id = hr->user_id,
         .user_id_len = hr->user_id_len,
         .listener = c->listener,
+        .request_id = hr->request_id,
+        .request_id_len = hr->request_id_len,
+        .traceparent = hr->traceparent,
+        .traceparent_len = hr->traceparent_len,
     };
     struct response res;
     router_handle(s, &req, &res);
+    router_set_ids(&s->idgen, &req, &res);
 
     enum response_connection ch = RESP_CONN_DEFAULT;
     if (!hr->keep_alive || s->draining) {

@@ -47,6 +47,8 @@ enum hpack_token {
     HPACK_TOK_CONNECTION_SPECIFIC, /* connection, keep-alive, proxy-connection, transfer-encoding, upgrade */
     HPACK_TOK_HOST,                /* host */
     HPACK_TOK_USER_ID,             /* user-id */
+    HPACK_TOK_REQUEST_ID,          /* x-request-id */
+    HPACK_TOK_TRACEPARENT,         /* traceparent */
     HPACK_TOK_INVALID,             /* not a lowercase token (uppercase, separators, controls) or empty */
 };
 

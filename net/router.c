@@ -118,6 +118,7 @@ static void lookup_user(struct shard *s, const char *id_s, size_t id_len, struct
         set_error_body(res, 400, "{\"error\":\"bad id\"}");
         return;
     }
+    res->user_id = id;
     const char *val;
     size_t len;
     s->looked_up = true;
@@ -188,6 +189,7 @@ void router_handle(struct shard *s, const struct request *req, struct response *
     if (q != NULL)
         n = (size_t)(q - path);
 
+    res->user_id = 0;
     bool admin_only = s->cfg->admin_enabled;
     bool on_admin = req->listener == LISTENER_ADMIN;
     if (n >= 7 && memcmp(path, "/users/", 7) == 0 && !on_admin)
