@@ -98,6 +98,7 @@ struct metrics_shard {
     metric_t tls_handshake_errors[TLS_ERR__COUNT];
     metric_t tls_eof_without_close_notify; /* clients that closed without a close_notify */
     metric_t tls_close_notify_sent;
+    metric_t access_log_dropped; /* entries a full access-log ring could not take */
 };
 
 /* Maps an HTTP status to its label slot (inline: it is on the request path). */

@@ -12,6 +12,7 @@
 
 struct shard;
 struct tls_server;
+struct alog;
 
 /* Connection count of one shard, padded to its own cache line. Written by the
  * owner on open/close and by another shard that hands it a connection: a
@@ -37,6 +38,7 @@ struct server {
     struct sockaddr_storage bound;     /* the main listener's address, port resolved */
     struct sockaddr_storage tls_bound; /* the TLS listener's */
     double start_time;                 /* Unix time, for process_start_time_seconds */
+    struct alog *alog;                 /* the access log (core/access_log.h); NULL without --access-log */
     uint64_t id_prefix;                /* random, read once: the first part of generated request ids (net/trace.h) */
     atomic_bool draining;              /* SIGTERM/SIGINT seen */
     atomic_uint shards_running;        /* shards whose loop has started */

@@ -529,6 +529,8 @@ static void respond_error(struct h2_conn *h, uint32_t id, struct h2_stream *st, 
     res.body = router_error_body(status, &res.body_len);
     res.request_id = trace_idgen_next(&h->c->shard->idgen);
     res.request_id_len = TRACE_GEN_LEN;
+    if (h->c->shard->alog != NULL)
+        shard_log_request(h->c->shard, h->c, NULL, &res, PROTO_HTTP2, head);
     respond(h, id, st, &res, head, client_done);
 }
 
@@ -543,7 +545,10 @@ static void respond_request(struct h2_conn *h, uint32_t id, struct h2_stream *st
     } else {
         router_handle(h->c->shard, req, &res);
     }
-    router_set_ids(&h->c->shard->idgen, req, &res);
+    struct shard *s = h->c->shard;
+    router_set_ids(&s->idgen, req, &res);
+    if (s->alog != NULL) /* before respond, which may free the stream that holds req's strings */
+        shard_log_request(s, h->c, req, &res, PROTO_HTTP2, head);
     respond(h, id, st, &res, head, true);
 }
 

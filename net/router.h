@@ -24,6 +24,8 @@ struct request {
     size_t request_id_len;
     const char *traceparent; /* traceparent as received, NULL when absent */
     size_t traceparent_len;
+    const char *method_name; /* the method as received (access log), NULL: named by method */
+    size_t method_name_len;
 };
 
 struct response {
