@@ -15,7 +15,9 @@ BUILD_PKGS=(gcc make cmake pkg-config liburing-dev libh2o-evloop-dev libmimalloc
 # Real clients the integration tests talk to the server with, and what the
 # benchmark's smoke pass (a ctest) uses, so one apt run installs everything.
 # postgresql-15: `ringd follow`'s tests start their own throwaway clusters (tests/support/pg.c).
-TEST_PKGS=(nghttp2-client wrk prometheus jq time gnuplot-nox nginx-light h2o valgrind util-linux procps openssl postgresql-15)
+# python3 (Debian's, /usr/bin/python3): the access log's and the dashboard's checks parse JSON with it.
+TEST_PKGS=(nghttp2-client wrk prometheus jq time gnuplot-nox nginx-light h2o valgrind util-linux procps openssl postgresql-15
+           python3 python3-yaml)
 
 missing_pkgs() {
     local p

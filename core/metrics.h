@@ -150,6 +150,7 @@ struct metrics_scrape {
     /* The feed `ringd follow` keeps in the store (shown only when present), and the wall clock (Unix µs) for its lag. */
     const struct store_feed_view *feed;
     uint64_t now_us;
+    unsigned shards_ready; /* shards whose loop runs, 0 once a drain began (what /readyz needs of them) */
 };
 
 /* Appends the Prometheus text exposition (0.0.4) of everything to out. */

@@ -160,6 +160,9 @@ static void render_metrics(struct shard *s, struct response *res)
         .tls_ktls_available = srv->ktls_available,
         .feed = &s->feed,
         .now_us = store_feed_now_us(),
+        .shards_ready = atomic_load_explicit(&srv->draining, memory_order_relaxed)
+                            ? 0
+                            : atomic_load_explicit(&srv->shards_running, memory_order_relaxed),
     };
     if (srv->tls != NULL) {
         struct tls_stats st;
