@@ -42,8 +42,7 @@ Test(deploy, promtool_rejects_a_broken_rule)
              ">%s/bad.yml && ! promtool check rules %s/bad.yml >/dev/null 2>&1",
              RULES, dir, dir);
     int rc = ts_sh(cmd);
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    ts_sh(cmd);
+    ts_rmtree(dir);
     cr_assert_eq(rc, 0, "a syntax error in a rule is caught");
 }
 
