@@ -1198,6 +1198,7 @@ static void *shard_thread(void *arg)
         arm_accept(s, (enum listener_kind)k);
     atomic_fetch_add(&s->srv->shards_running, 1);
     run(s);
+    observe_answered(s); /* the last turn's answers: counted, and published to the access log */
     teardown(s);
     return NULL;
 }
