@@ -83,7 +83,7 @@ static int pipeline(const char *path, int count)
 /* Runs Debian's python3 on script with the log as its argument; 0 when it passes. */
 static int check_py(const char *script)
 {
-    char py[450], cmd[1000];
+    char py[450], cmd[2048];
     snprintf(py, sizeof(py), "%s/check.py", ts.dir);
     FILE *f = fopen(py, "w");
     cr_assert_not_null(f);

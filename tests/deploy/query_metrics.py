@@ -33,7 +33,8 @@ def scrape_names(path):
 
 
 def metric_names(expr):
-    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)            # strings
+    e = re.sub(r"label_values\(([^,)]*),[^)]*\)", r"\1", expr)  # Grafana: label_values(metric, label)
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', e)               # strings
     e = re.sub(r"\{[^}]*\}", "", e)                           # label matchers
     e = re.sub(r"\[[^\]]*\]", "", e)                          # ranges
     e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", e)

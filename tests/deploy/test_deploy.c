@@ -36,7 +36,7 @@ Test(deploy, promtool_rejects_a_broken_rule)
     need_promtool();
     char dir[256];
     ts_mkdtemp(dir, sizeof(dir), "rules");
-    char cmd[1024];
+    char cmd[4096];
     snprintf(cmd, sizeof(cmd),
              "sed 's/expr: job:ringd_lookup_errors:ratio_rate5m > 0.01/expr: job:ringd_lookup_errors:ratio_rate5m >/' %s "
              ">%s/bad.yml && ! promtool check rules %s/bad.yml >/dev/null 2>&1",
@@ -63,7 +63,7 @@ Test(deploy, dashboard_and_rules_name_exported_metrics, .timeout = 120)
     fputs(text, f);
     fclose(f);
     free(text);
-    char cmd[1200];
+    char cmd[4096];
     /* ringd_feed_*: exported only once `ringd follow` keeps a feed in the store (README, Following PostgreSQL). */
     snprintf(cmd, sizeof(cmd), "/usr/bin/python3 %s/tests/deploy/query_metrics.py %s %s %s ringd_feed_lag_seconds",
              RINGD_SOURCE_DIR, scrape, DASHBOARD, RULES);
