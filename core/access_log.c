@@ -16,8 +16,8 @@
 #include "core/log.h"
 #include "core/metrics.h"
 
-#define ALOG_BATCH 1024    /* entries the writer takes from one ring before it writes */
-#define ALOG_IDLE_MS 5     /* the writer's sleep when every ring was empty */
+#define ALOG_BATCH 1024 /* entries the writer takes from one ring before it writes */
+#define ALOG_IDLE_MS 5  /* the writer's sleep when every ring was empty */
 #define ALOG_FLUSH_AT (256u * 1024)
 
 static int open_file(const char *path)
@@ -118,9 +118,9 @@ void alog_format(struct buf *out, const struct alog_entry *e)
     buf_printf(out,
                "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06uZ\",\"shard\":%u,\"remote\":\"%s\",\"protocol\":\"%s\","
                "\"tls\":%s,\"method\":\"",
-               tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-               (unsigned)(e->time_us % 1000000u), (unsigned)e->shard, remote,
-               proto_names[e->proto < PROTO__COUNT ? e->proto : 0], e->proto >= PROTO_TLS_OFFSET ? "true" : "false");
+               tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(e->time_us % 1000000u),
+               (unsigned)e->shard, remote, proto_names[e->proto < PROTO__COUNT ? e->proto : 0],
+               e->proto >= PROTO_TLS_OFFSET ? "true" : "false");
     alog_json_escape(out, e->method, e->method_len);
     buf_append(out, "\",\"path\":\"", 10);
     alog_json_escape(out, e->path, e->path_len);

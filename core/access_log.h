@@ -47,8 +47,8 @@ struct alog_entry {
     uint16_t status;
     uint16_t shard;
     uint16_t path_len;
-    uint16_t port; /* the client's, host order */
-    uint8_t proto; /* enum metrics_proto */
+    uint16_t port;  /* the client's, host order */
+    uint8_t proto;  /* enum metrics_proto */
     uint8_t family; /* AF_INET, AF_INET6, 0: unknown */
     uint8_t method_len, rid_len;
     bool keep;           /* sampled or an error: logged whatever the turn's duration */
@@ -65,9 +65,9 @@ struct alog_entry {
 struct alog_ring {
     _Alignas(64) _Atomic uint64_t head; /* entries below it were read by the writer */
     _Alignas(64) _Atomic uint64_t tail; /* entries below it are complete (published) */
-    uint64_t staged;     /* shard only: entries written, published at the end of the turn */
-    uint64_t head_seen;  /* shard only: the last head it loaded */
-    uint64_t cap;        /* a power of two */
+    uint64_t staged;                    /* shard only: entries written, published at the end of the turn */
+    uint64_t head_seen;                 /* shard only: the last head it loaded */
+    uint64_t cap;                       /* a power of two */
     struct alog_entry *e;
 };
 
@@ -83,7 +83,7 @@ struct alog {
     bool started;
     atomic_bool stop;
     atomic_bool reopen;
-    const char *pause_file; /* test hook (RINGD_TEST_ACCESS_LOG_PAUSE): while this file exists, the writer reads nothing */
+    const char *pause_file;       /* test hook (RINGD_TEST_ACCESS_LOG_PAUSE): while this file exists, the writer reads nothing */
     atomic_uint_fast64_t written; /* lines written */
     atomic_uint_fast64_t write_errors;
     struct buf out; /* writer only */

@@ -73,7 +73,10 @@ void response_write_h1(struct buf *out, const struct response *res, bool head_on
         PUT_LIT(p, "\r\nAllow: GET, HEAD");
     if (res->request_id != NULL) {
         PUT_LIT(p, "\r\nX-Request-Id: ");
-        p = put(p, res->request_id, res->request_id_len);
+        if (res->request_id_len == TRACE_GEN_LEN) /* a generated id: a constant-size copy, a few stores */
+            p = put(p, res->request_id, TRACE_GEN_LEN);
+        else
+            p = put(p, res->request_id, res->request_id_len);
     }
     if (res->traceparent != NULL) {
         PUT_LIT(p, "\r\nTraceparent: ");

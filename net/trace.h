@@ -20,10 +20,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TRACE_ID_MAX 64          /* longest request id accepted from a client */
-#define TRACE_GEN_LEN 32         /* length of a generated id */
-#define TRACE_PARENT_LEN 55      /* "00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>" */
-#define TRACE_PARENT_MAX 128     /* longest traceparent of a future version we echo */
+#define TRACE_ID_MAX 64      /* longest request id accepted from a client */
+#define TRACE_GEN_LEN 32     /* length of a generated id */
+#define TRACE_PARENT_LEN 55  /* "00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>" */
+#define TRACE_PARENT_MAX 128 /* longest traceparent of a future version we echo */
 #define TRACE_TRACE_ID_LEN 32
 
 /* One shard's id generator (owner thread only). */

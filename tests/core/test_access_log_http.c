@@ -141,7 +141,8 @@ Test(access_log_http, hostile_bytes_stay_valid_json)
     snprintf(script, sizeof(script),
              "import json,sys\n"
              "want=%s\n"
-             "keys={'time','shard','remote','protocol','tls','method','path','status','bytes','duration_us','request_id','user_id','trace_id'}\n"
+             "keys={'time','shard','remote','protocol','tls','method','path','status','bytes','duration_us','request_id','user_id',"
+             "'trace_id'}\n"
              "rows=[json.loads(l) for l in open(sys.argv[1],'rb').read().decode('ascii').splitlines()]\n"
              "for r in rows:\n"
              "    assert keys <= set(r), r\n"

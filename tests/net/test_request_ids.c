@@ -73,8 +73,8 @@ Test(request_ids, h1_echo_replace_generate)
     h1("/users/1", hdr, rid, sizeof(rid), tp, sizeof(tp));
     cr_assert(generated(rid), "65 octets are replaced: %s", rid);
 
-    const char *bad[] = {"X-Request-Id: a/b\r\n", "X-Request-Id: a b\r\n", "X-Request-Id: \"x\"\r\n",
-                         "X-Request-Id: \xff\xfe\r\n", "X-Request-Id: a\r\nX-Request-Id: b\r\n"};
+    const char *bad[] = {"X-Request-Id: a/b\r\n", "X-Request-Id: a b\r\n", "X-Request-Id: \"x\"\r\n", "X-Request-Id: \xff\xfe\r\n",
+                         "X-Request-Id: a\r\nX-Request-Id: b\r\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         h1("/users/1", bad[i], rid, sizeof(rid), tp, sizeof(tp));
         cr_assert(generated(rid), "case %zu replaced: %s", i, rid);
@@ -116,7 +116,8 @@ Test(request_ids, h1_traceparent)
 Test(request_ids, h1_unparseable_request_gets_an_id)
 {
     struct ts_response r;
-    cr_assert_eq(ts_roundtrip(ts.port, "GET /users/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", &r), 0);
+    cr_assert_eq(ts_roundtrip(ts.port, "GET /users/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", &r),
+                 0);
     cr_assert_eq(r.status, 400);
     char rid[128];
     cr_assert_eq(ts_header(&r, "x-request-id", rid, sizeof(rid)), 0);
@@ -200,8 +201,8 @@ Test(request_ids, h2_request_with_body)
 {
     struct h2raw r;
     cr_assert_eq(h2raw_connect(&r, ts.port), 0);
-    const char *const nv[] = {":method", "GET", ":scheme", "http", ":path", "/users/4", ":authority", "x",
-                              "x-request-id", "body-req", "traceparent", TP_OK, NULL};
+    const char *const nv[] = {":method", "GET",          ":scheme",  "http",        ":path", "/users/4", ":authority",
+                              "x",       "x-request-id", "body-req", "traceparent", TP_OK,   NULL};
     cr_assert_eq(h2raw_send_headers(&r, 1, 0, nv), 0);
     cr_assert_eq(h2raw_send_frame(&r, 0 /* DATA */, 1 /* END_STREAM */, 1, "abc", 3), 0);
     struct h2raw_result res;

@@ -24,8 +24,7 @@ Test(trace, request_ids_kept_or_not)
         cr_assert_not(OK(bad[i]), "%s", bad[i]);
     for (int c = 0; c < 256; c++) {
         char v[1] = {(char)c};
-        bool want = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                    c == '_' || c == '-';
+        bool want = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
         cr_assert_eq(trace_request_id_ok(v, 1), want, "octet %d", c);
     }
 }
