@@ -23,6 +23,7 @@ TEST_PKGS=(nghttp2-client wrk prometheus jq time gnuplot-nox nginx-light h2o val
            python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc libprotobuf-dev grpc-proto
            golang-go golang-google-grpc-dev
            haproxy systemd python3 python3-yaml linux-libc-dev)
+# python3 (Debian's, /usr/bin/python3): the access log's and the dashboard's checks parse JSON with it.
 
 missing_pkgs() {
     local p

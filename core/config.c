@@ -49,6 +49,13 @@ const char config_serve_usage[] =
     "                             0 = off: every lookup walks the LMDB B-tree)\n"
     "  --max-feed-lag-ms N        /readyz answers 503 while the store is more than N ms behind the\n"
     "                             `ringd follow` feed's source, or has no feed (RINGD_MAX_FEED_LAG_MS, default 0 = off)\n"
+    "  --access-log PATH|-        one JSON line per request, written by a background thread; shards\n"
+    "                             never wait for it (RINGD_ACCESS_LOG, default off; -: standard output;\n"
+    "                             SIGUSR1 reopens PATH after a rotation)\n"
+    "  --access-log-sample N      log one request in N; errors (4xx, 5xx) and slow requests always\n"
+    "                             (RINGD_ACCESS_LOG_SAMPLE, default 1)\n"
+    "  --slow-ms N                requests slower than N ms are always logged (RINGD_SLOW_MS, default 100;\n"
+    "                             0: no such rule)\n"
     "  -h, --help                 this text\n";
 
 int config_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
@@ -151,6 +158,9 @@ static const struct opt opts[] = {
     {"--index-max-mb", "RINGD_INDEX_MAX_MB", OPT_UINT, OFF(index_max_mb), 0, 1048576},
     {"--reuse-port-join", "RINGD_REUSE_PORT_JOIN", OPT_BOOL, OFF(reuse_port_join), 0, 0},
     {"--max-feed-lag-ms", "RINGD_MAX_FEED_LAG_MS", OPT_UINT, OFF(max_feed_lag_ms), 0, 86400000},
+    {"--access-log", "RINGD_ACCESS_LOG", OPT_STR, OFF(access_log), 0, 0},
+    {"--access-log-sample", "RINGD_ACCESS_LOG_SAMPLE", OPT_UINT, OFF(access_log_sample), 1, 1000000000},
+    {"--slow-ms", "RINGD_SLOW_MS", OPT_UINT, OFF(slow_ms), 0, 3600000},
 };
 
 static int apply(struct config *c, const struct opt *o, const char *value, const char *src, char *err, size_t errlen)
@@ -232,6 +242,8 @@ int config_parse_serve(struct config *c, int argc, char **argv, char *err, size_
     c->paused_budget_mb = 64;
     c->batch_wait_us = 0;
     c->index_max_mb = 1024;
+    c->access_log_sample = 1;
+    c->slow_ms = 100;
 
     const size_t nopts = sizeof(opts) / sizeof(opts[0]);
     for (size_t i = 0; i < nopts; i++) {

@@ -42,6 +42,9 @@ struct config {
     unsigned batch_wait_us; /* at most this long a busy shard waits to gather completions; 0: wake per completion */
     unsigned index_max_mb;  /* the snapshot index (store/index.h) may take this much memory; 0: no index */
     unsigned max_feed_lag_ms; /* /readyz answers 503 while the feed (store/feed.h) is further behind; 0: off */
+    const char *access_log;      /* --access-log PATH, "-" for standard output; NULL: off (core/access_log.h) */
+    unsigned access_log_sample;  /* log one request in N (errors and slow requests always); default 1 */
+    unsigned slow_ms;            /* requests slower than this are always logged; 0: no such rule */
 };
 
 /* Fills c from defaults, then RINGD_* variables, then flags (flags win).

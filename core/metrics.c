@@ -317,6 +317,14 @@ void metrics_render(struct buf *out, const struct metrics_scrape *sc)
            SUM(sc, h2_resets_received));
     simple(out, "ringd_http2_goaways_sent_total", "counter", "GOAWAY frames sent.", SUM(sc, h2_goaways_sent));
 
+    simple(out, "ringd_shards", "gauge", "Shards (reactor threads) configured.", sc->nshards);
+    simple(out, "ringd_shards_ready", "gauge",
+           "Shards serving: their loop runs and no drain has begun (all of them, for /readyz to answer 200).",
+           sc->shards_ready);
+    simple(out, "ringd_access_log_dropped_total", "counter",
+           "Access-log entries dropped because a shard's ring was full (the writer fell behind); 0 without --access-log.",
+           SUM(sc, access_log_dropped));
+
     if (sc->tls_enabled)
         render_tls(out, sc);
 

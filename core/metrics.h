@@ -107,6 +107,7 @@ struct metrics_shard {
     metric_t tls_handshake_errors[TLS_ERR__COUNT];
     metric_t tls_eof_without_close_notify; /* clients that closed without a close_notify */
     metric_t tls_close_notify_sent;
+    metric_t access_log_dropped; /* entries a full access-log ring could not take */
 };
 
 /* Maps an HTTP status to its label slot (inline: it is on the request path). */
@@ -158,6 +159,7 @@ struct metrics_scrape {
     /* The feed `ringd follow` keeps in the store (shown only when present), and the wall clock (Unix µs) for its lag. */
     const struct store_feed_view *feed;
     uint64_t now_us;
+    unsigned shards_ready; /* shards whose loop runs, 0 once a drain began (what /readyz needs of them) */
 };
 
 /* Appends the Prometheus text exposition (0.0.4) of everything to out. */

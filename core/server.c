@@ -10,9 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "core/access_log.h"
 #include "core/alloc.h"
 #include "core/cpus.h"
 #include "core/log.h"
@@ -343,7 +345,8 @@ int server_main(int argc, char **argv, const char *allocator)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP); /* reloads the TLS certificate; never the default (exit) */
+    sigaddset(&sigs, SIGHUP);  /* reloads the TLS certificate; never the default (exit) */
+    sigaddset(&sigs, SIGUSR1); /* reopens the access log (logrotate); never the default (exit) */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     if (probe_io_uring() != 0)
@@ -363,6 +366,11 @@ int server_main(int argc, char **argv, const char *allocator)
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     srv->start_time = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+    /* Generated request ids start with these 64 bits: unique across restarts
+     * without a syscall per request. Without getrandom, the start time and
+     * pid still tell two runs apart. */
+    if (getrandom(&srv->id_prefix, sizeof(srv->id_prefix), 0) != (ssize_t)sizeof(srv->id_prefix))
+        srv->id_prefix = ((uint64_t)now.tv_sec << 32) ^ (uint64_t)now.tv_nsec ^ ((uint64_t)getpid() << 16);
 
     int exit_code = 1;
     unsigned started = 0;
@@ -382,6 +390,21 @@ int server_main(int argc, char **argv, const char *allocator)
             goto out;
         }
         srv->ktls_available = tls_probe_ktls();
+    }
+    if (cfg.access_log != NULL) {
+        srv->alog = xcalloc(1, sizeof(*srv->alog));
+        if (alog_open(srv->alog, &cfg, cfg.shards, err, sizeof(err)) != 0) {
+            log_error("access_log_failed", "err=\"%s\"", err);
+            free(srv->alog);
+            srv->alog = NULL;
+            goto out;
+        }
+        rc = alog_start(srv->alog);
+        if (rc != 0) {
+            log_error("thread_failed", "what=access_log err=\"%s\"", strerror(-rc));
+            goto out;
+        }
+        log_info("access_log", "path=\"%s\" sample=%u slow_ms=%u", cfg.access_log, cfg.access_log_sample, cfg.slow_ms);
     }
     int inherited[3];
     if (take_systemd_sockets(srv, &cfg, inherited) != 0 || open_listeners(srv, inherited) != 0)
@@ -437,6 +460,12 @@ int server_main(int argc, char **argv, const char *allocator)
         }
         if (sig == SIGTERM || sig == SIGINT)
             break;
+        if (sig == SIGUSR1) {
+            if (srv->alog != NULL)
+                alog_reopen(srv->alog); /* the writer reopens and logs it */
+            else
+                log_info("sigusr1", "%s", "note=\"nothing to reopen without --access-log\"");
+        }
         if (sig == SIGHUP) {
             if (srv->tls != NULL)
                 tls_server_reload(srv->tls); /* logs the outcome; a failure keeps the old context */
@@ -466,6 +495,10 @@ out:
             close(srv->tls_listen_fds[i]);
     }
     tls_server_free(srv->tls); /* every shard has ended and freed its connections */
+    if (srv->alog != NULL) {
+        alog_close(srv->alog); /* every shard has ended: what they published is written */
+        free(srv->alog);
+    }
     if (srv->admin_fd >= 0)
         close(srv->admin_fd);
     store_indexer_stop(&srv->indexer); /* every shard has ended: nothing holds an index */

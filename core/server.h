@@ -4,6 +4,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "core/config.h"
 #include "store/index.h"
@@ -11,6 +12,7 @@
 
 struct shard;
 struct tls_server;
+struct alog;
 
 /* Connection count of one shard, padded to its own cache line. Written by the
  * owner on open/close and by another shard that hands it a connection: a
@@ -39,6 +41,8 @@ struct server {
     struct sockaddr_storage bound;     /* the main listener's address, port resolved */
     struct sockaddr_storage tls_bound; /* the TLS listener's */
     double start_time;                 /* Unix time, for process_start_time_seconds */
+    struct alog *alog;                 /* the access log (core/access_log.h); NULL without --access-log */
+    uint64_t id_prefix;                /* random, read once: the first part of generated request ids (net/trace.h) */
     atomic_bool draining;              /* SIGTERM/SIGINT seen */
     atomic_uint shards_running;        /* shards whose loop has started */
     atomic_bool failed;                /* a shard could not start */

@@ -13,15 +13,20 @@
  */
 #include "core/shard.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "core/access_log.h"
 #include "core/alloc.h"
 #include "core/cpus.h"
 #include "core/log.h"
@@ -31,6 +36,7 @@
 #include "net/conn.h"
 #include "net/h1.h"
 #include "net/h2.h"
+#include "net/router.h"
 #include "net/tls.h"
 
 #define SHARD_SQ_ENTRIES 4096
@@ -334,6 +340,26 @@ static void open_conn(struct shard *s, int fd, enum listener_kind kind)
     s->nconns++;
     if (kind == LISTENER_TLS)
         conn_start_tls(c, s->tls);
+    if (s->alog != NULL) {
+        /* The client's address, for the access log: one getpeername per
+         * connection, only with the log on (a multishot accept shares one
+         * address buffer between its completions, so it cannot say). */
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+            if (ss.ss_family == AF_INET) {
+                const struct sockaddr_in *in4 = (const struct sockaddr_in *)&ss;
+                c->peer_family = AF_INET;
+                c->peer_port = ntohs(in4->sin_port);
+                memcpy(c->peer_addr, &in4->sin_addr, 4);
+            } else if (ss.ss_family == AF_INET6) {
+                const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+                c->peer_family = AF_INET6;
+                c->peer_port = ntohs(in6->sin6_port);
+                memcpy(c->peer_addr, &in6->sin6_addr, 16);
+            }
+        }
+    }
     METRIC_INC(s->metrics->conns_accepted);
     METRIC_SET(s->metrics->conns_active, METRIC_GET(s->metrics->conns_active) + 1);
     arm_recv(s, c);
@@ -742,6 +768,63 @@ void shard_count_grpc(struct shard *s, enum metrics_route route, unsigned code)
     s->answered_any = true;
 }
 
+static const char *const method_names[] = {"GET", "HEAD", "OTHER"};
+
+void shard_log_request(struct shard *s, const struct conn *c, const struct request *req, const struct response *res,
+                       enum metrics_proto proto, bool head)
+{
+    bool keep = res->status >= 400;
+    if (--s->alog_left == 0) {
+        s->alog_left = s->alog_sample;
+        keep = true;
+    }
+    if (!keep && s->alog_slow_ns == 0)
+        return; /* sampled out, and no slow rule could bring it back */
+    struct alog_entry *e = alog_slot(s->alog);
+    if (e == NULL) {
+        if (keep)
+            METRIC_INC(s->metrics->access_log_dropped);
+        return;
+    }
+    e->start_ns = s->turn_start_ns;
+    e->user_id = res->user_id;
+    e->bytes = head ? 0 : res->body_len;
+    e->status = (uint16_t)res->status;
+    e->shard = (uint16_t)s->id;
+    e->proto = (uint8_t)(proto + (c->tls != NULL ? PROTO_TLS_OFFSET : 0));
+    e->family = c->peer_family;
+    e->port = c->peer_port;
+    memcpy(e->addr, c->peer_addr, sizeof(e->addr));
+    e->keep = keep;
+    size_t n = 0;
+    const char *m = "";
+    size_t ml = 0;
+    if (req != NULL) {
+        n = req->path_len;
+        if (req->method_name != NULL) {
+            m = req->method_name;
+            ml = req->method_name_len;
+        } else {
+            m = method_names[req->method];
+            ml = strlen(m);
+        }
+    }
+    e->path_truncated = n > ALOG_PATH_MAX;
+    e->path_len = (uint16_t)(e->path_truncated ? ALOG_PATH_MAX : n);
+    if (e->path_len > 0)
+        memcpy(e->path, req->path, e->path_len);
+    e->method_len = (uint8_t)(ml < ALOG_METHOD_MAX ? ml : ALOG_METHOD_MAX);
+    memcpy(e->method, m, e->method_len);
+    size_t rl = res->request_id_len < sizeof(e->rid) ? res->request_id_len : sizeof(e->rid);
+    e->rid_len = (uint8_t)rl;
+    if (rl > 0)
+        memcpy(e->rid, res->request_id, rl);
+    e->has_trace = res->traceparent != NULL;
+    if (e->has_trace)
+        memcpy(e->trace, res->traceparent + 3, TRACE_TRACE_ID_LEN);
+    alog_commit(s->alog);
+}
+
 /* Latency of everything answered this turn: from the turn's reap (the
  * requests' last bytes were read then) to now, just before the sends are
  * handed to the kernel. Two clock reads per turn, whatever the request count. */
@@ -749,7 +832,13 @@ static void observe_answered(struct shard *s)
 {
     if (!s->answered_any)
         return;
-    uint64_t ns = clock_now_ns() - s->turn_start_ns;
+    uint64_t now = clock_now_ns();
+    uint64_t ns = now - s->turn_start_ns;
+    if (s->alog != NULL && alog_pending(s->alog)) {
+        struct timespec wall; /* vDSO: no syscall */
+        clock_gettime(CLOCK_REALTIME, &wall);
+        alog_publish(s->alog, now, (uint64_t)wall.tv_sec * 1000000u + (uint64_t)wall.tv_nsec / 1000u, s->alog_slow_ns);
+    }
     for (int r = 0; r < ROUTE__COUNT; r++) {
         if (s->answered[r] != 0) {
             metrics_observe(s->metrics, (enum metrics_route)r, ns, s->answered[r]);
@@ -865,6 +954,13 @@ struct shard *shard_new(struct server *srv, unsigned id)
         s->tls = tls_shard_new(srv->tls, id);
     s->metrics = xaligned_zalloc(64, sizeof(struct metrics_shard));
     shard_count_tls(s, false);
+    trace_idgen_init(&s->idgen, srv->id_prefix, id);
+    if (srv->alog != NULL) {
+        s->alog = &srv->alog->rings[id];
+        s->alog_sample = srv->alog->sample;
+        s->alog_left = 1; /* the first request is logged */
+        s->alog_slow_ns = srv->alog->slow_ns;
+    }
     s->paused_budget = (size_t)srv->cfg->paused_budget_mb * 1024 * 1024 / srv->nshards;
     return s;
 }
@@ -1195,6 +1291,7 @@ static void *shard_thread(void *arg)
         arm_accept(s, (enum listener_kind)k);
     atomic_fetch_add(&s->srv->shards_running, 1);
     run(s);
+    observe_answered(s); /* the last turn's answers: counted, and published to the access log */
     teardown(s);
     return NULL;
 }

@@ -18,12 +18,16 @@
 #include "core/clock.h"
 #include "core/metrics.h"
 #include "core/timer.h"
+#include "net/trace.h"
 #include "store/feed.h"
 #include "store/store.h"
 
 struct server;
 struct conn;
 struct tls_shard;
+struct alog_ring;
+struct request;
+struct response;
 
 /* MAIN and TLS serve clients (both count against --max-conns and take part
  * in hand-offs); ADMIN (shard 0 only) serves probes and metrics in cleartext. */
@@ -92,6 +96,11 @@ struct shard {
     struct timer_node drain_grace; /* ends the grace */
     uint64_t drain_deadline_ms;
     struct buf scratch;       /* response bodies built on the fly (metrics text) */
+    struct trace_idgen idgen; /* request ids for requests that bring none (net/trace.h) */
+    struct alog_ring *alog;   /* this shard's access-log ring (core/access_log.h); NULL: no access log */
+    unsigned alog_sample;     /* --access-log-sample */
+    unsigned alog_left;       /* requests until the next sampled one */
+    uint64_t alog_slow_ns;    /* --slow-ms */
     struct tls_shard *tls;    /* this shard's view of the TLS context; NULL without --tls-listen */
     /* Where shard_count_request counts: metrics->requests, or from its _tls
      * protocols on while net/conn.c feeds a TLS connection's plaintext
@@ -123,6 +132,13 @@ void shard_count_request(struct shard *s, enum metrics_proto proto, enum metrics
 /* Counts one answered gRPC call: route is a ROUTE_GRPC_* method, code its
  * gRPC status code (0..16); over TLS as shard_count_request; latency as there. */
 void shard_count_grpc(struct shard *s, enum metrics_route route, unsigned code);
+
+/* Appends the answered request to the access log (call only when s->alog:
+ * the check is the caller's, so that the log costs nothing when off). req
+ * is NULL for a request that could not be parsed; head: a HEAD (no body
+ * bytes). Never blocks: a full ring drops the entry and counts it. */
+void shard_log_request(struct shard *s, const struct conn *c, const struct request *req, const struct response *res,
+                       enum metrics_proto proto, bool head);
 
 /* Requests counted from now on came over TLS (on) or not (off): set around
  * the protocol's work on a TLS connection's plaintext, reset after. */

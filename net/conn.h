@@ -77,6 +77,9 @@ struct conn {
     bool seen_request;      /* at least one request answered (for the timer choice) */
     bool peer_eof;          /* the client half-closed: answer what is buffered, then close */
     uint8_t close_reason;   /* enum metrics_close used by close_after_send */
+    uint8_t peer_family;    /* the client's address (AF_INET, AF_INET6), only with the access log; 0: unknown */
+    uint16_t peer_port;
+    uint8_t peer_addr[16];
     uint64_t body_left;     /* HTTP/1.1: request body bytes still to discard */
     uint64_t request_start_ms; /* HTTP/1.1: first byte of the request being received;
                                 * HTTP/2: the last stream opened or answered (PINGs

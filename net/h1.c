@@ -18,8 +18,12 @@ static void answer_error(struct conn *c, int status, bool head_only, enum metric
     struct shard *s = c->shard;
     struct response res = {.status = status, .route = ROUTE_OTHER, .content_type = "application/json"};
     res.body = router_error_body(status, &res.body_len);
+    res.request_id = trace_idgen_next(&s->idgen); /* nothing of the request can be trusted */
+    res.request_id_len = TRACE_GEN_LEN;
     response_write_h1(&c->out, &res, head_only, RESP_CONN_CLOSE, s->clock.date);
     shard_count_request(s, PROTO_HTTP1, ROUTE_OTHER, status);
+    if (s->alog != NULL)
+        shard_log_request(s, c, NULL, &res, PROTO_HTTP1, head_only);
     c->close_after_send = true;
     c->close_reason = reason;
     shard_want_flush(s, c);
@@ -41,9 +45,16 @@ static void answer(struct conn *c, const struct h1_request *hr)
         .user_id = hr->user_id,
         .user_id_len = hr->user_id_len,
         .listener = c->listener,
+        .request_id = hr->request_id,
+        .request_id_len = hr->request_id_len,
+        .traceparent = hr->traceparent,
+        .traceparent_len = hr->traceparent_len,
+        .method_name = hr->method,
+        .method_name_len = hr->method_len,
     };
     struct response res;
     router_handle(s, &req, &res);
+    router_set_ids(&s->idgen, &req, &res);
 
     enum response_connection ch = RESP_CONN_DEFAULT;
     if (!hr->keep_alive || s->draining) {
@@ -55,6 +66,8 @@ static void answer(struct conn *c, const struct h1_request *hr)
     }
     response_write_h1(&c->out, &res, req.method == METHOD_HEAD, ch, s->clock.date);
     shard_count_request(s, PROTO_HTTP1, res.route, res.status);
+    if (s->alog != NULL)
+        shard_log_request(s, c, &req, &res, PROTO_HTTP1, req.method == METHOD_HEAD);
     c->seen_request = true;
     shard_want_flush(s, c);
 }

@@ -278,6 +278,10 @@ int h1_parse(const char *buf, size_t len, struct h1_request *req)
     req->content_length = 0;
     req->user_id = NULL;
     req->user_id_len = 0;
+    req->request_id = NULL;
+    req->request_id_len = 0;
+    req->traceparent = NULL;
+    req->traceparent_len = 0;
     req->h2_settings = NULL;
     req->h2_settings_len = 0;
 
@@ -316,6 +320,26 @@ int h1_parse(const char *buf, size_t len, struct h1_request *req)
         case 10:
             if (NAME_IS(h, "connection"))
                 each_token(h->value, h->value_len, connection_token, &ct);
+            break;
+        case 11:
+            if (NAME_IS(h, "traceparent")) {
+                if (req->traceparent == NULL) {
+                    req->traceparent = h->value;
+                    req->traceparent_len = h->value_len;
+                } else {
+                    req->traceparent_len = 0; /* repeated: invalid (W3C Trace Context 3.2), so ignored */
+                }
+            }
+            break;
+        case 12:
+            if (NAME_IS(h, "x-request-id")) {
+                if (req->request_id == NULL) {
+                    req->request_id = h->value;
+                    req->request_id_len = h->value_len;
+                } else {
+                    req->request_id_len = 0; /* repeated: which one? Neither: a generated id */
+                }
+            }
             break;
         case 14:
             if (NAME_IS(h, "content-length")) {

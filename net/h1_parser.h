@@ -29,6 +29,10 @@ struct h1_request {
     uint64_t content_length;
     const char *user_id;   /* value of the user-id header, NULL when absent */
     size_t user_id_len;
+    const char *request_id; /* x-request-id value, NULL when absent; length 0 when repeated */
+    size_t request_id_len;
+    const char *traceparent; /* traceparent value, NULL when absent; length 0 when repeated */
+    size_t traceparent_len;
     bool expect_continue;  /* HTTP/1.1 with Expect: 100-continue (ignored in HTTP/1.0, RFC 9110 10.1.1) */
     bool upgrade_h2c;      /* Upgrade: h2c with Connection: Upgrade, HTTP2-Settings */
     const char *h2_settings;

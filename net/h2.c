@@ -105,8 +105,9 @@ struct h2_stream {
     int64_t send_window;    /* may go negative when the peer lowers SETTINGS_INITIAL_WINDOW_SIZE */
     int64_t recv_window;
     uint32_t recv_unacked; /* received octets not yet given back with WINDOW_UPDATE */
-    char *req;             /* path, then user-id, until answered */
+    char *req;             /* path, user-id, x-request-id, traceparent, until answered */
     uint32_t path_len, user_id_len;
+    int32_t request_id_len, traceparent_len; /* -1: absent */
     char *body; /* the rest of the response body (a copy: the router's lives until its next call) */
     size_t body_len, body_off;
     struct h2_stream *pend_prev, *pend_next; /* in h2_conn.pend while body octets wait for window */
@@ -129,8 +130,9 @@ struct h2_request {
     bool has_timeout, timeout_bad; /* grpc-timeout */
     uint8_t ctype;                 /* enum grpc_ctype of content-type */
     uint64_t timeout_ms;
-    unsigned user_ids;
+    unsigned user_ids, request_ids, traceparents;
     uint32_t path_off, path_len, user_id_off, user_id_len;
+    uint32_t request_id_off, request_id_len, traceparent_off, traceparent_len;
     int64_t content_length;
     uint32_t bytes, fields;
 };
@@ -180,7 +182,7 @@ struct h2_conn {
     size_t preface_end;
 
     struct hpack_decoder dec;
-    struct buf rq; /* path and user-id of the block being decoded */
+    struct buf rq; /* path, user-id, x-request-id and traceparent of the block being decoded */
     struct buf gout; /* a gRPC answer being built (grpc_call) */
     size_t grpc_in;  /* octets of gRPC request messages buffered in this connection's streams */
 };
@@ -432,7 +434,8 @@ static void respond(struct h2_conn *h, uint32_t id, struct h2_stream *st, const 
     struct shard *s = c->shard;
     size_t body_len = head ? 0 : res->body_len;
     size_t ctype_len = strlen(res->content_type);
-    uint8_t *f = out_reserve(c, H2_FRAME_HEADER_LEN + 128 + ctype_len);
+    uint8_t *f = out_reserve(c, H2_FRAME_HEADER_LEN + 128 + ctype_len + 2 * (1 + 6 + 12 + 6) + res->request_id_len +
+                                    res->traceparent_len);
     uint8_t *p = f + H2_FRAME_HEADER_LEN;
 
     /* The header block: server, date and content-type are indexed in the
@@ -488,6 +491,30 @@ static void respond(struct h2_conn *h, uint32_t id, struct h2_stream *st, const 
     if (res->status == 405) { /* allow (22) */
         memcpy(p, "\x0f\x07\x09GET, HEAD", 12);
         p += 12;
+    }
+    /* x-request-id and traceparent: literals without indexing with a literal
+     * name (RFC 7541 6.2.2): each id is new, so indexing it would only evict
+     * the fields worth keeping. Lengths are HPACK integers with a 7-bit
+     * prefix (one octet below 127, more above). */
+    if (res->request_id != NULL && res->request_id_len == TRACE_GEN_LEN) {
+        /* The common case, a generated id: constant sizes, so both copies are a few stores. */
+        _Static_assert(TRACE_GEN_LEN == 0x20, "the length octet below");
+        memcpy(p, "\x00\x0cx-request-id\x20", 15);
+        memcpy(p + 15, res->request_id, TRACE_GEN_LEN);
+        p += 15 + TRACE_GEN_LEN;
+    } else if (res->request_id != NULL) {
+        memcpy(p, "\x00\x0cx-request-id", 14);
+        p += 14;
+        p += hpack_encode_int(p, 0x00, 7, (uint32_t)res->request_id_len);
+        memcpy(p, res->request_id, res->request_id_len);
+        p += res->request_id_len;
+    }
+    if (res->traceparent != NULL) {
+        memcpy(p, "\x00\x0btraceparent", 13);
+        p += 13;
+        p += hpack_encode_int(p, 0x00, 7, (uint32_t)res->traceparent_len);
+        memcpy(p, res->traceparent, res->traceparent_len);
+        p += res->traceparent_len;
     }
     uint32_t blen = (uint32_t)(p - f - H2_FRAME_HEADER_LEN);
     h2_frame_put_header(f, blen, H2_HEADERS, H2_FLAG_END_HEADERS | (body_len == 0 ? H2_FLAG_END_STREAM : 0), id);
@@ -547,28 +574,30 @@ static void respond_error(struct h2_conn *h, uint32_t id, struct h2_stream *st, 
 {
     struct response res = {.status = status, .route = ROUTE_OTHER, .content_type = "application/json"};
     res.body = router_error_body(status, &res.body_len);
+    res.request_id = trace_idgen_next(&h->c->shard->idgen);
+    res.request_id_len = TRACE_GEN_LEN;
+    if (h->c->shard->alog != NULL)
+        shard_log_request(h->c->shard, h->c, NULL, &res, PROTO_HTTP2, head);
     respond(h, id, st, &res, head, client_done);
 }
 
-/* A complete request goes through the router (the body is copied at once: see router.h). */
-static void respond_request(struct h2_conn *h, uint32_t id, struct h2_stream *st, uint8_t method, const char *path,
-                            uint32_t path_len, const char *user_id, uint32_t user_id_len, bool user_id_dup)
+/* A complete request goes through the router (the body is copied at once: see router.h).
+ * Always inlined into its three callers: as a call it cost ~30 instructions a request (callgrind). */
+static inline __attribute__((always_inline)) void respond_request(struct h2_conn *h, uint32_t id, struct h2_stream *st,
+                                                                const struct request *req, bool user_id_dup)
 {
-    bool head = method == METHOD_HEAD;
-    if (user_id_dup) { /* which one would be the caller? Neither: like a bad request line */
-        respond_error(h, id, st, 400, head, true);
-        return;
-    }
-    struct request req = {
-        .method = (enum router_method)method,
-        .path = path,
-        .path_len = path_len,
-        .user_id = user_id,
-        .user_id_len = user_id_len,
-        .listener = h->c->listener,
-    };
+    bool head = req->method == METHOD_HEAD;
     struct response res;
-    router_handle(h->c->shard, &req, &res);
+    if (user_id_dup) { /* which one would be the caller? Neither: like a bad request line */
+        res = (struct response){.status = 400, .route = ROUTE_OTHER, .content_type = "application/json"};
+        res.body = router_error_body(400, &res.body_len);
+    } else {
+        router_handle(h->c->shard, req, &res);
+    }
+    struct shard *s = h->c->shard;
+    router_set_ids(&s->idgen, req, &res);
+    if (s->alog != NULL) /* before respond, which may free the stream that holds req's strings */
+        shard_log_request(s, h->c, req, &res, PROTO_HTTP2, head);
     respond(h, id, st, &res, head, true);
 }
 
@@ -943,6 +972,26 @@ static void request_field(struct h2_conn *h, struct h2_request *rq, const struct
                 buf_append(&h->rq, f->value, f->value_len);
         }
         return;
+    case HPACK_TOK_REQUEST_ID:
+    case HPACK_TOK_TRACEPARENT: {
+        rq->regular_seen = true;
+        if (trailers)
+            return;
+        bool rid = f->token == HPACK_TOK_REQUEST_ID;
+        /* Kept only when short enough to be valid (net/trace.h); a repeated one is never used. */
+        unsigned *count = rid ? &rq->request_ids : &rq->traceparents;
+        uint32_t *len = rid ? &rq->request_id_len : &rq->traceparent_len;
+        if ((*count)++ > 0 || f->value_len > (rid ? TRACE_ID_MAX : TRACE_PARENT_MAX)) {
+            *len = 0; /* repeated (which one?) or too long to be valid: not used (net/trace.h) */
+            return;
+        }
+        *(rid ? &rq->request_id_off : &rq->traceparent_off) = (uint32_t)h->rq.len;
+        *len = f->value_len;
+        if (f->value_len == 0)
+            return;
+        buf_append(&h->rq, f->value, f->value_len);
+        return;
+    }
     default:
         rq->regular_seen = true;
         return;
@@ -1048,8 +1097,20 @@ static void new_stream_block(struct h2_conn *h, uint32_t id, bool end_stream, bo
         return;
     }
     if (end_stream) {
-        respond_request(h, id, NULL, rq.method, h->rq.data + rq.path_off, rq.path_len,
-                        rq.user_ids > 0 ? h->rq.data + rq.user_id_off : NULL, rq.user_id_len, rq.user_ids > 1);
+        const char *b = h->rq.data;
+        struct request req = {
+            .method = (enum router_method)rq.method,
+            .path = b + rq.path_off,
+            .path_len = rq.path_len,
+            .user_id = rq.user_ids > 0 ? b + rq.user_id_off : NULL,
+            .user_id_len = rq.user_id_len,
+            .listener = h->c->listener,
+            .request_id = rq.request_ids > 0 ? b + rq.request_id_off : NULL,
+            .request_id_len = rq.request_id_len,
+            .traceparent = rq.traceparents > 0 ? b + rq.traceparent_off : NULL,
+            .traceparent_len = rq.traceparent_len,
+        };
+        respond_request(h, id, NULL, &req, rq.user_ids > 1);
         return;
     }
     /* A body follows: keep what the answer needs. */
@@ -1061,10 +1122,20 @@ static void new_stream_block(struct h2_conn *h, uint32_t id, bool end_stream, bo
     st->user_id_dup = rq.user_ids > 1;
     st->path_len = rq.path_len;
     st->user_id_len = st->has_user_id ? rq.user_id_len : 0;
-    st->req = xmalloc(st->path_len + st->user_id_len + 1);
-    memcpy(st->req, h->rq.data + rq.path_off, st->path_len);
+    st->request_id_len = rq.request_ids > 0 ? (int32_t)rq.request_id_len : -1;
+    st->traceparent_len = rq.traceparents > 0 ? (int32_t)rq.traceparent_len : -1;
+    size_t rid_n = rq.request_ids > 0 ? rq.request_id_len : 0, tp_n = rq.traceparents > 0 ? rq.traceparent_len : 0;
+    char *p = st->req = xmalloc(st->path_len + st->user_id_len + rid_n + tp_n + 1);
+    memcpy(p, h->rq.data + rq.path_off, st->path_len);
+    p += st->path_len;
     if (st->has_user_id)
-        memcpy(st->req + st->path_len, h->rq.data + rq.user_id_off, st->user_id_len);
+        memcpy(p, h->rq.data + rq.user_id_off, st->user_id_len);
+    p += st->user_id_len;
+    if (rid_n > 0)
+        memcpy(p, h->rq.data + rq.request_id_off, rid_n);
+    p += rid_n;
+    if (tp_n > 0)
+        memcpy(p, h->rq.data + rq.traceparent_off, tp_n);
 }
 
 /* The request on st is complete (END_STREAM): check its length and answer. */
@@ -1079,8 +1150,22 @@ static void finish_request(struct h2_conn *h, struct h2_stream *st)
         grpc_finish(h, st);
         return;
     }
-    respond_request(h, st->id, st, st->method, st->req, st->path_len, st->has_user_id ? st->req + st->path_len : NULL,
-                    st->user_id_len, st->user_id_dup);
+    const char *p = st->req;
+    const char *rid = p + st->path_len + st->user_id_len;
+    const char *tp = rid + (st->request_id_len > 0 ? st->request_id_len : 0);
+    struct request req = {
+        .method = (enum router_method)st->method,
+        .path = p,
+        .path_len = st->path_len,
+        .user_id = st->has_user_id ? p + st->path_len : NULL,
+        .user_id_len = st->user_id_len,
+        .listener = h->c->listener,
+        .request_id = st->request_id_len >= 0 ? rid : NULL,
+        .request_id_len = st->request_id_len > 0 ? (size_t)st->request_id_len : 0,
+        .traceparent = st->traceparent_len >= 0 ? tp : NULL,
+        .traceparent_len = st->traceparent_len > 0 ? (size_t)st->traceparent_len : 0,
+    };
+    respond_request(h, st->id, st, &req, st->user_id_dup);
 }
 
 /* A complete header block (HEADERS plus any CONTINUATION) on stream id. */
@@ -1602,8 +1687,19 @@ int h2_upgrade(struct conn *c, const struct h1_request *req)
     see_id(h, 1, true);
     h->last_opened = 1;
     METRIC_INC(c->shard->metrics->h2_streams);
-    uint8_t method = req->method_kind == H1_GET ? METHOD_GET : req->method_kind == H1_HEAD ? METHOD_HEAD : METHOD_OTHER;
-    respond_request(h, 1, NULL, method, req->path, (uint32_t)req->path_len, req->user_id, (uint32_t)req->user_id_len, false);
+    struct request rq = {
+        .method = req->method_kind == H1_GET ? METHOD_GET : req->method_kind == H1_HEAD ? METHOD_HEAD : METHOD_OTHER,
+        .path = req->path,
+        .path_len = req->path_len,
+        .user_id = req->user_id,
+        .user_id_len = req->user_id_len,
+        .listener = c->listener,
+        .request_id = req->request_id,
+        .request_id_len = req->request_id_len,
+        .traceparent = req->traceparent,
+        .traceparent_len = req->traceparent_len,
+    };
+    respond_request(h, 1, NULL, &rq, false);
     shard_want_flush(c->shard, c);
     return 0;
 }

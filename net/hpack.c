@@ -201,8 +201,13 @@ uint8_t hpack_name_token(const char *name, size_t len)
         return IS("user-id") ? HPACK_TOK_USER_ID : IS("upgrade") ? HPACK_TOK_CONNECTION_SPECIFIC : HPACK_TOK_OTHER;
     case 10:
         return IS("connection") || IS("keep-alive") ? HPACK_TOK_CONNECTION_SPECIFIC : HPACK_TOK_OTHER;
+    case 11:
+        return IS("traceparent") ? HPACK_TOK_TRACEPARENT : HPACK_TOK_OTHER;
     case 12:
-        return IS("content-type") ? HPACK_TOK_CONTENT_TYPE : IS("grpc-timeout") ? HPACK_TOK_GRPC_TIMEOUT : HPACK_TOK_OTHER;
+        return IS("content-type")   ? HPACK_TOK_CONTENT_TYPE
+               : IS("grpc-timeout") ? HPACK_TOK_GRPC_TIMEOUT
+               : IS("x-request-id") ? HPACK_TOK_REQUEST_ID
+                                    : HPACK_TOK_OTHER;
     case 14:
         return IS("content-length") ? HPACK_TOK_CONTENT_LENGTH : HPACK_TOK_OTHER;
     case 16:

@@ -49,6 +49,8 @@ enum hpack_token {
     HPACK_TOK_USER_ID,             /* user-id */
     HPACK_TOK_CONTENT_TYPE,        /* content-type (gRPC is routed by it) */
     HPACK_TOK_GRPC_TIMEOUT,        /* grpc-timeout */
+    HPACK_TOK_REQUEST_ID,          /* x-request-id */
+    HPACK_TOK_TRACEPARENT,         /* traceparent */
     HPACK_TOK_INVALID,             /* not a lowercase token (uppercase, separators, controls) or empty */
 };
 

@@ -40,7 +40,8 @@ static inline char *put(char *p, const void *src, size_t n)
 }
 
 /* The head is at most 17 (status line) + 32 (reason) + 21 + 29 + 16 + ctype +
- * 18 + 20 + 19 + 24 + 4 bytes: HEAD_MAX with a content type of up to 64. */
+ * 18 + 20 + 19 + 24 + 4 bytes: HEAD_MAX with a content type of up to 64;
+ * the request id and the traceparent are added to it. */
 #define HEAD_MAX 320
 
 void response_write_h1(struct buf *out, const struct response *res, bool head_only, enum response_connection conn,
@@ -48,7 +49,7 @@ void response_write_h1(struct buf *out, const struct response *res, bool head_on
 {
     size_t ctype_len = strlen(res->content_type);
     /* One reservation, then every byte is written through p: no per-piece checks. */
-    buf_reserve(out, HEAD_MAX + ctype_len + res->body_len);
+    buf_reserve(out, HEAD_MAX + ctype_len + res->body_len + res->request_id_len + res->traceparent_len + 32);
     char *p = out->data + out->len;
     if (res->status == 200) {
         PUT_LIT(p, "HTTP/1.1 200 OK\r\nServer: ringd\r\nDate: ");
@@ -71,6 +72,17 @@ void response_write_h1(struct buf *out, const struct response *res, bool head_on
     p = put(p, num + sizeof(num) - n, n);
     if (res->status == 405)
         PUT_LIT(p, "\r\nAllow: GET, HEAD");
+    if (res->request_id != NULL) {
+        PUT_LIT(p, "\r\nX-Request-Id: ");
+        if (res->request_id_len == TRACE_GEN_LEN) /* a generated id: a constant-size copy, a few stores */
+            p = put(p, res->request_id, TRACE_GEN_LEN);
+        else
+            p = put(p, res->request_id, res->request_id_len);
+    }
+    if (res->traceparent != NULL) {
+        PUT_LIT(p, "\r\nTraceparent: ");
+        p = put(p, res->traceparent, res->traceparent_len);
+    }
     if (conn == RESP_CONN_CLOSE)
         PUT_LIT(p, "\r\nConnection: close");
     else if (conn == RESP_CONN_KEEP_ALIVE)

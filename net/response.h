@@ -18,7 +18,8 @@ enum response_connection {
 };
 
 /* Appends status line, Server, Date, Content-Type, Content-Length (Allow on
- * 405, Connection as given) and, unless head_only, the body.
+ * 405), X-Request-Id (when res->request_id is set), Traceparent (when
+ * res->traceparent is set), Connection as given and, unless head_only, the body.
  * date is the shard's cached IMF-fixdate. */
 void response_write_h1(struct buf *out, const struct response *res, bool head_only, enum response_connection conn,
                        const char *date);

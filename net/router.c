@@ -119,6 +119,7 @@ static void lookup_user(struct shard *s, const char *id_s, size_t id_len, struct
         set_error_body(res, 400, "{\"error\":\"bad id\"}");
         return;
     }
+    res->user_id = id;
     const char *val;
     size_t len;
     s->looked_up = true;
@@ -160,6 +161,9 @@ static void render_metrics(struct shard *s, struct response *res)
         .tls_ktls_available = srv->ktls_available,
         .feed = &s->feed,
         .now_us = store_feed_now_us(),
+        .shards_ready = atomic_load_explicit(&srv->draining, memory_order_relaxed)
+                            ? 0
+                            : atomic_load_explicit(&srv->shards_running, memory_order_relaxed),
     };
     if (srv->tls != NULL) {
         struct tls_stats st;
@@ -201,6 +205,7 @@ void router_handle(struct shard *s, const struct request *req, struct response *
     if (q != NULL)
         n = (size_t)(q - path);
 
+    res->user_id = 0;
     bool admin_only = s->cfg->admin_enabled;
     bool on_admin = req->listener == LISTENER_ADMIN;
     if (n >= 7 && memcmp(path, "/users/", 7) == 0 && !on_admin)

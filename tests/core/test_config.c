@@ -18,6 +18,7 @@ static const char *const env_names[] = {
     "RINGD_REUSE_PORT_JOIN", "RINGD_TLS_LISTEN",          "RINGD_TLS_CERT",
     "RINGD_TLS_KEY",         "RINGD_TLS_TICKET_KEY_FILE", "RINGD_MAX_FEED_LAG_MS",
     "RINGD_DRAIN_GRACE_MS",  "RINGD_CGROUP_DIR",
+    "RINGD_ACCESS_LOG",      "RINGD_ACCESS_LOG_SAMPLE",   "RINGD_SLOW_MS",
 };
 
 static void clean_env(void)
@@ -104,6 +105,29 @@ Test(config, default_shards_follow_the_cgroup_quota, .init = clean_env)
     unsetenv("RINGD_CGROUP_DIR");
     unlink(file);
     rmdir(dir);
+}
+
+Test(config, access_log, .init = clean_env)
+{
+    cr_assert_eq(parse_argv(NULL), 0, "%s", err);
+    cr_assert_null(c.access_log, "off by default");
+    cr_assert_eq(c.access_log_sample, 1);
+    cr_assert_eq(c.slow_ms, 100);
+    cr_assert_eq(PARSE("--access-log", "/var/log/ringd.log", "--access-log-sample", "100", "--slow-ms", "0"), 0, "%s", err);
+    cr_assert_str_eq(c.access_log, "/var/log/ringd.log");
+    cr_assert_eq(c.access_log_sample, 100);
+    cr_assert_eq(c.slow_ms, 0);
+    cr_assert_eq(PARSE("--access-log", "-"), 0, "%s", err);
+    cr_assert_str_eq(c.access_log, "-");
+    setenv("RINGD_ACCESS_LOG", "/tmp/a.log", 1);
+    setenv("RINGD_ACCESS_LOG_SAMPLE", "7", 1);
+    setenv("RINGD_SLOW_MS", "25", 1);
+    cr_assert_eq(parse_argv(NULL), 0, "%s", err);
+    cr_assert_str_eq(c.access_log, "/tmp/a.log");
+    cr_assert_eq(c.access_log_sample, 7);
+    cr_assert_eq(c.slow_ms, 25);
+    cr_assert_eq(PARSE("--access-log-sample", "0"), -1, "one in zero means nothing");
+    cr_assert_eq(PARSE("--access-log", ""), -1);
 }
 
 Test(config, reuse_port_join_is_asked_for, .init = clean_env)

@@ -4,7 +4,8 @@
 # MSG_RING, cross-shard load counters), /metrics scraped meanwhile (every
 # shard's block read by another thread), HTTPS load while SIGHUP reloads the
 # certificate (contexts published by the main thread, taken and released by the
-# shards), then SIGTERM (drain, wake-ups).
+# shards), the access log on (each shard's ring drained by the writer thread;
+# SIGUSR1 reopens the file), then SIGTERM (drain, wake-ups).
 # Criterion cannot run under TSan, so real clients drive the server here.
 #   tests/core/tsan_shards.sh BUILD_DIR    (a -DRINGD_TSAN=ON build)
 # Exits non-zero on any TSan report, a failed request or a non-zero exit.
@@ -22,7 +23,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$w
 mkdir "$work/tsan"
 TSAN_OPTIONS="halt_on_error=0 log_path=$work/tsan/report" \
     "$bin" serve --listen 127.0.0.1:0 --db "$work/db" --shards 2 --tls-listen 127.0.0.1:0 \
-    --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" 2>"$work/log" &
+    --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" --access-log "$work/access.log" --access-log-sample 3 \
+    2>"$work/log" &
 pid=$!
 port=""
 for _ in $(seq 1 200); do
@@ -42,6 +44,7 @@ tls_pid=$!
 for i in $(seq 1 8); do
     curl -s "http://127.0.0.1:$port/metrics" >/dev/null
     [ $((i % 3)) -ne 1 ] || kill -HUP "$pid" # a reload under load: the old context is freed once both shards moved on
+    [ "$i" -ne 4 ] || { mv "$work/access.log" "$work/access.log.1"; kill -USR1 "$pid"; }
     sleep 0.5
 done
 wait "$wrk_pid" "$h2_pid" "$tls_pid"
@@ -56,6 +59,8 @@ if ! grep -q ' 0 failed, 0 errored' "$work/h2.out"; then echo "tsan_shards: h2lo
 if ! grep -q ' 0 failed, 0 errored' "$work/tls.out"; then echo "tsan_shards: h2load (TLS):"; grep '^requests:' "$work/tls.out"; fail=1; fi
 if [ "$(grep -c 'msg=tls_reloaded' "$work/log")" -ne 3 ]; then echo "tsan_shards: expected 3 TLS reloads:"; cat "$work/log"; fail=1; fi
 if grep -q 'Non-2xx\|Socket errors' "$work/wrk.out"; then echo "tsan_shards: wrk:"; cat "$work/wrk.out"; fail=1; fi
+if ! grep -q 'msg=access_log_reopened' "$work/log"; then echo "tsan_shards: the access log was not reopened"; fail=1; fi
+if [ ! -s "$work/access.log" ] || [ ! -s "$work/access.log.1" ]; then echo "tsan_shards: access log lines missing"; fail=1; fi
 if [ -n "$(ls -A "$work/tsan")" ]; then echo "tsan_shards: ThreadSanitizer reports:"; head -n 80 "$work"/tsan/*; fail=1; fi
 echo "tsan_shards: $(grep -c . "$work/wrk.out" >/dev/null && grep 'requests in' "$work/wrk.out"), h2: $(grep '^requests:' "$work/h2.out"), tls: $(grep '^requests:' "$work/tls.out")"
 [ "$fail" -eq 0 ] && echo "tsan_shards: 1 passed, 0 failed" || echo "tsan_shards: 0 passed, 1 failed"

@@ -34,6 +34,11 @@ void shard_count_request(struct shard *s, enum metrics_proto proto, enum metrics
         abort();
 }
 
+void shard_log_request(struct shard *s, const struct conn *c, const struct request *req, const struct response *res,
+                       enum metrics_proto proto, bool head)
+{
+}
+
 void shard_close_conn(struct shard *s, struct conn *c, enum metrics_close reason)
 {
     closed_by_shard = true;

@@ -71,6 +71,10 @@ static int cb_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const u
         copy_value(st->date, sizeof(st->date), value, valuelen);
     else if (IS("allow"))
         copy_value(st->allow, sizeof(st->allow), value, valuelen);
+    else if (IS("x-request-id"))
+        copy_value(st->request_id, sizeof(st->request_id), value, valuelen);
+    else if (IS("traceparent"))
+        copy_value(st->traceparent, sizeof(st->traceparent), value, valuelen);
 #undef IS
     return 0;
 }
@@ -433,6 +437,10 @@ static void raw_frame(struct h2raw *r, const uint8_t *f, size_t len, int32_t sid
             }
             if ((fl & NGHTTP2_HD_INFLATE_EMIT) && id == sid && nv.namelen == 12 && memcmp(nv.name, "content-type", 12) == 0)
                 snprintf(res->content_type, sizeof(res->content_type), "%.*s", (int)nv.valuelen, (const char *)nv.value);
+            if ((fl & NGHTTP2_HD_INFLATE_EMIT) && id == sid && nv.namelen == 12 && memcmp(nv.name, "x-request-id", 12) == 0)
+                copy_value(res->request_id, sizeof(res->request_id), nv.value, nv.valuelen);
+            if ((fl & NGHTTP2_HD_INFLATE_EMIT) && id == sid && nv.namelen == 11 && memcmp(nv.name, "traceparent", 11) == 0)
+                copy_value(res->traceparent, sizeof(res->traceparent), nv.value, nv.valuelen);
             if (fl & NGHTTP2_HD_INFLATE_FINAL) {
                 nghttp2_hd_inflate_end_headers(r->inf);
                 break;

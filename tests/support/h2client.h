@@ -19,6 +19,8 @@ struct h2c_stream {
     char server[32];
     char date[64];
     char allow[64];
+    char request_id[128];  /* x-request-id, "" when absent */
+    char traceparent[160]; /* "" when absent */
     char *body; /* malloc'd, NUL-terminated; NULL when no DATA */
     size_t body_len;
     size_t data_frames;
@@ -95,6 +97,8 @@ struct h2raw {
 
 struct h2raw_result {
     int status;
+    char request_id[128];  /* x-request-id of the stream's HEADERS, "" when absent */
+    char traceparent[160]; /* its traceparent, "" when absent */
     char body[8192];
     size_t body_len;
     bool done;  /* END_STREAM on the stream */
