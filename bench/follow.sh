@@ -15,6 +15,8 @@
 #   --duration S     seconds of each wrk measurement (default 20; --smoke 2)
 #   --server-cpu N   CPU `ringd serve` (one shard) is pinned to (default 0; env BENCH_SERVER_CPU)
 #   --load-cpu N     CPU wrk is pinned to (default 1; env BENCH_LOAD_CPU)
+#   --feed-cpu LIST  CPUs PostgreSQL, pgbench, the probe and `ringd follow` are pinned to (taskset list,
+#                    e.g. 1; default: not pinned; env BENCH_FEED_CPU). See "CPUs" below.
 #   --port N         HTTP port on 127.0.0.1 (default 29090; env BENCH_PORT)
 #   --no-build       use the existing build/ringd (env RINGD_BIN overrides the path)
 #   --out DIR        where results go (default bench/results/follow; --smoke: a temp dir)
@@ -34,6 +36,13 @@
 # all: start-up, PostgreSQL's decoding and ringd's apply together. Polled every 20 ms.
 # Lag: probe commits an update of a row pgbench never touches every 50 ms and polls GET /users/{id}
 # every 200 µs until the new value shows; p50/p90/p99 of (first answer showing it - commit returned).
+# CPUs: on a 2-CPU machine the busy-feed run puts PostgreSQL (backends, walsender, WAL writer), pgbench
+# and the follower next to serve and wrk. Unpinned, the kernel spreads them over both CPUs, so the
+# busy/idle ratio mixes what the feed costs serve with how much CPU the shard lost to other processes.
+# --feed-cpu 1 keeps all of them on the load CPU: the shard's CPU is its own (its indexer thread
+# included, which is serve's), and wrk shares its CPU instead. Each wrk run also reports serve's own CPU
+# use (utime + stime from /proc, as a fraction of one CPU): when wrk, not the shard, was short of CPU,
+# serve_cpu drops below 1 and requests per serve CPU-second (rps_per_serve_cpu) is the fair comparison.
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -45,6 +54,7 @@ SMOKE=0
 USERS="" SINGLE="" BATCHES="" RATE="" DURATION=""
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
+FEED_CPU=${BENCH_FEED_CPU:-}
 PORT=${BENCH_PORT:-29090}
 SERVE_ARGS=${BENCH_SERVE_ARGS:---refresh-ms 10}
 DO_BUILD=1
@@ -61,6 +71,7 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift ;;
     --server-cpu) SERVER_CPU=$2; shift ;;
     --load-cpu) LOAD_CPU=$2; shift ;;
+    --feed-cpu) FEED_CPU=$2; shift ;;
     --port) PORT=$2; shift ;;
     --no-build) DO_BUILD=0 ;;
     --out) OUT=$2; shift ;;
@@ -73,6 +84,9 @@ for v in USERS SINGLE BATCHES RATE DURATION SERVER_CPU LOAD_CPU PORT; do
     val=${!v}
     if [ -n "$val" ] && ! [[ $val =~ ^[0-9]+$ ]]; then echo "follow.sh: --${v,,} wants a whole number, not '$val'" >&2; exit 2; fi
 done
+if [ -n "$FEED_CPU" ] && ! [[ $FEED_CPU =~ ^[0-9][0-9,-]*$ ]]; then
+    echo "follow.sh: --feed-cpu wants a CPU list such as 1 or 0-1, not '$FEED_CPU'" >&2; exit 2
+fi
 if [ $SMOKE = 1 ]; then
     USERS=${USERS:-2000} SINGLE=${SINGLE:-2000} BATCHES=${BATCHES:-50} RATE=${RATE:-500} DURATION=${DURATION:-2}
 else
@@ -114,6 +128,10 @@ cleanup() {
 trap cleanup EXIT
 
 log() { echo "follow.sh: $*" >&2; }
+# The prefix that runs a feed-side command on --feed-cpu: a word list, not a function, so that $! of a
+# backgrounded command is the command itself (taskset execs it), not a subshell.
+FEEDSET=()
+[ -z "$FEED_CPU" ] || FEEDSET=(taskset -c "$FEED_CPU")
 now() { date +%s.%N; }
 metric() { curl -s "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 wait_line() { # FILE PATTERN SECONDS
@@ -143,9 +161,9 @@ max_connections = 40
 CONF
 # Not through as_pg: a backgrounded function is a subshell, and $! must be the postmaster itself.
 if [ "$(id -u)" = 0 ]; then
-    setpriv --reuid="$pg_user" --regid="$pg_group" --clear-groups -- "$PG_BIN/postgres" -D "$work/pg/data" >"$work/pg.log" 2>&1 &
+    "${FEEDSET[@]}" setpriv --reuid="$pg_user" --regid="$pg_group" --clear-groups -- "$PG_BIN/postgres" -D "$work/pg/data" >"$work/pg.log" 2>&1 &
 else
-    "$PG_BIN/postgres" -D "$work/pg/data" >"$work/pg.log" 2>&1 &
+    "${FEEDSET[@]}" "$PG_BIN/postgres" -D "$work/pg/data" >"$work/pg.log" 2>&1 &
 fi
 pg_pid=$!
 CONNINFO="host=$work/pg port=$pg_port user=postgres dbname=postgres"
@@ -168,7 +186,7 @@ cc -O2 -o "$work/probe" "$BENCH_DIR/follow/probe.c" $(pkg-config --cflags --libs
 # --- ringd ---
 db=$work/db
 start_follower() {
-    "$RINGD" follow --db "$db" --pg "$CONNINFO" --table users 2>>"$work/follow.log" &
+    "${FEEDSET[@]}" "$RINGD" follow --db "$db" --pg "$CONNINFO" --table users 2>>"$work/follow.log" &
     follow_pid=$!
 }
 stop_follower() { kill -TERM "$follow_pid"; wait "$follow_pid" || true; follow_pid=""; }
@@ -179,7 +197,7 @@ serve_pid=$!
 wait_line "$work/serve.log" "msg=listening" 30
 log "PostgreSQL and ringd up: $USERS users copied"
 
-pgbench() { "$PG_BIN/pgbench" -n "$@" "$CONNINFO" >>"$work/pgbench.log" 2>&1 || { log "pgbench failed"; tail -n 5 "$work/pgbench.log" >&2; exit 1; }; }
+pgbench() { "${FEEDSET[@]}" "$PG_BIN/pgbench" -n "$@" "$CONNINFO" >>"$work/pgbench.log" 2>&1 || { log "pgbench failed"; tail -n 5 "$work/pgbench.log" >&2; exit 1; }; }
 
 # Apply rate: a backlog of N transactions, then time the follower through it.
 apply_rate() { # NAME SCRIPT TXNS ROWS_PER_TXN
@@ -205,10 +223,15 @@ apply_rate() { # NAME SCRIPT TXNS ROWS_PER_TXN
           row_changes_per_sec: ($rows / ($t1 - $t0)), transactions_per_sec: ($txns / ($t1 - $t0))}'
 }
 
-wrk_rps() { # prints requests/s of one wrk run
+serve_ticks() { awk '{ print $14 + $15 }' "/proc/$serve_pid/stat"; } # utime + stime ("ringd" has no blank)
+wrk_rps() { # prints requests/s of one wrk run and serve's CPU use meanwhile (fraction of one CPU)
+    local t0 c0 t1 c1
+    t0=$(now) c0=$(serve_ticks)
     WRK_USERS=$USERS taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${DURATION}s" -s "$BENCH_DIR/wrk/users.lua" "http://127.0.0.1:$PORT" \
         >"$work/wrk.out" 2>&1
-    awk '/^Requests\/sec:/ { print $2 }' "$work/wrk.out"
+    t1=$(now) c1=$(serve_ticks)
+    local rps; rps=$(awk '/^Requests\/sec:/ { print $2 }' "$work/wrk.out")
+    echo "$rps $(awk -v a="$c0" -v b="$c1" -v s="$t0" -v e="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", (b - a) / hz / (e - s) }')"
 }
 
 log "apply rate, single-row transactions ($SINGLE)"
@@ -221,16 +244,16 @@ batch=$(cat "$work/batch.json")
 sleep 1
 
 log "serving with an idle feed (wrk ${DURATION}s)"
-idle_rps=$(wrk_rps)
+read -r idle_rps idle_cpu < <(wrk_rps)
 log "serving at $RATE updates/s with the probe (wrk ${DURATION}s)"
 probes=$((DURATION * 20))
-"$PG_BIN/pgbench" -n -c 4 -j 2 -R "$RATE" -T $((DURATION + 4)) -f "$work/single.sql" "$CONNINFO" >"$work/pgbench-rate.log" 2>&1 &
+"${FEEDSET[@]}" "$PG_BIN/pgbench" -n -c 4 -j 2 -R "$RATE" -T $((DURATION + 4)) -f "$work/single.sql" "$CONNINFO" >"$work/pgbench-rate.log" 2>&1 &
 bg_pids+=($!)
 sleep 1
-"$work/probe" "$CONNINFO" "$PORT" "$probes" 50 $((USERS + 1)) 10 >"$work/probe.out" 2>&1 &
+"${FEEDSET[@]}" "$work/probe" "$CONNINFO" "$PORT" "$probes" 50 $((USERS + 1)) 10 >"$work/probe.out" 2>&1 &
 probe_pid=$!
 bg_pids+=($probe_pid)
-busy_rps=$(wrk_rps)
+read -r busy_rps busy_cpu < <(wrk_rps)
 wait "$probe_pid" || { cat "$work/probe.out" >&2; exit 1; }
 wait "${bg_pids[0]}" || true
 bg_pids=()
@@ -240,20 +263,24 @@ pfield() { echo "$probe_line" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print
 
 commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
 result=$(jq -n --argjson single "$single" --argjson batch "$batch" --argjson idle "${idle_rps:-null}" --argjson busy "${busy_rps:-null}" \
+    --argjson idle_cpu "${idle_cpu:-null}" --argjson busy_cpu "${busy_cpu:-null}" --arg feed_cpu "$FEED_CPU" \
     --argjson rate "$RATE" --argjson tps "${tps:-null}" --argjson p50 "$(pfield p50_ms)" --argjson p90 "$(pfield p90_ms)" \
     --argjson p99 "$(pfield p99_ms)" --argjson pmax "$(pfield max_ms)" --argjson timeouts "$(pfield timeouts)" \
     --arg commit "$commit" --argjson users "$USERS" --argjson smoke "$SMOKE" --arg host "$(nproc) CPUs, $(uname -r)" \
     '{commit: $commit, host: $host, smoke: ($smoke == 1), users: $users, apply: [$single, $batch],
       lag: {updates_per_sec_target: $rate, updates_per_sec: $tps, p50_ms: $p50, p90_ms: $p90, p99_ms: $p99, max_ms: $pmax,
             timeouts: $timeouts},
-      serving: {idle_feed_rps: $idle, busy_feed_rps: $busy, busy_over_idle: (if $idle and $busy then $busy / $idle else null end)},
+      serving: {idle_feed_rps: $idle, busy_feed_rps: $busy, busy_over_idle: (if $idle and $busy then $busy / $idle else null end),
+               feed_cpu: (if $feed_cpu == "" then null else $feed_cpu end), idle_serve_cpu: $idle_cpu, busy_serve_cpu: $busy_cpu,
+               busy_over_idle_per_serve_cpu: (if $idle and $busy and $idle_cpu and $busy_cpu and $idle_cpu > 0 and $busy_cpu > 0
+                                              then ($busy / $busy_cpu) / ($idle / $idle_cpu) else null end)},
       targets: {batch_row_changes_per_sec_min: 50000, lag_p99_ms_max: 50, serving_drop_max: 0.10}}')
 
 printf '%s\n' "$result" | jq -r '
   "ringd follow benchmark (\(.commit), \(.host), \(.users) users\(if .smoke then ", SMOKE: sizes too small to mean anything" else "" end))",
   (.apply[] | "  apply \(.name): \(.transactions) txns, \(.row_changes) row changes in \(.seconds * 1000 | floor) ms: \(.row_changes_per_sec | floor) row changes/s, \(.transactions_per_sec | floor) txns/s"),
   "  lag at \(.lag.updates_per_sec // "?") updates/s (target \(.lag.updates_per_sec_target)): p50 \(.lag.p50_ms) ms, p90 \(.lag.p90_ms) ms, p99 \(.lag.p99_ms) ms, max \(.lag.max_ms) ms, timeouts \(.lag.timeouts)",
-  "  serving (wrk -c64, 1 shard): idle feed \(.serving.idle_feed_rps) req/s, busy feed \(.serving.busy_feed_rps) req/s, ratio \(.serving.busy_over_idle // "?")"'
+  "  serving (wrk -c64, 1 shard): idle feed \(.serving.idle_feed_rps) req/s, busy feed \(.serving.busy_feed_rps) req/s, ratio \(.serving.busy_over_idle // "?"); serve CPU idle \(.serving.idle_serve_cpu) busy \(.serving.busy_serve_cpu), ratio per serve CPU \(.serving.busy_over_idle_per_serve_cpu // "?") (feed on CPUs \(.serving.feed_cpu // "any"))"'
 
 if [ $SMOKE = 1 ]; then
     out=${OUT:-$work}

@@ -277,6 +277,20 @@ void metrics_render(struct buf *out, const struct metrics_scrape *sc)
     simple(out, "ringd_store_index_bytes", "gauge", "Memory the published index takes.", sc->index_bytes);
     family(out, "ringd_store_index_build_seconds", "gauge", "How long the last index build took.");
     buf_printf(out, "ringd_store_index_build_seconds %.6f\n", sc->index_build_seconds);
+    simple(out, "ringd_store_index_overlay_lookups_total", "counter",
+           "Lookups the index of an older snapshot answered for a newer one (the id unchanged since, per the change log).",
+           SUM(sc, store_overlay_lookups));
+    simple(out, "ringd_store_index_fallbacks_total", "counter",
+           "Lookups that went to the LMDB B-tree although an index was held (id changed since, no usable change log).",
+           SUM(sc, store_index_fallbacks));
+    simple(out, "ringd_store_index_overlay_gaps_total", "counter",
+           "Times a shard could not use the change log for its index (a writer without the log, trimmed, too many changes).",
+           SUM(sc, store_overlay_gaps));
+    family(out, "ringd_store_index_pin_seconds", "gauge",
+           "How long the published index's snapshot has been pinned behind the newest one (the data file grows meanwhile).");
+    buf_printf(out, "ringd_store_index_pin_seconds %.6f\n", sc->index_pin_seconds);
+    family(out, "ringd_store_index_pin_max_seconds", "gauge", "The longest an index's snapshot was pinned behind the newest.");
+    buf_printf(out, "ringd_store_index_pin_max_seconds %.6f\n", sc->index_pin_max_seconds);
     simple(out, "ringd_store_map_used_bytes", "gauge", "Bytes of the LMDB map in use.", sc->store_used_bytes);
     simple(out, "ringd_store_map_size_bytes", "gauge", "Size of the LMDB map (sparse address space).",
            sc->store_map_bytes);

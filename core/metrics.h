@@ -93,6 +93,9 @@ struct metrics_shard {
     metric_t store_misses;
     metric_t store_errors;
     metric_t store_index_lookups; /* lookups the snapshot index answered (hit or miss) */
+    metric_t store_overlay_lookups; /* of which for a newer snapshot, the id unchanged since (store/changes.h) */
+    metric_t store_index_fallbacks; /* lookups that went to LMDB although an index was held */
+    metric_t store_overlay_gaps;    /* mirrors the reader's count of change-log ranges it could not use */
     metric_t store_renewals;
     metric_t store_txn_id; /* gauge */
     metric_t uring_submits;
@@ -149,6 +152,8 @@ struct metrics_scrape {
     uint64_t index_users;
     uint64_t index_bytes;
     double index_build_seconds;
+    double index_pin_seconds;     /* how long the published index has held back newer snapshots */
+    double index_pin_max_seconds; /* the longest any did */
     /* TLS (all zero without --tls-listen; then no ringd_tls_* family is rendered). */
     bool tls_enabled;
     uint64_t tls_reloads_ok;

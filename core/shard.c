@@ -1085,6 +1085,7 @@ static void refresh_store(struct shard *s)
         log_error("store_refresh_failed", "shard=%u err=\"%s\"", s->id, mdb_strerror(rc));
     METRIC_INC(s->metrics->store_renewals);
     METRIC_SET(s->metrics->store_txn_id, store_reader_txn_id(&s->reader));
+    METRIC_SET(s->metrics->store_overlay_gaps, s->reader.overlay.gaps);
 }
 
 /* Makes sure the shard's timeout fires no later than deadline_ms: arms one

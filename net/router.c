@@ -124,8 +124,13 @@ static void lookup_user(struct shard *s, const char *id_s, size_t id_len, struct
     size_t len;
     s->looked_up = true;
     int rc = store_get(&s->reader, id, &val, &len);
-    if (s->reader.indexed)
+    if (s->reader.indexed) {
         METRIC_INC(s->metrics->store_index_lookups);
+        if (s->reader.via == STORE_VIA_OVERLAY)
+            METRIC_INC(s->metrics->store_overlay_lookups);
+    } else if (s->reader.via == STORE_VIA_FALLBACK) {
+        METRIC_INC(s->metrics->store_index_fallbacks);
+    }
     if (rc == 0) {
         METRIC_INC(s->metrics->store_hits);
         set(res, 200, JSON, val, len);
@@ -157,6 +162,8 @@ static void render_metrics(struct shard *s, struct response *res)
         .index_users = atomic_load_explicit(&srv->indexer.entries, memory_order_relaxed),
         .index_bytes = atomic_load_explicit(&srv->indexer.bytes, memory_order_relaxed),
         .index_build_seconds = (double)atomic_load_explicit(&srv->indexer.build_ns, memory_order_relaxed) / 1e9,
+        .index_pin_seconds = (double)store_indexer_pin_ns(&srv->indexer) / 1e9,
+        .index_pin_max_seconds = (double)atomic_load_explicit(&srv->indexer.pin_max_ns, memory_order_relaxed) / 1e9,
         .tls_enabled = srv->tls != NULL,
         .tls_ktls_available = srv->ktls_available,
         .feed = &s->feed,

@@ -107,6 +107,7 @@ struct follow {
     struct store_feed feed;    /* as last committed */
     struct store_feed pending; /* as the open group will commit it */
     MDB_txn *txn;              /* the open group, NULL when none */
+    struct store_changes changes; /* the ids the open group changed: its change-log entry */
     uint64_t group_start_ns;
     uint64_t group_rows;
     bool in_xact, skip_xact;
@@ -581,6 +582,7 @@ static void follow_group_abort(struct follow *f)
     if (f->txn != NULL)
         mdb_txn_abort(f->txn);
     f->txn = NULL;
+    store_changes_clear(&f->changes);
     f->pending = f->feed;
     f->group_rows = 0;
 }
@@ -611,10 +613,12 @@ static int follow_group_commit(struct follow *f, bool drained)
     uint64_t synced = caught_up ? now : f->pending.commit_us;
     f->pending.synced_us = synced > f->synced_us ? synced : f->synced_us;
     int rc = store_feed_write(f->txn, &f->st, &f->pending);
-    if (rc == 0)
-        rc = mdb_txn_commit(f->txn);
-    else
+    if (rc == 0) {
+        rc = store_commit(f->txn, &f->st, &f->changes);
+    } else {
         mdb_txn_abort(f->txn);
+        store_changes_clear(&f->changes);
+    }
     f->txn = NULL;
     if (rc != 0) {
         f->pending = f->feed;
@@ -643,7 +647,7 @@ static int follow_write_state(struct follow *f, bool caught_up, uint64_t synced_
     next.synced_us = synced_us;
     rc = store_feed_write(txn, &f->st, &next);
     if (rc == 0)
-        rc = mdb_txn_commit(txn);
+        rc = store_commit(txn, &f->st, NULL); /* no user changed */
     else
         mdb_txn_abort(txn);
     if (rc == 0) {
@@ -758,8 +762,10 @@ static int follow_put_row(struct follow *f, uint64_t lsn, const struct pgout_val
     int rc = mdb_put(f->txn, f->st.users, &key, &val, append ? MDB_APPEND : 0);
     if (rc == MDB_KEYEXIST && append) /* not in order after all */
         rc = mdb_put(f->txn, f->st.users, &key, &val, 0);
-    if (rc == 0)
+    if (rc == 0) {
+        store_changes_note(&f->changes, id);
         *stored_id = id;
+    }
     return rc;
 }
 
@@ -769,6 +775,8 @@ static int follow_del(struct follow *f, uint64_t id)
     MDB_val key;
     store_key_encode(id, &slot, &key);
     int rc = mdb_del(f->txn, f->st.users, &key, NULL);
+    if (rc == 0)
+        store_changes_note(&f->changes, id);
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
@@ -857,6 +865,8 @@ static enum follow_end follow_copy(struct follow *f, const char *snapshot, uint6
     int rc = follow_group_begin(f);
     if (rc == 0)
         rc = mdb_drop(f->txn, f->st.users, 0); /* the store becomes exactly the table */
+    if (rc == 0)
+        store_changes_note_all(&f->changes);
     if (rc != 0) {
         end = follow_fatal(NULL, "cannot start the copy in %s: %s", f->o.db, mdb_strerror(rc));
         goto out;
@@ -1136,6 +1146,7 @@ static enum follow_end follow_on_xlog(struct follow *f, const struct pgout_xlogd
                 if (rc == 0)
                     rc = mdb_drop(f->txn, f->st.users, 0);
                 if (rc == 0) {
+                    store_changes_note_all(&f->changes);
                     f->xact_rows++;
                     f->group_rows++;
                 }
@@ -1349,7 +1360,7 @@ static enum follow_end follow_first_run(struct follow *f, int slot_exists, char 
     int rc = mdb_txn_begin(f->st.env, NULL, 0, &txn);
     if (rc == 0) {
         rc = store_feed_write(txn, &f->st, &mark);
-        rc = rc == 0 ? mdb_txn_commit(txn) : (mdb_txn_abort(txn), rc);
+        rc = rc == 0 ? store_commit(txn, &f->st, NULL) : (mdb_txn_abort(txn), rc);
     }
     if (rc != 0)
         return follow_fatal(NULL, "cannot write to %s: %s", f->o.db, mdb_strerror(rc));
@@ -1581,6 +1592,7 @@ int follow_main(int argc, char **argv)
     follow_rel_free(&f->rel);
     buf_free(&f->json);
     buf_free(&f->value);
+    store_changes_free(&f->changes);
     free(f->sc);
     free(f);
     return rc;

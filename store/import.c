@@ -162,6 +162,7 @@ static int store_import_run(const struct store_import_opts *o)
     FILE *in = NULL;
     struct store st = {0};
     MDB_txn *txn = NULL;
+    struct store_changes changes = {0}; /* the ids this import writes: the change log's entry */
     char *line = NULL;
     size_t cap = 0;
     struct buf value = {0}; /* the stored value being built (store_value_build), reused */
@@ -186,6 +187,8 @@ static int store_import_run(const struct store_import_opts *o)
     }
     /* --replace empties the table inside the same transaction: readers go from
      * the old users straight to the new ones. */
+    if (o->replace)
+        store_changes_note_all(&changes);
     if (o->replace && (rc = mdb_drop(txn, st.users, 0)) != 0) {
         snprintf(err, sizeof(err), "cannot empty the users table: %s", mdb_strerror(rc));
         store_import_failed(o, 0, err);
@@ -233,6 +236,7 @@ static int store_import_run(const struct store_import_opts *o)
             store_import_failed(o, line_no, err);
             goto cleanup;
         }
+        store_changes_note(&changes, id);
         if (id > last_id)
             last_id = id;
         records++;
@@ -250,7 +254,7 @@ static int store_import_run(const struct store_import_opts *o)
         fprintf(stderr, "import: %llu records read, committing\033[K", (unsigned long long)records);
     MDB_stat ms;
     uint64_t users = mdb_stat(txn, st.users, &ms) == 0 ? ms.ms_entries : 0;
-    rc = mdb_txn_commit(txn);
+    rc = store_commit(txn, &st, &changes);
     txn = NULL;
     store_import_progress_end(&progress);
     if (rc != 0) {
@@ -271,6 +275,7 @@ cleanup:
     if (txn != NULL)
         mdb_txn_abort(txn);
     store_close(&st);
+    store_changes_free(&changes);
     if (in != NULL && in != stdin)
         fclose(in);
     free(line);

@@ -49,6 +49,7 @@
 #define BUILD_GAP_FACTOR 10                   /* ... and 10 x the last build's time */
 #define SHARD_WAIT_MS 5                       /* poll interval while shards move off an old index */
 #define INDEXER_NICE 10                       /* the build yields to the shards when CPUs are short */
+#define INDEX_MAX_PIN_NS UINT64_C(5000000000) /* an index holding back newer snapshots this long is rebuilt now */
 
 struct store_index {
     uint64_t txn_id;
@@ -61,6 +62,7 @@ struct store_index {
     size_t mapped;      /* bytes of the mmap behind words */
     uint64_t entries;   /* users indexed */
     uint64_t unresolved; /* of which REF_ASK: LMDB answers for them */
+    MDB_txn *pin;        /* a read transaction of snapshot txn_id, open while the index exists */
 };
 
 static uint64_t now_ns(void)
@@ -85,6 +87,18 @@ static inline int ref_resolve(const struct store_index *x, uint64_t ref, const c
     *val = (const char *)(x->origin + (ref & REF_OFF_MASK));
     *len = (size_t)(ref >> REF_OFF_BITS);
     return 0;
+}
+
+uint64_t store_index_txn(const struct store_index *x)
+{
+    return x->txn_id;
+}
+
+uint64_t store_indexer_pin_ns(struct store_indexer *ix)
+{
+    uint64_t since = atomic_load_explicit(&ix->pin_since_ns, memory_order_relaxed);
+    uint64_t now = now_ns();
+    return since != 0 && now > since ? now - since : 0;
 }
 
 int store_index_get(const struct store_index *x, uint64_t txn_id, uint64_t id, const char **val, size_t *len)
@@ -135,6 +149,9 @@ static void index_free(struct store_index *x)
         return;
     if (x->words != NULL)
         munmap(x->words, x->mapped);
+    /* No shard holds the index any more: its records may be reused now. */
+    if (x->pin != NULL)
+        mdb_txn_abort(x->pin);
     free(x);
 }
 
@@ -287,9 +304,31 @@ static void publish(struct store_indexer *ix, struct store_index *x)
     index_free(old);
 }
 
+/* Tracks since when the published index's snapshot is older than the
+ * newest one t (the pin then holds pages back), for the metrics and the
+ * INDEX_MAX_PIN bound. Returns that time (0: not behind). */
+static uint64_t pin_track(struct store_indexer *ix, uint64_t t, uint64_t now)
+{
+    uint64_t pub = atomic_load_explicit(&ix->txn_id, memory_order_relaxed);
+    uint64_t since = atomic_load_explicit(&ix->pin_since_ns, memory_order_relaxed);
+    if (pub == 0 || t == pub) {
+        if (since != 0)
+            atomic_store_explicit(&ix->pin_since_ns, 0, memory_order_relaxed);
+        return 0;
+    }
+    if (since == 0) {
+        since = now;
+        atomic_store_explicit(&ix->pin_since_ns, since, memory_order_relaxed);
+    }
+    if (now - since > atomic_load_explicit(&ix->pin_max_ns, memory_order_relaxed))
+        atomic_store_explicit(&ix->pin_max_ns, now - since, memory_order_relaxed);
+    return since;
+}
+
 /* One look at the store: when its newest snapshot is not the indexed one and
- * the last build is long enough ago, index it. Called with _mu held; drops it
- * while building. */
+ * the last build is long enough ago (or the published index has held back
+ * newer snapshots for INDEX_MAX_PIN), index it. Called with _mu held; drops
+ * it while building. */
 static void index_step(struct store_indexer *ix, MDB_txn *txn, uint64_t *built_txn, uint64_t *next_ns)
 {
     pthread_mutex_unlock(&ix->_mu);
@@ -300,22 +339,38 @@ static void index_step(struct store_indexer *ix, MDB_txn *txn, uint64_t *built_t
         return;
     }
     uint64_t t = (uint64_t)mdb_txn_id(txn);
+    mdb_txn_reset(txn); /* only a look: a build reads through a transaction of its own, its pin */
     uint64_t start = now_ns();
-    if (t == *built_txn || start < *next_ns) {
-        mdb_txn_reset(txn);
+    uint64_t since = pin_track(ix, t, start);
+    bool overdue = since != 0 && start - since >= INDEX_MAX_PIN_NS;
+    if (t == *built_txn || (start < *next_ns && !overdue)) {
         pthread_mutex_lock(&ix->_mu);
         return;
     }
+    /* The index's pointers stay valid while this transaction is open: it
+     * lives as long as the index (index_free ends it). */
+    MDB_txn *pin = NULL;
+    rc = mdb_txn_begin(ix->store->env, NULL, MDB_RDONLY, &pin);
+    if (rc != 0) {
+        *next_ns = start + MIN_BUILD_GAP_NS;
+        pthread_mutex_lock(&ix->_mu);
+        log_warn("store_index_pin_failed", "err=\"%s\"", mdb_strerror(rc));
+        return;
+    }
+    t = (uint64_t)mdb_txn_id(pin);
     const char *why;
     uint64_t need;
-    struct store_index *x = index_build(txn, ix->store->users, ix->max_bytes, &why, &need);
+    struct store_index *x = index_build(pin, ix->store->users, ix->max_bytes, &why, &need);
     uint64_t took = now_ns() - start;
-    /* The shards' own transactions pin what the index points at: ours can go. */
-    mdb_txn_reset(txn);
+    if (x != NULL)
+        x->pin = pin;
+    else
+        mdb_txn_abort(pin);
     *built_txn = t;
     *next_ns = now_ns() + (took * BUILD_GAP_FACTOR > MIN_BUILD_GAP_NS ? took * BUILD_GAP_FACTOR : MIN_BUILD_GAP_NS);
     pthread_mutex_lock(&ix->_mu);
     bool first = atomic_load_explicit(&ix->builds, memory_order_relaxed) == 0;
+    atomic_store_explicit(&ix->pin_since_ns, 0, memory_order_relaxed); /* the next look says whether it is behind */
     if (x != NULL) {
         atomic_store_explicit(&ix->txn_id, t, memory_order_relaxed);
         atomic_store_explicit(&ix->entries, x->entries, memory_order_relaxed);

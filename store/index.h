@@ -13,10 +13,18 @@
  *
  * Why it is safe: a pointer into the map is valid while some read transaction
  * of snapshot T is open, because LMDB never reuses a page a reader still
- * sees. A shard therefore uses index(T) only while its own read transaction
- * is at T (store_get checks the ids on every lookup); after a renew that
- * moved it to a newer snapshot it asks LMDB until index(T') is published.
- * The index is complete for T: an id it lacks is not in T.
+ * sees. Each index holds its own read transaction of T (its "pin") for as
+ * long as it exists, i.e. until every shard has acquired its successor. A
+ * shard on snapshot T uses it for every id; a shard on a newer snapshot S
+ * uses it for the ids the change log (store/changes.h) says no transaction
+ * in (T, S] touched, and asks LMDB for the others, or for all of them when
+ * the log cannot tell. The index is complete for T: an id it lacks is not in T.
+ *
+ * The cost of the pin: while it holds T, pages freed after T are not reused,
+ * so under writes the data file grows. A pin that holds back newer
+ * snapshots longer than INDEX_MAX_PIN (index.c, 5 s) forces a rebuild
+ * whatever the spacing below says; /metrics shows how long the current one
+ * has been holding back (ringd_store_index_pin_seconds).
  *
  * Who builds it: the first one is built at start-up, before the shards run
  * (~50-250 ms per million users); then one background thread (the indexer)
@@ -27,7 +35,8 @@
  * a shard acquires at its refresh points and never holds an index pointer
  * across them). Builds are spaced at least max(1 s, 10 × the last build's
  * time) apart, so a store written continuously (`ringd follow`) costs at most
- * a tenth of a core, and lookups meanwhile go to LMDB as before.
+ * a tenth of a core; meanwhile lookups go through the older index and the
+ * change log (above), and to LMDB for the ids changed since.
  */
 #ifndef RINGD_STORE_INDEX_H
 #define RINGD_STORE_INDEX_H
@@ -70,6 +79,9 @@ struct store_indexer {
     _Atomic uint64_t entries;          /* users in it */
     _Atomic uint64_t bytes;            /* memory it takes */
     _Atomic uint64_t build_ns;         /* how long the last build took */
+    _Atomic uint64_t pin_since_ns;     /* CLOCK_MONOTONIC since when the published index's snapshot is older than
+                                          the newest (0: it is the newest, or no index) */
+    _Atomic uint64_t pin_max_ns;       /* the longest any index's snapshot was held behind the newest */
 };
 
 /* Builds the first index of s (which must stay open until store_indexer_stop
@@ -99,6 +111,13 @@ void store_indexer_leave(struct store_indexer *ix, unsigned shard);
  * no such user, or 1 when the index cannot answer (another snapshot, or a
  * record too large to describe): ask LMDB. */
 int store_index_get(const struct store_index *idx, uint64_t txn_id, uint64_t id, const char **val, size_t *len);
+
+/* The snapshot (LMDB transaction id) idx describes. idx must not be NULL. */
+uint64_t store_index_txn(const struct store_index *idx);
+
+/* How long the published index's snapshot has been older than the store's
+ * newest (as the indexer last looked), in ns; 0 while it is the newest. */
+uint64_t store_indexer_pin_ns(struct store_indexer *ix);
 
 /* Prefetching, for a shard that knows the ids of a turn's requests before it
  * answers them: stage 1 starts loading id's index entry into the cache; stage

@@ -2,6 +2,7 @@
 #include "store/pgoutput.h"
 
 #include <string.h>
+#include <strings.h>
 
 /* A bounds-checked cursor: every read past the end sets bad and yields 0, so
  * a decoder reads its fields straight through and checks once at the end. */
@@ -448,8 +449,154 @@ static void json_timestamp(struct buf *out, const char *text, size_t len)
     pgout_json_string(out, tmp, n);
 }
 
+/* The element type of the one-dimensional-or-more array types row_to_json
+ * renders element by element (pg_type.dat's array OIDs); 0: not one of them.
+ * Arrays of other types (inet, uuid, ...) are arrays of strings too, so the
+ * element type only matters where the element's JSON is not a string. */
+uint32_t pgout_array_elem(uint32_t typid)
+{
+    switch (typid) {
+    case 1000: return PGOUT_BOOLOID;
+    case 1005: return PGOUT_INT2OID;
+    case 1007: return PGOUT_INT4OID;
+    case 1016: return PGOUT_INT8OID;
+    case 1028: return PGOUT_OIDOID;
+    case 1021: return PGOUT_FLOAT4OID;
+    case 1022: return PGOUT_FLOAT8OID;
+    case 1231: return PGOUT_NUMERICOID;
+    case 199: return PGOUT_JSONOID;
+    case 3807: return PGOUT_JSONBOID;
+    case 1115: return PGOUT_TIMESTAMPOID;
+    case 1185: return PGOUT_TIMESTAMPTZOID;
+    case 1009: /* text */
+    case 1015: /* varchar */
+    case 1014: /* bpchar */
+    case 1002: /* char */
+    case 1003: /* name */
+    case 1182: /* date */
+    case 1183: /* time */
+    case 1270: /* timetz */
+    case 1187: /* interval */
+    case 2951: /* uuid */
+    case 1041: /* inet */
+    case 651:  /* cidr */
+    case 1040: /* macaddr */
+        return 25; /* their elements are JSON strings, like text's */
+    default:
+        return 0;
+    }
+}
+
+#define ARRAY_MAX_DEPTH 6 /* MAXDIM */
+
+static void array_skip_space(const char **pp, const char *end)
+{
+    const char *p = *pp;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\v' || *p == '\f'))
+        p++;
+    *pp = p;
+}
+
+/* One brace level of array_out's text at *pp ('{' ... '}'), appended to out
+ * as a JSON array; tmp holds one unescaped element at a time. Returns false
+ * on text array_out would not have written (the caller then falls back). */
+static bool array_level(struct buf *out, struct buf *tmp, uint32_t elem, const char **pp, const char *end, int depth)
+{
+    const char *p = *pp;
+    if (p >= end || *p != '{' || depth > ARRAY_MAX_DEPTH)
+        return false;
+    p++;
+    buf_append(out, "[", 1);
+    array_skip_space(&p, end);
+    if (p < end && *p == '}') {
+        buf_append(out, "]", 1);
+        *pp = p + 1;
+        return true;
+    }
+    for (bool first = true;; first = false) {
+        array_skip_space(&p, end);
+        if (!first)
+            buf_append(out, ",", 1);
+        if (p < end && *p == '{') {
+            if (!array_level(out, tmp, elem, &p, end, depth + 1))
+                return false;
+        } else if (p < end && *p == '"') {
+            /* Quoted: backslash escapes the next character; "NULL" quoted is the string. */
+            tmp->len = 0;
+            for (p++; p < end && *p != '"'; p++) {
+                if (*p == '\\' && ++p == end)
+                    return false;
+                buf_append(tmp, p, 1);
+            }
+            if (p == end)
+                return false;
+            p++;
+            pgout_json_value(out, elem, tmp->data != NULL ? tmp->data : "", tmp->len);
+        } else {
+            /* Unquoted: up to the delimiter or the closing brace, surrounding blanks dropped. */
+            tmp->len = 0;
+            size_t kept = 0; /* tmp's length up to its last non-blank (or escaped) character */
+            for (; p < end && *p != ',' && *p != '}'; p++) {
+                if (*p == '{' || *p == '"')
+                    return false;
+                bool escaped = *p == '\\';
+                if (escaped && ++p == end)
+                    return false;
+                buf_append(tmp, p, 1);
+                if (escaped || !(*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\v' || *p == '\f'))
+                    kept = tmp->len;
+            }
+            if (kept == 0)
+                return false;
+            if (kept == 4 && strncasecmp(tmp->data, "NULL", 4) == 0)
+                buf_append(out, "null", 4);
+            else
+                pgout_json_value(out, elem, tmp->data, kept);
+        }
+        array_skip_space(&p, end);
+        if (p < end && *p == ',') {
+            p++;
+            continue;
+        }
+        if (p < end && *p == '}') {
+            p++;
+            break;
+        }
+        return false;
+    }
+    buf_append(out, "]", 1);
+    *pp = p;
+    return true;
+}
+
+bool pgout_json_array(struct buf *out, uint32_t elem, const char *text, size_t len)
+{
+    const char *p = text, *end = text + len;
+    size_t mark = out->len;
+    /* "[0:2]={...}": bounds other than 1; row_to_json drops them, so do we. */
+    if (p < end && *p == '[') {
+        const char *eq = memchr(p, '=', len);
+        if (eq == NULL)
+            return false;
+        p = eq + 1;
+    }
+    struct buf tmp = {0};
+    bool ok = array_level(out, &tmp, elem, &p, end, 1);
+    buf_free(&tmp);
+    if (ok) {
+        array_skip_space(&p, end);
+        ok = p == end;
+    }
+    if (!ok)
+        out->len = mark;
+    return ok;
+}
+
 void pgout_json_value(struct buf *out, uint32_t typid, const char *text, size_t len)
 {
+    uint32_t elem = pgout_array_elem(typid);
+    if (elem != 0 && pgout_json_array(out, elem, text, len))
+        return;
     switch (typid) {
     case PGOUT_INT2OID:
     case PGOUT_INT4OID:

@@ -148,9 +148,21 @@ int pgout_copy_row(char *line, size_t len, struct pgout_value *vals, size_t cap)
 /* Appends the JSON of one column's text form the way row_to_json renders its
  * type: integers, numeric and floats as numbers (NaN and infinities as
  * strings), bool as true/false, json/jsonb embedded as they are, timestamp
- * and timestamptz in ISO 8601 with a 'T' and a "+HH:MM" offset, everything
- * else as a JSON string of its text. Valid UTF-8 in, valid JSON out. */
+ * and timestamptz in ISO 8601 with a 'T' and a "+HH:MM" offset, arrays of
+ * the types pgout_array_elem knows as JSON arrays (nested for more
+ * dimensions, NULL elements as null, each element as its type says),
+ * everything else as a JSON string of its text. Valid UTF-8 in, valid JSON out. */
 void pgout_json_value(struct buf *out, uint32_t typid, const char *text, size_t len);
+
+/* The element type of array type typid, for the arrays rendered as JSON
+ * arrays (25, text, for those whose elements are strings); 0 for any other type. */
+uint32_t pgout_array_elem(uint32_t typid);
+
+/* Appends array_out's text form of an array (`{1,NULL,"a b"}`, nested
+ * braces for more dimensions, an optional `[lb:ub]=` prefix) as a JSON
+ * array whose elements are rendered as pgout_json_value renders type elem.
+ * Returns false, out unchanged, when text is not such a form. */
+bool pgout_json_array(struct buf *out, uint32_t elem, const char *text, size_t len);
 
 /* Appends s as a JSON string literal (quotes included). */
 void pgout_json_string(struct buf *out, const char *s, size_t len);

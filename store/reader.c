@@ -5,6 +5,24 @@
 #include "store/key.h"
 
 #include <errno.h>
+#include <string.h>
+
+/* Brings the overlay to the changes between r->index's snapshot and r's
+ * (a few entries per refresh under a busy feed: one cursor walk). */
+static void reader_sync_overlay(struct store_reader *r)
+{
+    if (r->index == NULL) {
+        r->overlay.usable = false;
+        return;
+    }
+    uint64_t base = store_index_txn(r->index);
+    if (base == r->txn_id) {
+        r->overlay.usable = false; /* the index answers directly; keep the set for a later base */
+        r->overlay.base = 0;
+        return;
+    }
+    store_overlay_sync(&r->overlay, r->txn, r->store, base, r->txn_id);
+}
 
 int store_reader_open(struct store_reader *r, struct store *s)
 {
@@ -12,8 +30,10 @@ int store_reader_open(struct store_reader *r, struct store *s)
     r->txn = NULL;
     r->active = false;
     r->indexed = false;
+    r->via = STORE_VIA_LMDB;
     r->txn_id = 0;
     r->index = NULL;
+    memset(&r->overlay, 0, sizeof(r->overlay));
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &r->txn);
     if (rc != 0) {
         r->txn = NULL;
@@ -40,6 +60,7 @@ int store_reader_refresh(struct store_reader *r)
         return rc; /* stays parked: the next store_get tries again */
     r->active = true;
     r->txn_id = (uint64_t)mdb_txn_id(r->txn);
+    reader_sync_overlay(r);
     return 0;
 }
 
@@ -64,6 +85,19 @@ void store_reader_close(struct store_reader *r)
     r->txn = NULL;
     r->active = false;
     r->txn_id = 0;
+    store_overlay_free(&r->overlay);
+}
+
+/* The snapshot the held index may answer for r's: its own, or an older one
+ * the overlay covers (then unchanged ids only); 0: none. */
+static inline uint64_t reader_index_base(const struct store_reader *r)
+{
+    if (r->index == NULL || !r->active)
+        return 0;
+    uint64_t base = store_index_txn(r->index);
+    if (base == r->txn_id || store_overlay_covers(&r->overlay, base, r->txn_id))
+        return base;
+    return 0;
 }
 
 void store_prefetch(const struct store_reader *r, uint64_t id)
@@ -74,8 +108,10 @@ void store_prefetch(const struct store_reader *r, uint64_t id)
 
 void store_prefetch_record(const struct store_reader *r, uint64_t id)
 {
-    if (r->active)
-        store_index_prefetch_record(r->index, r->txn_id, id);
+    /* A changed id's old record is still mapped (pinned): the hint is harmless. */
+    uint64_t base = reader_index_base(r);
+    if (base != 0)
+        store_index_prefetch_record(r->index, base, id);
 }
 
 /* The raw value of id (both forms, store.h's layout). */
@@ -86,13 +122,24 @@ static int store_get_value(struct store_reader *r, uint64_t id, const char **val
         if (rc != 0)
             return rc;
     }
-    /* The index answers for the reader's own snapshot only (index.h). */
-    int rc = store_index_get(r->index, r->txn_id, id, val, len);
-    if (rc != 1) {
-        r->indexed = true;
-        return rc;
-    }
+    int rc;
     r->indexed = false;
+    r->via = STORE_VIA_LMDB;
+    if (r->index != NULL) {
+        /* The index answers for its own snapshot, and for a newer one the
+         * ids no transaction since has touched (changes.h): their records
+         * are the same bytes, kept in place by the index's pinned snapshot. */
+        uint64_t base = reader_index_base(r);
+        r->via = STORE_VIA_FALLBACK;
+        if (base != 0 && (base == r->txn_id || !store_overlay_has(&r->overlay, id))) {
+            rc = store_index_get(r->index, base, id, val, len);
+            if (rc != 1) {
+                r->indexed = true;
+                r->via = base == r->txn_id ? STORE_VIA_INDEX : STORE_VIA_OVERLAY;
+                return rc;
+            }
+        }
+    }
     size_t slot;
     MDB_val key, data;
     store_key_encode(id, &slot, &key);

@@ -10,8 +10,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* Named databases: "users" and "meta" (+2 spare so a later format can add tables
- * without every old opener failing on maxdbs). */
+/* Named databases: "users", "meta" and "changes" (+1 spare so a later format can
+ * add a table without every old opener failing on maxdbs; ringds older than
+ * "changes" open up to 4 as well). */
 #define STORE_MAX_DBS 4
 
 /* Fills err with one sentence and returns rc, so callers write `return store_fail(...)`. */
@@ -227,6 +228,20 @@ static int store_open_mode(struct store *s, const char *dir, bool readonly, bool
             store_fail(err, errlen, rc, "%s: not a ringd database (no users table)", dir);
         else
             store_fail(err, errlen, rc, "%s: cannot open the users table: %s", dir, mdb_strerror(rc));
+        goto cleanup;
+    }
+    /* The change log: a writer creates it (a store made by an older ringd
+     * gains it here, which older ringds ignore); the server uses it when it
+     * is there, and without it simply never reads an older index through an
+     * overlay (store/changes.h). Its creation needs no entry of its own: any
+     * index is of a later snapshot. */
+    rc = mdb_dbi_open(txn, STORE_DB_CHANGES, MDB_INTEGERKEY | (readonly ? 0 : MDB_CREATE), &s->changes);
+    if (rc == 0) {
+        s->has_changes = true;
+    } else if (rc == MDB_NOTFOUND && readonly) {
+        s->has_changes = false;
+    } else {
+        store_fail(err, errlen, rc, "%s: cannot open the change log: %s", dir, mdb_strerror(rc));
         goto cleanup;
     }
     rc = mdb_txn_commit(txn);

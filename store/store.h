@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "store/changes.h"
 
 /* The one place that sizes every environment. The first process to open an
  * environment fixes the reader table for everyone, so server, import, demo and
@@ -51,6 +52,8 @@ struct store {
     bool old_format; /* opened by store_open_upgrade on a v1 store: values are bare JSON */
     MDB_dbi users; /* MDB_INTEGERKEY: key is a native-endian uint64_t (size_t on LP64) */
     MDB_dbi meta;  /* the format marker and writers' state (store/feed.h) */
+    MDB_dbi changes; /* the change log (store/changes.h), when has_changes */
+    bool has_changes; /* false: a store last written by a ringd without the log, opened read-only */
     bool readonly;
 };
 
@@ -59,6 +62,8 @@ struct store {
  * the named databases and the format marker when create is true.
  * Checks the format marker: a directory that is not a ringd database, is
  * corrupt, or holds another format version fails with a clear message in err.
+ * A read-write opener creates the change log (store/changes.h) when missing;
+ * a read-only one uses it when present (has_changes).
  * Runs mdb_reader_check once. Returns 0 or an error code; on error nothing
  * stays open. The store must be closed with store_close(). */
 int store_open(struct store *s, const char *dir, bool readonly, bool create, char *err, size_t errlen);
@@ -79,21 +84,32 @@ bool store_exists(const char *dir);
 
 struct store_index; /* store/index.h */
 
+/* How the last store_get was answered. */
+enum store_via {
+    STORE_VIA_LMDB,     /* no index: the B-tree */
+    STORE_VIA_INDEX,    /* the index of the reader's own snapshot */
+    STORE_VIA_OVERLAY,  /* the index of an older, pinned snapshot, for an id the change log says is unchanged since */
+    STORE_VIA_FALLBACK, /* an index was held but could not answer (id changed since, no usable change log, a record too large): the B-tree */
+};
+
 /* A long-lived read transaction owned by one shard (MDB_NOTLS lets it live on
  * any thread, but only one thread uses a reader at a time). */
 struct store_reader {
     struct store *store;
     MDB_txn *txn;
     bool active;     /* false between mdb_txn_reset and mdb_txn_renew */
-    bool indexed;    /* the last store_get was answered (found or not) by the index */
+    bool indexed;    /* the last store_get was answered (found or not) by the index (via INDEX or OVERLAY) */
+    enum store_via via; /* how the last store_get was answered */
     uint64_t txn_id; /* snapshot of txn while active, 0 when parked */
     const struct store_index *index; /* set by the shard (store_indexer_acquire); NULL: LMDB only */
+    struct store_overlay overlay;    /* ids changed since index's snapshot, synced at each renew */
 };
 
 /* Begins the reader's read transaction. Returns 0 or an LMDB error. */
 int store_reader_open(struct store_reader *r, struct store *s);
 
-/* mdb_txn_reset + mdb_txn_renew: afterwards the reader sees the newest commit.
+/* mdb_txn_reset + mdb_txn_renew: afterwards the reader sees the newest commit,
+ * and its overlay is synced from the change log for r->index (set it first).
  * Invalidates every pointer store_get() returned before. Returns 0 or an LMDB error. */
 int store_reader_refresh(struct store_reader *r);
 
@@ -143,9 +159,12 @@ int store_value_build(uint64_t id, const char *json, size_t len, struct buf *out
 int store_get_user(struct store_reader *r, uint64_t id, struct store_user *u);
 
 /* Looks up user id: through r->index when it describes the reader's snapshot,
- * else with mdb_get. On success returns 0 and points *val and *len at the record's
+ * or an older one and the overlay says id has not changed since; else with
+ * mdb_get. On success returns 0 and points *val and *len at the record's
  * compact JSON inside the map: valid only until the next store_reader_refresh,
- * store_reader_park or store_reader_close on this reader. Copy it before then.
+ * store_reader_park or store_reader_close on this reader, and until r->index
+ * is replaced (an index pins its snapshot only until the shard's next
+ * store_indexer_acquire). Copy it before then. Sets r->via and r->indexed.
  * Returns MDB_NOTFOUND when absent, another LMDB code on error. */
 int store_get(struct store_reader *r, uint64_t id, const char **val, size_t *len);
 

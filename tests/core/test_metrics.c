@@ -388,7 +388,12 @@ Test(metrics, exposition_shape)
 {
     struct metrics_shard *a = new_block(), *b = new_block();
     struct metrics_shard *blocks[2] = {a, b};
-    struct metrics_scrape sc = {.shards = blocks, .nshards = 2, .store_used_bytes = 4096, .store_map_bytes = 1 << 20};
+    struct metrics_scrape sc = {.shards = blocks, .nshards = 2, .store_used_bytes = 4096, .store_map_bytes = 1 << 20,
+                                .index_pin_seconds = 1.5, .index_pin_max_seconds = 2.25};
+    METRIC_ADD(a->store_overlay_lookups, 4);
+    METRIC_ADD(b->store_overlay_lookups, 6);
+    METRIC_ADD(b->store_index_fallbacks, 2);
+    METRIC_SET(a->store_overlay_gaps, 1);
     METRIC_ADD(a->conns_accepted, 3);
     METRIC_ADD(b->conns_accepted, 5);
     METRIC_SET(b->conns_active, 2);
@@ -414,6 +419,11 @@ Test(metrics, exposition_shape)
         {"ringd_store_txn_renewals_total", "counter"},
         {"ringd_store_last_txn_id", "gauge"},
         {"ringd_store_map_used_bytes", "gauge"},
+        {"ringd_store_index_overlay_lookups_total", "counter"},
+        {"ringd_store_index_fallbacks_total", "counter"},
+        {"ringd_store_index_overlay_gaps_total", "counter"},
+        {"ringd_store_index_pin_seconds", "gauge"},
+        {"ringd_store_index_pin_max_seconds", "gauge"},
         {"ringd_uring_submit_calls_total", "counter"},
         {"ringd_uring_cqes_total", "counter"},
         {"ringd_uring_cq_overflows_total", "counter"},
@@ -467,6 +477,11 @@ Test(metrics, exposition_shape)
     cr_expect_eq(sample(t, "ringd_connections_active{shard=\"1\"}"), 2);
     cr_expect_eq(sample(t, "ringd_store_last_txn_id"), 9);
     cr_expect_eq(sample(t, "ringd_store_map_used_bytes"), 4096);
+    cr_expect_eq(sample(t, "ringd_store_index_overlay_lookups_total"), 10);
+    cr_expect_eq(sample(t, "ringd_store_index_fallbacks_total"), 2);
+    cr_expect_eq(sample(t, "ringd_store_index_overlay_gaps_total"), 1);
+    cr_expect_eq(sample(t, "ringd_store_index_pin_seconds"), 1.5);
+    cr_expect_eq(sample(t, "ringd_store_index_pin_max_seconds"), 2.25);
     cr_expect_eq(sample(t, "ringd_connections_closed_total{reason=\"idle_timeout\"}"), 0);
     /* The pairs the router produces are there from the start (at 0); other pairs once non-zero. */
     cr_expect_eq(sample(t, "ringd_requests_processed_total{protocol=\"http1\",route=\"users\",code=\"200\"}"), 0);

@@ -4,7 +4,9 @@
 # MSG_RING, cross-shard load counters), /metrics scraped meanwhile (every
 # shard's block read by another thread), HTTPS load while SIGHUP reloads the
 # certificate (contexts published by the main thread, taken and released by the
-# shards), the access log on (each shard's ring drained by the writer thread;
+# shards), `ringd import` committing small updates meanwhile (the snapshot index
+# pinned by the indexer thread and read by the shards through the change log),
+# the access log on (each shard's ring drained by the writer thread;
 # SIGUSR1 reopens the file), then SIGTERM (drain, wake-ups).
 # Criterion cannot run under TSan, so real clients drive the server here.
 #   tests/core/tsan_shards.sh BUILD_DIR    (a -DRINGD_TSAN=ON build)
@@ -41,13 +43,26 @@ h2load -c10 -m10 -D 4 "http://127.0.0.1:$port/users/5" >"$work/h2.out" 2>&1 &
 h2_pid=$!
 h2load -c8 -m4 -D 4 "https://127.0.0.1:$tls_port/users/6" >"$work/tls.out" 2>&1 &
 tls_pid=$!
+# A writer beside the server, as `ringd follow` is: 50 users rewritten every 0.2 s.
+(
+    for round in $(seq 1 16); do
+        for i in $(seq 1 50); do
+            id=$(((round * 131 + i * 197) % 10000 + 1))
+            echo "{\"id\":$id,\"name\":\"user $id\",\"round\":$round}"
+        done >"$work/upd.jsonl"
+        "$bin" import --db "$work/db" "$work/upd.jsonl" 2>>"$work/import.log" || echo "import failed" >>"$work/import.log"
+        sleep 0.2
+    done
+) &
+import_pid=$!
 for i in $(seq 1 8); do
     curl -s "http://127.0.0.1:$port/metrics" >/dev/null
     [ $((i % 3)) -ne 1 ] || kill -HUP "$pid" # a reload under load: the old context is freed once both shards moved on
     [ "$i" -ne 4 ] || { mv "$work/access.log" "$work/access.log.1"; kill -USR1 "$pid"; }
     sleep 0.5
 done
-wait "$wrk_pid" "$h2_pid" "$tls_pid"
+wait "$wrk_pid" "$h2_pid" "$tls_pid" "$import_pid"
+metrics=$(curl -s "http://127.0.0.1:$port/metrics")
 kill -TERM "$pid"
 status=0
 wait "$pid" || status=$?
@@ -61,6 +76,11 @@ if [ "$(grep -c 'msg=tls_reloaded' "$work/log")" -ne 3 ]; then echo "tsan_shards
 if grep -q 'Non-2xx\|Socket errors' "$work/wrk.out"; then echo "tsan_shards: wrk:"; cat "$work/wrk.out"; fail=1; fi
 if ! grep -q 'msg=access_log_reopened' "$work/log"; then echo "tsan_shards: the access log was not reopened"; fail=1; fi
 if [ ! -s "$work/access.log" ] || [ ! -s "$work/access.log.1" ]; then echo "tsan_shards: access log lines missing"; fail=1; fi
+if grep -q 'import failed' "$work/import.log"; then echo "tsan_shards: an import failed:"; cat "$work/import.log"; fail=1; fi
+overlay=$(echo "$metrics" | sed -n 's/^ringd_store_index_overlay_lookups_total \([0-9]*\)$/\1/p')
+if [ -z "$overlay" ] || [ "$overlay" -eq 0 ]; then
+    echo "tsan_shards: no lookup went through the older index while imports ran:"; echo "$metrics" | grep ringd_store_index; fail=1
+fi
 if [ -n "$(ls -A "$work/tsan")" ]; then echo "tsan_shards: ThreadSanitizer reports:"; head -n 80 "$work"/tsan/*; fail=1; fi
 echo "tsan_shards: $(grep -c . "$work/wrk.out" >/dev/null && grep 'requests in' "$work/wrk.out"), h2: $(grep '^requests:' "$work/h2.out"), tls: $(grep '^requests:' "$work/tls.out")"
 [ "$fail" -eq 0 ] && echo "tsan_shards: 1 passed, 0 failed" || echo "tsan_shards: 0 passed, 1 failed"

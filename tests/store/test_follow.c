@@ -1,6 +1,6 @@
 /* test_follow.c - integration: `ringd follow` against a real PostgreSQL 15: the initial copy, changes visible over
  * HTTP from a real `ringd serve` (and its feed metrics and /readyz), unchanged TOASTed values, ALTER TABLE mid-stream,
- * PostgreSQL restarted mid-stream, SIGTERM during a large transaction. */
+ * PostgreSQL restarted mid-stream, SIGTERM during a large transaction, arrays as JSON arrays. */
 #include "tests/support/pg.h"
 #include "tests/support/server.h"
 #include "tests/support/tmpdir.h"
@@ -293,4 +293,37 @@ Test(follow, sigterm_finishes_the_transaction_in_progress, .init = setup, .fini 
     /* Restarted, it goes on from there and ends equal. */
     start_follower("users");
     expect_equal("users", 30000);
+}
+
+Test(follow, arrays_become_json_arrays_like_row_to_json, .init = setup, .fini = teardown, .timeout = 180)
+{
+    free(tpg_exec(&pg, "CREATE TABLE users (id bigint PRIMARY KEY, ints int[], bigs bigint[], flags bool[], nums numeric[],"
+                       " reals float8[], names text[], tags varchar(20)[], stamps timestamptz[], docs jsonb[], grid int[][],"
+                       " uids uuid[])"));
+    free(tpg_exec(&pg, "INSERT INTO users VALUES (1, '{1,2,3}', '{9223372036854775807,NULL}', '{t,f}', '{1.5,NaN}',"
+                       " '{1e100,-0.5}', '{\"a b\",\"\",NULL,\"NULL\",\"q\\\"uote\",\"back\\\\slash\",é}', '{x,y}',"
+                       " '{\"2024-01-01 00:00:00+00\"}', ARRAY['{\"k\": [1, 2]}'::jsonb, NULL], '{{1,2},{3,4}}',"
+                       " '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}'),"
+                       " (2, '{}', NULL, NULL, NULL, NULL, '{}', NULL, NULL, NULL, NULL, NULL)"));
+    start_follower("users");
+    wait_streaming(1);
+    expect_equal("users", 10000); /* the copy, compared with row_to_json as JSON */
+    char *rec = tf_record(db, 1);
+    cr_assert_not_null(rec);
+    cr_assert(strstr(rec, "\"ints\":[1,2,3]") != NULL && strstr(rec, "\"grid\":[[1,2],[3,4]]") != NULL, "%s", rec);
+    cr_assert(strstr(rec, "\"names\":[\"a b\",\"\",null,\"NULL\",\"q\\\"uote\",\"back\\\\slash\",\"é\"]") != NULL, "%s", rec);
+    free(rec);
+
+    /* Streamed: an insert with bounds other than 1, an update of two arrays. */
+    free(tpg_exec(&pg, "INSERT INTO users (id, ints, flags) VALUES (3, '[0:1]={7,8}', '{NULL,true}')"));
+    free(tpg_exec(&pg, "UPDATE users SET names = '{\"new, name\",NULL}', ints = ints || 4 WHERE id = 1"));
+    expect_equal("users", 10000);
+    rec = tf_record(db, 1);
+    cr_assert_not_null(rec);
+    cr_assert(strstr(rec, "\"ints\":[1,2,3,4]") != NULL && strstr(rec, "\"names\":[\"new, name\",null]") != NULL, "%s", rec);
+    free(rec);
+    rec = tf_record(db, 3);
+    cr_assert_not_null(rec);
+    cr_assert(strstr(rec, "\"ints\":[7,8]") != NULL && strstr(rec, "\"flags\":[null,true]") != NULL, "%s", rec);
+    free(rec);
 }

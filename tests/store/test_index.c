@@ -6,11 +6,15 @@
 #include "tests/support/tmpdir.h"
 
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include "store/key.h"
 
 static char tmp[64];
 static char db[128];
@@ -203,5 +207,141 @@ Test(index, off_means_no_thread_and_no_index, .init = tmp_setup, .fini = tmp_tea
     cr_assert_eq(store_index_get(NULL, store_reader_txn_id(&r), 1, &v, &l), 1);
     cr_assert_eq(store_get(&r, 1, &v, &l), 0);
     cr_assert(!r.indexed);
+    close_all(&st, &r, &ix);
+}
+
+/* Looks id up and expects the answer want (NULL: absent), given the way it must have been answered. */
+static void expect_via(struct store_reader *r, uint64_t id, const char *want, enum store_via via)
+{
+    const char *v;
+    size_t l;
+    int rc = store_get(r, id, &v, &l);
+    cr_assert_eq(r->via, via, "id %llu answered via %d, want %d", (unsigned long long)id, r->via, via);
+    cr_assert_eq(r->indexed, via == STORE_VIA_INDEX || via == STORE_VIA_OVERLAY);
+    if (want == NULL) {
+        cr_assert_eq(rc, MDB_NOTFOUND, "id %llu should be absent", (unsigned long long)id);
+        return;
+    }
+    cr_assert_eq(rc, 0, "id %llu: %s", (unsigned long long)id, mdb_strerror(rc));
+    cr_assert(l == strlen(want) && memcmp(v, want, l) == 0, "id %llu: %.*s, want %s", (unsigned long long)id, (int)l, v,
+              want);
+}
+
+Test(index, a_newer_snapshot_reads_unchanged_ids_through_the_older_index, .init = tmp_setup, .fini = tmp_teardown)
+{
+    char text[64 * 200] = "", line[64];
+    for (int i = 1; i <= 200; i++) {
+        snprintf(line, sizeof(line), "{\"id\":%d,\"v\":1}\n", i);
+        strcat(text, line);
+    }
+    cr_assert_eq(ts_import_in_child(tmp, db, text, false), 0);
+    struct store st;
+    struct store_reader r;
+    struct store_indexer ix;
+    open_all(&st, &r, &ix, 1 << 20);
+    cr_assert(st.has_changes);
+    uint64_t t1 = store_reader_txn_id(&r);
+    r.index = wait_index(&ix, t1);
+    expect_via(&r, 2, "{\"id\":2,\"v\":1}", STORE_VIA_INDEX);
+
+    /* Every id of the pages around 1 and 3 is rewritten by this import (copy-on-write): the pinned index keeps
+     * pointing at t1's pages, which must still hold t1's bytes for the ids that did not change. */
+    cr_assert_eq(ts_import_in_child(tmp, db, "{\"id\":1,\"v\":2}\n{\"id\":3,\"v\":2}\n{\"id\":500,\"v\":2}\n", false), 0);
+    cr_assert_eq(store_reader_refresh(&r), 0);
+    uint64_t t2 = store_reader_txn_id(&r);
+    cr_assert_gt(t2, t1);
+    cr_assert_eq(store_index_txn(r.index), t1, "the shard still holds t1's index");
+    expect_via(&r, 1, "{\"id\":1,\"v\":2}", STORE_VIA_FALLBACK);
+    expect_via(&r, 3, "{\"id\":3,\"v\":2}", STORE_VIA_FALLBACK);
+    expect_via(&r, 500, "{\"id\":500,\"v\":2}", STORE_VIA_FALLBACK);
+    for (int i = 4; i <= 200; i++) {
+        snprintf(line, sizeof(line), "{\"id\":%d,\"v\":1}", i);
+        expect_via(&r, (uint64_t)i, line, STORE_VIA_OVERLAY);
+    }
+    expect_via(&r, 2, "{\"id\":2,\"v\":1}", STORE_VIA_OVERLAY);
+    expect_via(&r, 201, NULL, STORE_VIA_OVERLAY);
+    expect_via(&r, 0, NULL, STORE_VIA_FALLBACK);
+
+    /* --replace may change any id: LMDB answers everything. */
+    cr_assert_eq(ts_import_in_child(tmp, db, "{\"id\":2,\"v\":3}\n", true), 0);
+    cr_assert_eq(store_reader_refresh(&r), 0);
+    expect_via(&r, 2, "{\"id\":2,\"v\":3}", STORE_VIA_FALLBACK);
+    expect_via(&r, 4, NULL, STORE_VIA_FALLBACK);
+    close_all(&st, &r, &ix);
+}
+
+/* Commits {"id":id,"v":v} from a child the way a ringd without the change log does (a plain commit). */
+static void write_unlogged_in_child(uint64_t id, int v)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        struct store w;
+        char err[512], rec[64];
+        MDB_txn *txn;
+        if (store_open(&w, db, false, false, err, sizeof(err)) != 0 || mdb_txn_begin(w.env, NULL, 0, &txn) != 0)
+            _exit(1);
+        int n = snprintf(rec, sizeof(rec), "{\"id\":%llu,\"v\":%d}", (unsigned long long)id, v);
+        size_t slot;
+        MDB_val key, val = {(size_t)n, rec};
+        store_key_encode(id, &slot, &key);
+        int rc = mdb_put(txn, w.users, &key, &val, 0);
+        rc = rc == 0 ? mdb_txn_commit(txn) : rc;
+        store_close(&w);
+        _exit(rc == 0 ? 0 : 1);
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+Test(index, a_writer_without_the_change_log_sends_every_lookup_to_lmdb, .init = tmp_setup, .fini = tmp_teardown)
+{
+    cr_assert_eq(ts_import_in_child(tmp, db, "{\"id\":1,\"v\":1}\n{\"id\":2,\"v\":1}\n", false), 0);
+    struct store st;
+    struct store_reader r;
+    struct store_indexer ix;
+    open_all(&st, &r, &ix, 1 << 20);
+    r.index = wait_index(&ix, store_reader_txn_id(&r));
+    write_unlogged_in_child(1, 2);
+    cr_assert_eq(store_reader_refresh(&r), 0);
+    /* Nothing says id 1 changed: the index must not answer for it, nor for any id. */
+    expect_via(&r, 1, "{\"id\":1,\"v\":2}", STORE_VIA_FALLBACK);
+    expect_via(&r, 2, "{\"id\":2,\"v\":1}", STORE_VIA_FALLBACK);
+    cr_assert_eq(r.overlay.gaps, 1);
+    /* A later logged write does not bring it back for that index. */
+    cr_assert_eq(ts_import_in_child(tmp, db, "{\"id\":3,\"v\":1}\n", false), 0);
+    cr_assert_eq(store_reader_refresh(&r), 0);
+    expect_via(&r, 2, "{\"id\":2,\"v\":1}", STORE_VIA_FALLBACK);
+    close_all(&st, &r, &ix);
+}
+
+Test(index, a_store_opened_without_the_change_log_never_uses_an_older_index, .init = tmp_setup, .fini = tmp_teardown)
+{
+    cr_assert_eq(ts_import_in_child(tmp, db, "{\"id\":1,\"v\":1}\n{\"id\":2,\"v\":1}\n", false), 0);
+    /* As an older ringd left it: no change log. */
+    {
+        struct store w;
+        char err[512];
+        MDB_txn *txn;
+        cr_assert_eq(store_open(&w, db, false, false, err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(mdb_txn_begin(w.env, NULL, 0, &txn), 0);
+        cr_assert_eq(mdb_drop(txn, w.changes, 1), 0);
+        cr_assert_eq(mdb_txn_commit(txn), 0);
+        store_close(&w);
+    }
+    struct store st;
+    struct store_reader r;
+    struct store_indexer ix;
+    open_all(&st, &r, &ix, 1 << 20);
+    cr_assert(!st.has_changes);
+    r.index = wait_index(&ix, store_reader_txn_id(&r));
+    expect_via(&r, 2, "{\"id\":2,\"v\":1}", STORE_VIA_INDEX);
+    /* A new writer recreates the log, but this server opened the store without it. */
+    cr_assert_eq(ts_import_in_child(tmp, db, "{\"id\":1,\"v\":2}\n", false), 0);
+    cr_assert_eq(store_reader_refresh(&r), 0);
+    expect_via(&r, 1, "{\"id\":1,\"v\":2}", STORE_VIA_FALLBACK);
+    expect_via(&r, 2, "{\"id\":2,\"v\":1}", STORE_VIA_FALLBACK);
     close_all(&st, &r, &ix);
 }

@@ -367,5 +367,32 @@ Test(pgoutput, json_like_row_to_json)
     expect_json(PGOUT_TIMESTAMPOID, "infinity", "\"infinity\"");
     expect_json(25, "say \"hi\"\\ \n\t\x01 é", "\"say \\\"hi\\\"\\\\ \\n\\t\\u0001 é\"");
     expect_json(1082, "2024-02-29", "\"2024-02-29\"");
-    expect_json(1007, "{1,2,3}", "\"{1,2,3}\"");
+}
+
+Test(pgoutput, arrays_like_row_to_json)
+{
+    expect_json(1007, "{1,2,3}", "[1,2,3]");
+    expect_json(1007, "{}", "[]");
+    expect_json(1016, "{-9223372036854775808,NULL,7}", "[-9223372036854775808,null,7]");
+    expect_json(1000, "{t,f,NULL}", "[true,false,null]");
+    expect_json(1231, "{1.50,NaN,-2}", "[1.50,\"NaN\",-2]");
+    expect_json(1022, "{Infinity,1e+100}", "[\"Infinity\",1e+100]");
+    /* Quoting: array_out quotes the empty string, blanks, delimiters, quotes, backslashes and the word NULL. */
+    expect_json(1009, "{a,\"b c\",\"\",\"NULL\",NULL,\"x\\\"y\\\\z\",\"{,}\"}",
+                "[\"a\",\"b c\",\"\",\"NULL\",null,\"x\\\"y\\\\z\",\"{,}\"]");
+    expect_json(1015, "{ é , ü }", "[\"é\",\"ü\"]");
+    expect_json(1007, "{{1,2},{3,4}}", "[[1,2],[3,4]]");
+    expect_json(1007, "{{{1},{2}},{{3},{4}}}", "[[[1],[2]],[[3],[4]]]");
+    expect_json(1007, "[0:1]={5,6}", "[5,6]");
+    expect_json(1185, "{\"2024-01-02 03:04:05+00\",NULL}", "[\"2024-01-02T03:04:05+00:00\",null]");
+    expect_json(3807, "{\"{\\\"a\\\": [1, 2]}\",NULL}", "[{\"a\": [1, 2]},null]");
+    expect_json(2951, "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}", "[\"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\"]");
+    /* Not array_out's form: the text as a string, as any other type. */
+    expect_json(1007, "{1,2", "\"{1,2\"");
+    expect_json(1007, "{1,,2}", "\"{1,,2}\"");
+    expect_json(1007, "{1}x", "\"{1}x\"");
+    expect_json(1009, "{\"a}", "\"{\\\"a}\"");
+    expect_json(1007, "[1:2]{1,2}", "\"[1:2]{1,2}\"");
+    /* Not an array type: as before. */
+    expect_json(25, "{1,2}", "\"{1,2}\"");
 }
