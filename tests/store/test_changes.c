@@ -31,12 +31,15 @@ static void teardown(void)
 
 static void put_user(MDB_txn *txn, uint64_t id)
 {
-    char rec[64];
+    char rec[64], err[128];
     int n = snprintf(rec, sizeof(rec), "{\"id\":%llu}", (unsigned long long)id);
+    struct buf value = {0};
+    cr_assert_eq(store_value_build(id, rec, (size_t)n, &value, err, sizeof(err)), 0, "%s", err);
     size_t slot;
-    MDB_val key, val = {(size_t)n, rec};
+    MDB_val key, val = {value.len, value.data};
     store_key_encode(id, &slot, &key);
     cr_assert_eq(mdb_put(txn, st.users, &key, &val, 0), 0);
+    buf_free(&value);
 }
 
 /* One write transaction putting ids[0..n) and noting them; logged: through

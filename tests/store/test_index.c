@@ -283,10 +283,14 @@ static void write_unlogged_in_child(uint64_t id, int v)
         if (store_open(&w, db, false, false, err, sizeof(err)) != 0 || mdb_txn_begin(w.env, NULL, 0, &txn) != 0)
             _exit(1);
         int n = snprintf(rec, sizeof(rec), "{\"id\":%llu,\"v\":%d}", (unsigned long long)id, v);
+        struct buf value = {0};
+        if (store_value_build(id, rec, (size_t)n, &value, err, sizeof(err)) != 0)
+            _exit(1);
         size_t slot;
-        MDB_val key, val = {(size_t)n, rec};
+        MDB_val key, val = {value.len, value.data};
         store_key_encode(id, &slot, &key);
         int rc = mdb_put(txn, w.users, &key, &val, 0);
+        buf_free(&value);
         rc = rc == 0 ? mdb_txn_commit(txn) : rc;
         store_close(&w);
         _exit(rc == 0 ? 0 : 1);
