@@ -1,4 +1,4 @@
-/* test_handover.c - restarts on one host that fail no request, under wrk (HTTP/1.1) and h2load (HTTP/2) load:
+/* test_handover.c - restarts on one host that fail no request, under wrk (HTTP/1.1), h2load and h2retry (HTTP/2) load:
  * a --reuse-port-join successor then SIGTERM with a drain grace, and socket activation (LISTEN_FDS) across a
  * stop and a start; the start-up line that says what decided the shard count. */
 #include <criterion/criterion.h>
@@ -13,17 +13,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/support/h2retry.h"
 #include "tests/support/server.h"
 
 #define USERS 1000
 #define LOAD_S 8 /* each client's run; the restart happens inside it */
 
 static struct test_server old_srv, new_srv;
-static pid_t load_pids[2] = {-1, -1};
+static pid_t load_pids[3] = {-1, -1, -1}; /* wrk, h2load, h2retry */
 
 static void cleanup(void)
 {
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         if (load_pids[i] > 0) {
             kill(load_pids[i], SIGKILL);
             waitpid(load_pids[i], NULL, 0);
@@ -93,7 +94,25 @@ static bool wait_ready(int port)
     return false;
 }
 
-/* wrk (HTTP/1.1 keep-alive) and h2load (HTTP/2, 10 streams a connection) against port for LOAD_S seconds. */
+/* A child running h2retry_run; its counts go to path as a struct h2retry_stats. */
+static pid_t spawn_h2retry(int port, const char *path)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        struct h2retry_stats st;
+        int rc = h2retry_run(port, "/users/44", 4, 10, LOAD_S, &st);
+        FILE *f = fopen(path, "w");
+        if (f != NULL) {
+            fwrite(&st, sizeof(st), 1, f);
+            fclose(f);
+        }
+        _exit(rc == 0 && f != NULL ? 0 : 1);
+    }
+    return pid;
+}
+
+/* wrk (HTTP/1.1 keep-alive), h2load and h2retry (HTTP/2, 10 streams a connection) against port for LOAD_S seconds. */
 static void start_load(int port, const char *dir)
 {
     char cmd[512], out[400];
@@ -103,6 +122,8 @@ static void start_load(int port, const char *dir)
     snprintf(cmd, sizeof(cmd), "h2load -c4 -m10 -D %d -T 5 http://127.0.0.1:%d/users/43", LOAD_S, port);
     snprintf(out, sizeof(out), "%s/h2load.out", dir);
     load_pids[1] = spawn(cmd, out);
+    snprintf(out, sizeof(out), "%s/h2retry.stats", dir);
+    load_pids[2] = spawn_h2retry(port, out);
     sleep_ms(1500); /* connections established, requests flowing */
 }
 
@@ -140,15 +161,35 @@ static void expect_no_failures(const char *dir, const char *scenario)
            &failed, &errored);
     fprintf(stderr, "handover[%s] h2load: %ld done, %ld succeeded, %ld failed, %ld errored\n", scenario, done, ok, failed, errored);
     cr_expect_gt(ok, 0, "%s", out);
-    /* Not 0: nghttp2 refuses to send the HEADERS it had queued when it reads
-     * a GOAWAY (session_predicate_request_headers_send), and h2load counts
-     * them failed. It queues them for the answers it read just before the
-     * GOAWAY in the same read, and ringd cannot tell which of its answers the
-     * client has read. Those requests never reached ringd; a client that
-     * retries refused streams (RFC 9113 8.7) loses none. At most one
-     * connection's worth (-m10) per connection drained, each of the 4 drained at most twice. */
+    /* h2load's "failed" are requests that never reached ringd: nghttp2
+     * refuses to send the HEADERS it had queued when it reads a GOAWAY
+     * (session_predicate_request_headers_send), h2load counts them failed
+     * and does not reconnect. It queues them for the answers it read just
+     * before the GOAWAY in the same read; ringd cannot tell which of its
+     * answers the client has read. h2retry below is the client that does
+     * what RFC 9113 8.7 allows (re-issues what was refused or never sent)
+     * and must lose nothing. At most one connection's worth (-m10) per
+     * connection drained, each of the 4 drained at most twice. */
     cr_expect_leq(failed, 2 * 4 * 10, "h2load: more failed than the streams queued at GOAWAYs: %s", out);
     cr_expect_eq(failed, errored, "%s", out);
+
+    rc = wait_exit(&load_pids[2]);
+    cr_expect_eq(rc, 0, "h2retry made no connection or could not write its counts");
+    struct h2retry_stats st = {0};
+    snprintf(path, sizeof(path), "%s/h2retry.stats", dir);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    cr_assert_eq(fread(&st, sizeof(st), 1, f), 1);
+    fclose(f);
+    h2retry_format(&st, out, sizeof(out));
+    fprintf(stderr, "handover[%s] %s\n", scenario, out);
+    cr_expect_gt(st.ok, 0, "%s", out);
+    cr_expect_eq(st.failed, 0, "requests ringd took and lost: %s", out);
+    cr_expect_eq(st.non2xx, 0, "%s", out);
+    cr_expect_eq(st.given_up + st.unanswered, 0, "%s", out);
+    cr_expect_eq(st.ok, st.issued, "every request answered 200: %s", out);
+    cr_expect_geq(st.goaways, 1, "the drained connections were told by GOAWAY: %s", out);
+    cr_expect_gt(st.connections, 4, "and replaced: %s", out);
 }
 
 /* The two phases of a drain, one connection at a time: in the grace only
