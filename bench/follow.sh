@@ -17,6 +17,7 @@
 #   --load-cpu N     CPU wrk is pinned to (default 1; env BENCH_LOAD_CPU)
 #   --feed-cpu LIST  CPUs PostgreSQL, pgbench, the probe and `ringd follow` are pinned to (taskset list,
 #                    e.g. 1; default: not pinned; env BENCH_FEED_CPU). See "CPUs" below.
+#   --follow-cpu LIST  CPUs `ringd follow` alone is pinned to (default: as --feed-cpu; env BENCH_FOLLOW_CPU)
 #   --port N         HTTP port on 127.0.0.1 (default 29090; env BENCH_PORT)
 #   --no-build       use the existing build/ringd (env RINGD_BIN overrides the path)
 #   --out DIR        where results go (default bench/results/follow; --smoke: a temp dir)
@@ -55,6 +56,7 @@ USERS="" SINGLE="" BATCHES="" RATE="" DURATION=""
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
 FEED_CPU=${BENCH_FEED_CPU:-}
+FOLLOW_CPU=${BENCH_FOLLOW_CPU:-}
 PORT=${BENCH_PORT:-29090}
 SERVE_ARGS=${BENCH_SERVE_ARGS:---refresh-ms 10}
 DO_BUILD=1
@@ -72,6 +74,7 @@ while [ $# -gt 0 ]; do
     --server-cpu) SERVER_CPU=$2; shift ;;
     --load-cpu) LOAD_CPU=$2; shift ;;
     --feed-cpu) FEED_CPU=$2; shift ;;
+    --follow-cpu) FOLLOW_CPU=$2; shift ;;
     --port) PORT=$2; shift ;;
     --no-build) DO_BUILD=0 ;;
     --out) OUT=$2; shift ;;
@@ -84,9 +87,12 @@ for v in USERS SINGLE BATCHES RATE DURATION SERVER_CPU LOAD_CPU PORT; do
     val=${!v}
     if [ -n "$val" ] && ! [[ $val =~ ^[0-9]+$ ]]; then echo "follow.sh: --${v,,} wants a whole number, not '$val'" >&2; exit 2; fi
 done
-if [ -n "$FEED_CPU" ] && ! [[ $FEED_CPU =~ ^[0-9][0-9,-]*$ ]]; then
-    echo "follow.sh: --feed-cpu wants a CPU list such as 1 or 0-1, not '$FEED_CPU'" >&2; exit 2
-fi
+for v in FEED_CPU FOLLOW_CPU; do
+    val=${!v}
+    if [ -n "$val" ] && ! [[ $val =~ ^[0-9][0-9,-]*$ ]]; then
+        flag=${v,,}; echo "follow.sh: --${flag//_/-} wants a CPU list such as 1 or 0-1, not '$val'" >&2; exit 2
+    fi
+done
 if [ $SMOKE = 1 ]; then
     USERS=${USERS:-2000} SINGLE=${SINGLE:-2000} BATCHES=${BATCHES:-50} RATE=${RATE:-500} DURATION=${DURATION:-2}
 else
@@ -132,6 +138,8 @@ log() { echo "follow.sh: $*" >&2; }
 # backgrounded command is the command itself (taskset execs it), not a subshell.
 FEEDSET=()
 [ -z "$FEED_CPU" ] || FEEDSET=(taskset -c "$FEED_CPU")
+FOLLOWSET=("${FEEDSET[@]}")
+[ -z "$FOLLOW_CPU" ] || FOLLOWSET=(taskset -c "$FOLLOW_CPU")
 now() { date +%s.%N; }
 metric() { curl -s "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 wait_line() { # FILE PATTERN SECONDS
@@ -171,11 +179,18 @@ psql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "$CONNINFO" "$@"; }
 for _ in $(seq 1 100); do psql -c 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
 psql -c "CREATE TABLE users (id bigint PRIMARY KEY, name text, email text, n bigint NOT NULL DEFAULT 0, plan text, created timestamptz)" \
      -c "INSERT INTO users SELECT i, 'User ' || i, 'user' || i || '@example.com', 0, (ARRAY['free','pro','team'])[1 + i % 3],
-         timestamptz '2024-01-01' + i * interval '1 minute' FROM generate_series(1, $USERS + 10) i" -c "VACUUM ANALYZE users"
+         timestamptz '2024-01-01' + i * interval '1 minute' FROM generate_series(1, $USERS + 10) i" -c "VACUUM ANALYZE users" \
+     -c "CREATE TABLE other (LIKE users INCLUDING ALL)" -c "INSERT INTO other SELECT * FROM users" -c "VACUUM ANALYZE other"
 # pgbench never touches the last 10 rows: they are the probe's.
 cat >"$work/single.sql" <<SQL
 \set id random(1, $USERS)
 UPDATE users SET n = n + 1 WHERE id = :id;
+SQL
+# The idle-feed run's writes: the same update rate on a table outside the publication, so PostgreSQL
+# (and the walsender's decoding) costs the same CPU as in the busy run while the follower gets nothing.
+cat >"$work/other.sql" <<SQL
+\set id random(1, $USERS)
+UPDATE other SET n = n + 1 WHERE id = :id;
 SQL
 cat >"$work/batch.sql" <<SQL
 \set id random(1, $USERS - 99)
@@ -186,7 +201,7 @@ cc -O2 -o "$work/probe" "$BENCH_DIR/follow/probe.c" $(pkg-config --cflags --libs
 # --- ringd ---
 db=$work/db
 start_follower() {
-    "${FEEDSET[@]}" "$RINGD" follow --db "$db" --pg "$CONNINFO" --table users 2>>"$work/follow.log" &
+    "${FOLLOWSET[@]}" "$RINGD" follow --db "$db" --pg "$CONNINFO" --table users 2>>"$work/follow.log" &
     follow_pid=$!
 }
 stop_follower() { kill -TERM "$follow_pid"; wait "$follow_pid" || true; follow_pid=""; }
@@ -197,7 +212,7 @@ serve_pid=$!
 wait_line "$work/serve.log" "msg=listening" 30
 log "PostgreSQL and ringd up: $USERS users copied"
 
-pgbench() { "${FEEDSET[@]}" "$PG_BIN/pgbench" -n "$@" "$CONNINFO" >>"$work/pgbench.log" 2>&1 || { log "pgbench failed"; tail -n 5 "$work/pgbench.log" >&2; exit 1; }; }
+pgbench() { "${FEEDSET[@]}" "$PG_BIN/pgbench" -n -M prepared "$@" "$CONNINFO" >>"$work/pgbench.log" 2>&1 || { log "pgbench failed"; tail -n 5 "$work/pgbench.log" >&2; exit 1; }; }
 
 # Apply rate: a backlog of N transactions, then time the follower through it.
 apply_rate() { # NAME SCRIPT TXNS ROWS_PER_TXN
@@ -243,13 +258,20 @@ apply_rate batch100 "$work/batch.sql" "$BATCHES" 100 >"$work/batch.json"
 batch=$(cat "$work/batch.json")
 sleep 1
 
-log "serving with an idle feed (wrk ${DURATION}s)"
+rate_writes() { # SCRIPT LOG: pgbench at --rate for the wrk run (and 4 s more), in the background
+    "${FEEDSET[@]}" "$PG_BIN/pgbench" -n -M prepared -c 4 -j 2 -R "$RATE" -T $((DURATION + 4)) -f "$1" "$CONNINFO" >"$2" 2>&1 &
+    bg_pids+=($!)
+    sleep 1
+}
+log "serving with an idle feed: $RATE updates/s of a table outside the publication (wrk ${DURATION}s)"
+rate_writes "$work/other.sql" "$work/pgbench-idle.log"
 read -r idle_rps idle_cpu < <(wrk_rps)
+wait "${bg_pids[0]}" || true
+bg_pids=()
+idle_tps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench-idle.log")
 log "serving at $RATE updates/s with the probe (wrk ${DURATION}s)"
 probes=$((DURATION * 20))
-"${FEEDSET[@]}" "$PG_BIN/pgbench" -n -c 4 -j 2 -R "$RATE" -T $((DURATION + 4)) -f "$work/single.sql" "$CONNINFO" >"$work/pgbench-rate.log" 2>&1 &
-bg_pids+=($!)
-sleep 1
+rate_writes "$work/single.sql" "$work/pgbench-rate.log"
 "${FEEDSET[@]}" "$work/probe" "$CONNINFO" "$PORT" "$probes" 50 $((USERS + 1)) 10 >"$work/probe.out" 2>&1 &
 probe_pid=$!
 bg_pids+=($probe_pid)
@@ -263,15 +285,16 @@ pfield() { echo "$probe_line" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print
 
 commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
 result=$(jq -n --argjson single "$single" --argjson batch "$batch" --argjson idle "${idle_rps:-null}" --argjson busy "${busy_rps:-null}" \
-    --argjson idle_cpu "${idle_cpu:-null}" --argjson busy_cpu "${busy_cpu:-null}" --arg feed_cpu "$FEED_CPU" \
-    --argjson rate "$RATE" --argjson tps "${tps:-null}" --argjson p50 "$(pfield p50_ms)" --argjson p90 "$(pfield p90_ms)" \
+    --argjson idle_cpu "${idle_cpu:-null}" --argjson busy_cpu "${busy_cpu:-null}" --arg feed_cpu "$FEED_CPU" --arg follow_cpu "${FOLLOW_CPU:-$FEED_CPU}" \
+    --argjson rate "$RATE" --argjson tps "${tps:-null}" --argjson idle_tps "${idle_tps:-null}" --argjson p50 "$(pfield p50_ms)" --argjson p90 "$(pfield p90_ms)" \
     --argjson p99 "$(pfield p99_ms)" --argjson pmax "$(pfield max_ms)" --argjson timeouts "$(pfield timeouts)" \
     --arg commit "$commit" --argjson users "$USERS" --argjson smoke "$SMOKE" --arg host "$(nproc) CPUs, $(uname -r)" \
     '{commit: $commit, host: $host, smoke: ($smoke == 1), users: $users, apply: [$single, $batch],
       lag: {updates_per_sec_target: $rate, updates_per_sec: $tps, p50_ms: $p50, p90_ms: $p90, p99_ms: $p99, max_ms: $pmax,
             timeouts: $timeouts},
-      serving: {idle_feed_rps: $idle, busy_feed_rps: $busy, busy_over_idle: (if $idle and $busy then $busy / $idle else null end),
-               feed_cpu: (if $feed_cpu == "" then null else $feed_cpu end), idle_serve_cpu: $idle_cpu, busy_serve_cpu: $busy_cpu,
+      serving: {idle_feed_other_table_updates_per_sec: $idle_tps, idle_feed_rps: $idle, busy_feed_rps: $busy, busy_over_idle: (if $idle and $busy then $busy / $idle else null end),
+               feed_cpu: (if $feed_cpu == "" then null else $feed_cpu end),
+               follow_cpu: (if $follow_cpu == "" then null else $follow_cpu end), idle_serve_cpu: $idle_cpu, busy_serve_cpu: $busy_cpu,
                busy_over_idle_per_serve_cpu: (if $idle and $busy and $idle_cpu and $busy_cpu and $idle_cpu > 0 and $busy_cpu > 0
                                               then ($busy / $busy_cpu) / ($idle / $idle_cpu) else null end)},
       targets: {batch_row_changes_per_sec_min: 50000, lag_p99_ms_max: 50, serving_drop_max: 0.10}}')
@@ -280,7 +303,7 @@ printf '%s\n' "$result" | jq -r '
   "ringd follow benchmark (\(.commit), \(.host), \(.users) users\(if .smoke then ", SMOKE: sizes too small to mean anything" else "" end))",
   (.apply[] | "  apply \(.name): \(.transactions) txns, \(.row_changes) row changes in \(.seconds * 1000 | floor) ms: \(.row_changes_per_sec | floor) row changes/s, \(.transactions_per_sec | floor) txns/s"),
   "  lag at \(.lag.updates_per_sec // "?") updates/s (target \(.lag.updates_per_sec_target)): p50 \(.lag.p50_ms) ms, p90 \(.lag.p90_ms) ms, p99 \(.lag.p99_ms) ms, max \(.lag.max_ms) ms, timeouts \(.lag.timeouts)",
-  "  serving (wrk -c64, 1 shard): idle feed \(.serving.idle_feed_rps) req/s, busy feed \(.serving.busy_feed_rps) req/s, ratio \(.serving.busy_over_idle // "?"); serve CPU idle \(.serving.idle_serve_cpu) busy \(.serving.busy_serve_cpu), ratio per serve CPU \(.serving.busy_over_idle_per_serve_cpu // "?") (feed on CPUs \(.serving.feed_cpu // "any"))"'
+  "  serving (wrk -c64, 1 shard): idle feed (\(.serving.idle_feed_other_table_updates_per_sec // "?") updates/s outside the publication) \(.serving.idle_feed_rps) req/s, busy feed \(.serving.busy_feed_rps) req/s, ratio \(.serving.busy_over_idle // "?"); serve CPU idle \(.serving.idle_serve_cpu) busy \(.serving.busy_serve_cpu), ratio per serve CPU \(.serving.busy_over_idle_per_serve_cpu // "?") (feed on CPUs \(.serving.feed_cpu // "any"), follower on \(.serving.follow_cpu // "any"))"'
 
 if [ $SMOKE = 1 ]; then
     out=${OUT:-$work}
