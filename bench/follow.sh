@@ -317,4 +317,5 @@ printf '%s\n' "$result" >"$file"
 # Every figure present, or the run failed.
 printf '%s\n' "$result" | jq -e '.apply[0].row_changes_per_sec > 0 and .apply[1].row_changes_per_sec > 0 and
   .lag.p99_ms != null and .lag.timeouts == 0 and .serving.idle_feed_rps > 0 and .serving.busy_feed_rps > 0' >/dev/null ||
-    { log "a figure is missing"; exit 1; }
+    { keep="$out/failed-$(date -u +%Y%m%dT%H%M%S)"; mkdir -p "$keep"; cp "$work"/*.log "$work"/*.out "$keep"/ 2>/dev/null || true
+      log "a figure is missing (logs kept in $keep)"; exit 1; }
