@@ -3,8 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
 #include <poll.h>
 #include <stdio.h>
@@ -13,6 +11,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "server.h"
 
 #define MAX_CONNS 64
 #define MAX_ATTEMPTS 8
@@ -35,8 +35,7 @@ struct conn {
     nghttp2_session *ng;
     struct req head; /* sentinel of the live requests */
     int live;
-    bool goaway;
-    int32_t goaway_last;
+    bool goaway; /* takes no new request; closed once its streams are done */
     struct run *run;
 };
 
@@ -86,11 +85,12 @@ static void unlink_req(struct req *q)
     q->c->live--;
 }
 
-/* Where an attempt ends: answered, refused before the server took it (re-issued), or lost. */
-static void settle(struct req *q, bool closed_cleanly, uint32_t error_code)
+/* Where an attempt ends: answered, refused before the server took it
+ * (never sent, or REFUSED_STREAM: re-issued), or lost. */
+static void settle(struct req *q, uint32_t error_code)
 {
     struct run *r = q->c->run;
-    if (closed_cleanly && q->ended && q->status != 0) {
+    if (error_code == NGHTTP2_NO_ERROR && q->ended && q->status != 0) {
         if (q->status == 200)
             r->st->ok++;
         else
@@ -142,7 +142,6 @@ static int cb_frame_recv(nghttp2_session *ng, const nghttp2_frame *fr, void *ud)
     if (fr->hd.type == NGHTTP2_GOAWAY) {
         c->run->st->goaways++;
         c->goaway = true;
-        c->goaway_last = fr->goaway.last_stream_id;
         return 0;
     }
     if ((fr->hd.type == NGHTTP2_HEADERS || fr->hd.type == NGHTTP2_DATA) && (fr->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
@@ -172,7 +171,7 @@ static int cb_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
     struct req *q = nghttp2_session_get_stream_user_data(ng, id);
     if (q != NULL) {
         nghttp2_session_set_stream_user_data(ng, id, NULL);
-        settle(q, error_code == NGHTTP2_NO_ERROR, error_code);
+        settle(q, error_code);
     }
     return 0;
 }
@@ -191,25 +190,17 @@ static nghttp2_session_callbacks *callbacks(void)
     return cbs;
 }
 
-/* Connects slot c (blocking connect on loopback, then non-blocking I/O). Returns 0 or -1. */
+/* Connects slot c (ts_connect's blocking connect on loopback, then non-blocking I/O). Returns 0 or -1. */
 static int conn_open(struct conn *c, nghttp2_session_callbacks *cbs)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in sa = {
-        .sin_family = AF_INET, .sin_port = htons((uint16_t)c->run->port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int one = 1;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
+    int fd = ts_connect(c->run->port);
+    if (fd < 0) {
         c->run->st->connect_errors++;
         return -1;
     }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     c->fd = fd;
     c->goaway = false;
-    c->goaway_last = 0;
     c->live = 0;
     c->head.next = c->head.prev = &c->head;
     if (nghttp2_session_client_new(&c->ng, cbs, c) != 0)
@@ -220,14 +211,12 @@ static int conn_open(struct conn *c, nghttp2_session_callbacks *cbs)
     return 0;
 }
 
-/* Ends slot c: what its session still holds is settled as its state says
- * (not sent or above the GOAWAY's last id: re-issued; sent: lost). */
+/* Ends slot c. nghttp2 has already closed (REFUSED_STREAM) the streams a
+ * GOAWAY excluded; of what is left, the unsent are re-issued and the sent are lost. */
 static void conn_close(struct conn *c)
 {
-    while (c->head.next != &c->head) {
-        struct req *q = c->head.next;
-        settle(q, false, q->sent ? NGHTTP2_CANCEL : NGHTTP2_REFUSED_STREAM);
-    }
+    while (c->head.next != &c->head)
+        settle(c->head.next, NGHTTP2_CANCEL);
     nghttp2_session_del(c->ng);
     c->ng = NULL;
     close(c->fd);
