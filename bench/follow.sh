@@ -18,16 +18,26 @@
 #   --feed-cpu LIST  CPUs PostgreSQL, pgbench, the probe and `ringd follow` are pinned to (taskset list,
 #                    e.g. 1; default: not pinned; env BENCH_FEED_CPU). See "CPUs" below.
 #   --follow-cpu LIST  CPUs `ringd follow` alone is pinned to (default: as --feed-cpu; env BENCH_FOLLOW_CPU)
+#   --depth N        requests wrk pipelines per write (default 8; env WRK_DEPTH); see "CPUs" below
+#   --serve-quota P  serve may use P% of one CPU (a CFS quota, 10 ms periods, in a cgroup of its own), so
+#                    that serve, not wrk, sets the pace; 0: no quota (default 40; env BENCH_SERVE_QUOTA;
+#                    needs root and the cgroup cpu controller)
 #   --port N         HTTP port on 127.0.0.1 (default 29090; env BENCH_PORT)
 #   --no-build       use the existing build/ringd (env RINGD_BIN overrides the path)
+#   --keep-logs      keep every log of the run (PostgreSQL, follow, serve, pgbench, probe, samples.log)
+#                    beside the results, as a failed run always does
 #   --out DIR        where results go (default bench/results/follow; --smoke: a temp dir)
 #   -h, --help       this text
 #
 # What runs: a throwaway PostgreSQL 15 cluster (unix socket, wal_level=logical, as nobody when run as
 # root; synchronous_commit=off so pgbench reaches the rate on 2 cores, with wal_writer_delay=5ms
-# because a walsender only decodes flushed WAL: the lag includes up to 5 ms of that wait), pgbench for the writes, `ringd follow` (not pinned: it shares the
-# machine with PostgreSQL, as in a real deployment), `ringd serve --shards 1` pinned to --server-cpu,
-# wrk pinned to --load-cpu, and bench/follow/probe.c for the lag. Everything is stopped by pid.
+# because a walsender only decodes flushed WAL: the lag includes up to 5 ms of that wait; and
+# wal_init_zero=off: a new cluster has no WAL segment to recycle, so it creates one every 16 MB, every
+# ~16 s at the rate, and zero-filling 16 MB after the backlog phase held every PostgreSQL writer 3-4 s
+# on this VM's disk (the WAL insert position stood still at each segment boundary), a stall that a
+# long-running cluster, recycling its segments, does not have); pgbench for the writes; `ringd follow`
+# (on --follow-cpu, else with PostgreSQL); `ringd serve --shards 1` pinned to --server-cpu; wrk pinned
+# to --load-cpu; bench/follow/probe.c for the lag. Everything is stopped by pid.
 # serve runs with --refresh-ms 10 (env BENCH_SERVE_ARGS replaces that): a commit becomes visible at a
 # shard's next read-transaction renewal, so the lag is the follower's delay plus up to --refresh-ms
 # (with the default 50 ms, p99 sits near 50 ms on its own).
@@ -40,10 +50,16 @@
 # CPUs: on a 2-CPU machine the busy-feed run puts PostgreSQL (backends, walsender, WAL writer), pgbench
 # and the follower next to serve and wrk. Unpinned, the kernel spreads them over both CPUs, so the
 # busy/idle ratio mixes what the feed costs serve with how much CPU the shard lost to other processes.
-# --feed-cpu 1 keeps all of them on the load CPU: the shard's CPU is its own (its indexer thread
-# included, which is serve's), and wrk shares its CPU instead. Each wrk run also reports serve's own CPU
-# use (utime + stime from /proc, as a fraction of one CPU): when wrk, not the shard, was short of CPU,
-# serve_cpu drops below 1 and requests per serve CPU-second (rps_per_serve_cpu) is the fair comparison.
+# --feed-cpu 1 keeps all of them on the load CPU (--follow-cpu 0 puts the follower beside serve, as on
+# a ringd host). wrk then shares CPU 1 with PostgreSQL, and a wrk short of CPU, not serve, would set
+# the throughput: a serving ratio that measures how much CPU wrk had left. So serve runs under a CPU
+# quota (--serve-quota) that wrk, pipelining --depth requests per write, can saturate in both runs;
+# the busy/idle ratio is then serve's own capacity with and without the feed. wrk runs at nice 19 so
+# that the load generator, not PostgreSQL, waits when CPU 1 is short (as on separate hosts). Each wrk
+# run reports serve's CPU use (utime + stime from /proc, as a fraction of one CPU, all threads: it
+# should sit at the quota; serve_saturated says whether both runs did) and requests per serve
+# CPU-second; the follower's own CPU use in the busy run is reported beside it (follower_cpu), the
+# CPU a ringd host gives the feed, outside serve's quota.
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -59,7 +75,10 @@ FEED_CPU=${BENCH_FEED_CPU:-}
 FOLLOW_CPU=${BENCH_FOLLOW_CPU:-}
 PORT=${BENCH_PORT:-29090}
 SERVE_ARGS=${BENCH_SERVE_ARGS:---refresh-ms 10}
+DEPTH=${WRK_DEPTH:-8}
+QUOTA=${BENCH_SERVE_QUOTA:-40}
 DO_BUILD=1
+KEEP_LOGS=0
 OUT=""
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
@@ -75,15 +94,18 @@ while [ $# -gt 0 ]; do
     --load-cpu) LOAD_CPU=$2; shift ;;
     --feed-cpu) FEED_CPU=$2; shift ;;
     --follow-cpu) FOLLOW_CPU=$2; shift ;;
+    --depth) DEPTH=$2; shift ;;
+    --serve-quota) QUOTA=$2; shift ;;
     --port) PORT=$2; shift ;;
     --no-build) DO_BUILD=0 ;;
+    --keep-logs) KEEP_LOGS=1 ;;
     --out) OUT=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "follow.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
-for v in USERS SINGLE BATCHES RATE DURATION SERVER_CPU LOAD_CPU PORT; do
+for v in USERS SINGLE BATCHES RATE DURATION SERVER_CPU LOAD_CPU DEPTH QUOTA PORT; do
     val=${!v}
     if [ -n "$val" ] && ! [[ $val =~ ^[0-9]+$ ]]; then echo "follow.sh: --${v,,} wants a whole number, not '$val'" >&2; exit 2; fi
 done
@@ -99,6 +121,8 @@ else
     USERS=${USERS:-100000} SINGLE=${SINGLE:-100000} BATCHES=${BATCHES:-5000} RATE=${RATE:-5000} DURATION=${DURATION:-20}
 fi
 [ "$USERS" -ge 200 ] || { echo "follow.sh: --users must be at least 200" >&2; exit 2; }
+[ "$QUOTA" -le 100 ] || { echo "follow.sh: --serve-quota is a share of one CPU: 0 to 100, not $QUOTA" >&2; exit 2; }
+[ "$DEPTH" -ge 1 ] || { echo "follow.sh: --depth must be at least 1" >&2; exit 2; }
 
 for tool in wrk curl jq cc taskset setpriv; do
     command -v "$tool" >/dev/null || { echo "follow.sh: $tool is missing (./build.sh deps installs it)" >&2; exit 1; }
@@ -114,11 +138,11 @@ RINGD=${RINGD_BIN:-$REPO_DIR/build/ringd}
 
 work=$(mktemp -d /tmp/ringd-bench-follow-XXXXXX)
 chmod 711 "$work" # PostgreSQL runs as nobody under it
-pg_pid="" follow_pid="" serve_pid="" bg_pids=()
+pg_pid="" follow_pid="" serve_pid="" sampler_pid="" cgroup="" bg_pids=()
 main_pid=$BASHPID
 cleanup() {
     [ "$BASHPID" = "$main_pid" ] || return 0 # not in a $(...) subshell that inherited the trap
-    for p in "${bg_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    for p in "${bg_pids[@]}" $sampler_pid; do kill -9 "$p" 2>/dev/null || true; done
     # ringd exits 0 on SIGTERM (the follower after confirming its position)
     for p in $follow_pid $serve_pid; do kill -TERM "$p" 2>/dev/null && { wait "$p" 2>/dev/null || true; }; done
     if [ -n "$pg_pid" ]; then
@@ -129,6 +153,7 @@ cleanup() {
         kill -KILL "$pg_pid" 2>/dev/null || true
         wait "$pg_pid" 2>/dev/null || true
     fi
+    [ -z "$cgroup" ] || rmdir "$cgroup" 2>/dev/null || true # empty once serve is gone
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -147,6 +172,27 @@ wait_line() { # FILE PATTERN SECONDS
     log "timed out waiting for '$2' in $1"; tail -n 20 "$1" >&2; return 1
 }
 
+# The machine, every 100 ms, into samples.log (kept with the logs of a failed run): unix time, then per
+# CPU user+nice, system+irq+softirq, idle+iowait and steal ticks from /proc/stat, then the totals (µs) of
+# CPU and I/O pressure (some, full) from /proc/pressure. A stall in the lag shows up here as a CPU with
+# no idle ticks, steal, or I/O pressure, at the time the probe printed for it.
+sample_machine() {
+    local line cpu u n sy id io irq sirq st rest out psi
+    while :; do
+        out=$EPOCHREALTIME
+        while read -r cpu u n sy id io irq sirq st rest; do
+            case $cpu in cpu[0-9]*) out+=" $cpu=$((u + n)),$((sy + irq + sirq)),$((id + io)),$st" ;; esac
+        done </proc/stat
+        for psi in cpu io; do
+            while read -r line; do out+=" $psi.${line%% *}=${line##*total=}"; done <"/proc/pressure/$psi" 2>/dev/null || true
+        done
+        echo "$out"
+        sleep 0.1
+    done
+}
+sample_machine >"$work/samples.log" 2>/dev/null &
+sampler_pid=$!
+
 # --- PostgreSQL ---
 pg_user=$(id -un) pg_group=$(id -gn)
 [ "$(id -u)" = 0 ] && pg_user=nobody pg_group=$(id -gn nobody)
@@ -164,6 +210,7 @@ max_replication_slots = 4
 max_wal_senders = 4
 synchronous_commit = off
 wal_writer_delay = 5ms
+wal_init_zero = off
 shared_buffers = 256MB
 max_connections = 40
 CONF
@@ -210,6 +257,19 @@ wait_line "$work/follow.log" "msg=follow_streaming" 120
 taskset -c "$SERVER_CPU" "$RINGD" serve --listen "127.0.0.1:$PORT" --db "$db" --shards 1 $SERVE_ARGS 2>"$work/serve.log" &
 serve_pid=$!
 wait_line "$work/serve.log" "msg=listening" 30
+# serve's quota: a cgroup of its own (v1 cpu controller, or v2 with cpu enabled), every thread moved in.
+if [ "$QUOTA" -gt 0 ]; then
+    if [ -w /sys/fs/cgroup/cpu/cgroup.procs ]; then
+        cgroup=/sys/fs/cgroup/cpu/ringd-bench-follow-$main_pid
+        mkdir "$cgroup" && echo 10000 >"$cgroup/cpu.cfs_period_us" && echo $((QUOTA * 100)) >"$cgroup/cpu.cfs_quota_us"
+    elif grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
+        cgroup=/sys/fs/cgroup/ringd-bench-follow-$main_pid
+        mkdir "$cgroup" && echo "$((QUOTA * 100)) 10000" >"$cgroup/cpu.max"
+    else
+        log "--serve-quota needs the cgroup cpu controller (and root); --serve-quota 0 runs without"; exit 1
+    fi
+    echo "$serve_pid" >"$cgroup/cgroup.procs"
+fi
 log "PostgreSQL and ringd up: $USERS users copied"
 
 pgbench() { "${FEEDSET[@]}" "$PG_BIN/pgbench" -n -M prepared "$@" "$CONNINFO" >>"$work/pgbench.log" 2>&1 || { log "pgbench failed"; tail -n 5 "$work/pgbench.log" >&2; exit 1; }; }
@@ -238,15 +298,16 @@ apply_rate() { # NAME SCRIPT TXNS ROWS_PER_TXN
           row_changes_per_sec: ($rows / ($t1 - $t0)), transactions_per_sec: ($txns / ($t1 - $t0))}'
 }
 
-serve_ticks() { awk '{ print $14 + $15 }' "/proc/$serve_pid/stat"; } # utime + stime ("ringd" has no blank)
-wrk_rps() { # prints requests/s of one wrk run and serve's CPU use meanwhile (fraction of one CPU)
-    local t0 c0 t1 c1
-    t0=$(now) c0=$(serve_ticks)
-    WRK_USERS=$USERS taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${DURATION}s" -s "$BENCH_DIR/wrk/users.lua" "http://127.0.0.1:$PORT" \
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime of PID ("ringd" has no blank)
+wrk_rps() { # prints requests/s of one wrk run, serve's and the follower's CPU use meanwhile (fractions of one CPU)
+    local t0 c0 f0 t1 c1 f1
+    t0=$(now) c0=$(ticks "$serve_pid") f0=$(ticks "$follow_pid")
+    WRK_POOL=$USERS WRK_USERS=$USERS WRK_DEPTH=$DEPTH nice -n 19 taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${DURATION}s" -s "$BENCH_DIR/wrk/users.lua" "http://127.0.0.1:$PORT" \
         >"$work/wrk.out" 2>&1
-    t1=$(now) c1=$(serve_ticks)
+    t1=$(now) c1=$(ticks "$serve_pid") f1=$(ticks "$follow_pid")
     local rps; rps=$(awk '/^Requests\/sec:/ { print $2 }' "$work/wrk.out")
-    echo "$rps $(awk -v a="$c0" -v b="$c1" -v s="$t0" -v e="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", (b - a) / hz / (e - s) }')"
+    share() { awk -v a="$1" -v b="$2" -v s="$t0" -v e="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", (b - a) / hz / (e - s) }'; }
+    echo "$rps $(share "$c0" "$c1") $(share "$f0" "$f1")"
 }
 
 log "apply rate, single-row transactions ($SINGLE)"
@@ -265,17 +326,18 @@ rate_writes() { # SCRIPT LOG: pgbench at --rate for the wrk run (and 4 s more), 
 }
 log "serving with an idle feed: $RATE updates/s of a table outside the publication (wrk ${DURATION}s)"
 rate_writes "$work/other.sql" "$work/pgbench-idle.log"
-read -r idle_rps idle_cpu < <(wrk_rps)
+read -r idle_rps idle_cpu idle_follow_cpu < <(wrk_rps)
 wait "${bg_pids[0]}" || true
 bg_pids=()
 idle_tps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench-idle.log")
 log "serving at $RATE updates/s with the probe (wrk ${DURATION}s)"
 probes=$((DURATION * 20))
 rate_writes "$work/single.sql" "$work/pgbench-rate.log"
-"${FEEDSET[@]}" "$work/probe" "$CONNINFO" "$PORT" "$probes" 50 $((USERS + 1)) 10 >"$work/probe.out" 2>&1 &
+# The probe starts once wrk runs (its pool is built), and exec keeps $! the probe's pid.
+(sleep 0.5; exec "${FEEDSET[@]}" "$work/probe" "$CONNINFO" "$PORT" "$probes" 50 $((USERS + 1)) 10) >"$work/probe.out" 2>&1 &
 probe_pid=$!
 bg_pids+=($probe_pid)
-read -r busy_rps busy_cpu < <(wrk_rps)
+read -r busy_rps busy_cpu busy_follow_cpu < <(wrk_rps)
 wait "$probe_pid" || { cat "$work/probe.out" >&2; exit 1; }
 wait "${bg_pids[0]}" || true
 bg_pids=()
@@ -285,25 +347,30 @@ pfield() { echo "$probe_line" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print
 
 commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
 result=$(jq -n --argjson single "$single" --argjson batch "$batch" --argjson idle "${idle_rps:-null}" --argjson busy "${busy_rps:-null}" \
-    --argjson idle_cpu "${idle_cpu:-null}" --argjson busy_cpu "${busy_cpu:-null}" --arg feed_cpu "$FEED_CPU" --arg follow_cpu "${FOLLOW_CPU:-$FEED_CPU}" \
+    --argjson idle_cpu "${idle_cpu:-null}" --argjson busy_cpu "${busy_cpu:-null}" --argjson quota "$QUOTA" --argjson depth "$DEPTH" \
+    --argjson idle_fcpu "${idle_follow_cpu:-null}" --argjson busy_fcpu "${busy_follow_cpu:-null}" --arg feed_cpu "$FEED_CPU" --arg follow_cpu "${FOLLOW_CPU:-$FEED_CPU}" \
     --argjson rate "$RATE" --argjson tps "${tps:-null}" --argjson idle_tps "${idle_tps:-null}" --argjson p50 "$(pfield p50_ms)" --argjson p90 "$(pfield p90_ms)" \
     --argjson p99 "$(pfield p99_ms)" --argjson pmax "$(pfield max_ms)" --argjson timeouts "$(pfield timeouts)" \
     --arg commit "$commit" --argjson users "$USERS" --argjson smoke "$SMOKE" --arg host "$(nproc) CPUs, $(uname -r)" \
     '{commit: $commit, host: $host, smoke: ($smoke == 1), users: $users, apply: [$single, $batch],
       lag: {updates_per_sec_target: $rate, updates_per_sec: $tps, p50_ms: $p50, p90_ms: $p90, p99_ms: $p99, max_ms: $pmax,
             timeouts: $timeouts},
-      serving: {idle_feed_other_table_updates_per_sec: $idle_tps, idle_feed_rps: $idle, busy_feed_rps: $busy, busy_over_idle: (if $idle and $busy then $busy / $idle else null end),
+      serving: {wrk: "-t1 -c64 at nice 19, \($depth) requests per write", serve_quota_cpu: (if $quota > 0 then $quota / 100 else null end),
+               idle_feed_other_table_updates_per_sec: $idle_tps, idle_feed_rps: $idle, busy_feed_rps: $busy, busy_over_idle: (if $idle and $busy then $busy / $idle else null end),
                feed_cpu: (if $feed_cpu == "" then null else $feed_cpu end),
                follow_cpu: (if $follow_cpu == "" then null else $follow_cpu end), idle_serve_cpu: $idle_cpu, busy_serve_cpu: $busy_cpu,
                busy_over_idle_per_serve_cpu: (if $idle and $busy and $idle_cpu and $busy_cpu and $idle_cpu > 0 and $busy_cpu > 0
-                                              then ($busy / $busy_cpu) / ($idle / $idle_cpu) else null end)},
+                                              then ($busy / $busy_cpu) / ($idle / $idle_cpu) else null end),
+               serve_saturated: (if $quota > 0 and $idle_cpu and $busy_cpu then ([$idle_cpu, $busy_cpu] | min) >= 0.95 * $quota / 100 else null end),
+               idle_follower_cpu: $idle_fcpu, busy_follower_cpu: $busy_fcpu},
       targets: {batch_row_changes_per_sec_min: 50000, lag_p99_ms_max: 50, serving_drop_max: 0.10}}')
 
 printf '%s\n' "$result" | jq -r '
   "ringd follow benchmark (\(.commit), \(.host), \(.users) users\(if .smoke then ", SMOKE: sizes too small to mean anything" else "" end))",
   (.apply[] | "  apply \(.name): \(.transactions) txns, \(.row_changes) row changes in \(.seconds * 1000 | floor) ms: \(.row_changes_per_sec | floor) row changes/s, \(.transactions_per_sec | floor) txns/s"),
   "  lag at \(.lag.updates_per_sec // "?") updates/s (target \(.lag.updates_per_sec_target)): p50 \(.lag.p50_ms) ms, p90 \(.lag.p90_ms) ms, p99 \(.lag.p99_ms) ms, max \(.lag.max_ms) ms, timeouts \(.lag.timeouts)",
-  "  serving (wrk -c64, 1 shard): idle feed (\(.serving.idle_feed_other_table_updates_per_sec // "?") updates/s outside the publication) \(.serving.idle_feed_rps) req/s, busy feed \(.serving.busy_feed_rps) req/s, ratio \(.serving.busy_over_idle // "?"); serve CPU idle \(.serving.idle_serve_cpu) busy \(.serving.busy_serve_cpu), ratio per serve CPU \(.serving.busy_over_idle_per_serve_cpu // "?") (feed on CPUs \(.serving.feed_cpu // "any"), follower on \(.serving.follow_cpu // "any"))"'
+  "  serving (wrk \(.serving.wrk), 1 shard\(if .serving.serve_quota_cpu then " under a quota of \(.serving.serve_quota_cpu) CPU" else "" end)): idle feed (\(.serving.idle_feed_other_table_updates_per_sec // "?") updates/s outside the publication) \(.serving.idle_feed_rps) req/s, busy feed \(.serving.busy_feed_rps) req/s, ratio \(.serving.busy_over_idle // "?"); serve CPU idle \(.serving.idle_serve_cpu) busy \(.serving.busy_serve_cpu), ratio per serve CPU \(.serving.busy_over_idle_per_serve_cpu // "?") (feed on CPUs \(.serving.feed_cpu // "any"), follower on \(.serving.follow_cpu // "any"))\(if .serving.serve_saturated == false then "; NOT SATURATED: serve used less than its quota, the ratio measures the load generator too" else "" end)",
+  "  follower CPU: idle feed \(.serving.idle_follower_cpu), busy feed \(.serving.busy_follower_cpu)"'
 
 if [ $SMOKE = 1 ]; then
     out=${OUT:-$work}
@@ -314,8 +381,13 @@ mkdir -p "$out"
 file="$out/$(date -u +%Y-%m-%d)-$commit.json"
 printf '%s\n' "$result" >"$file"
 [ $SMOKE = 1 ] && [ -z "$OUT" ] || log "results: $file"
+keep_logs() { # DIR
+    mkdir -p "$1" && cp "$work"/*.log "$work"/*.out "$1"/ 2>/dev/null || true
+}
 # Every figure present, or the run failed.
 printf '%s\n' "$result" | jq -e '.apply[0].row_changes_per_sec > 0 and .apply[1].row_changes_per_sec > 0 and
   .lag.p99_ms != null and .lag.timeouts == 0 and .serving.idle_feed_rps > 0 and .serving.busy_feed_rps > 0' >/dev/null ||
-    { keep="$out/failed-$(date -u +%Y%m%dT%H%M%S)"; mkdir -p "$keep"; cp "$work"/*.log "$work"/*.out "$keep"/ 2>/dev/null || true
-      log "a figure is missing (logs kept in $keep)"; exit 1; }
+    { keep="$out/failed-$(date -u +%Y%m%dT%H%M%S)"; keep_logs "$keep"; log "a figure is missing (logs kept in $keep)"; exit 1; }
+if [ $KEEP_LOGS = 1 ]; then
+    keep="$out/logs-$(date -u +%Y%m%dT%H%M%S)"; keep_logs "$keep"; log "logs kept in $keep"
+fi

@@ -7,7 +7,9 @@
  * UPDATE ... RETURNING n, then GETs /users/{id} on one keep-alive connection
  * every 200 µs until the body holds "n":<new>. Prints one line:
  *   PROBE count=.. p50_ms=.. p90_ms=.. p99_ms=.. max_ms=.. timeouts=..
- * A probe not visible within 5 s counts as a timeout (and as 5000 ms). */
+ * A probe not visible within 5 s counts as a timeout (and as 5000 ms). Every probe slower than 100 ms is
+ * also printed on stderr as "SLOW at=<unix seconds of its commit> lag_ms=.. id=..", to be lined up with
+ * the other logs of the run. */
 #include <arpa/inet.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
@@ -24,6 +26,13 @@ static double now_ms(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+static double unix_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
 static int connect_http(int port)
@@ -94,7 +103,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "probe: %s", PQresultErrorMessage(r));
             return 1;
         }
-        double t0 = now_ms();
+        double t0 = now_ms(), at = unix_s();
         snprintf(want, sizeof(want), "\"n\":%s", PQgetvalue(r, 0, 0));
         PQclear(r);
         size_t wl = strlen(want);
@@ -116,6 +125,8 @@ int main(int argc, char **argv)
             }
             usleep(200);
         }
+        if (lag[i] > 100)
+            fprintf(stderr, "SLOW at=%.3f lag_ms=%.2f id=%ld\n", at, lag[i], id);
         next += interval;
         double w = next - now_ms();
         if (w > 0)
