@@ -10,6 +10,7 @@
 
 #define TRIM_PER_COMMIT 64    /* entries one commit deletes at most: amortised, the log still shrinks */
 #define OVERLAY_MIN_CAP 1024u /* slots: 8 KiB, a quiet feed's set stays in L1/L2 */
+#define OVERLAY_FILTER_WORDS(cap) ((cap) / 8) /* 64 bits per 8 slots: >= 16 bits per id at load 1/2 */
 #define OVERLAY_MAX_WALK 16384u /* entries one sync reads at most (a shard parked for long): more and it gives up */
 
 /* ---- writer side ---- */
@@ -110,7 +111,16 @@ static inline size_t overlay_slot(size_t cap, uint64_t id)
     return (size_t)((id * UINT64_C(0x9E3779B97F4A7C15)) >> 32) & (cap - 1);
 }
 
-static void overlay_insert(uint64_t *slots, size_t cap, uint64_t id, size_t *n)
+/* The filter word of id and its two bits: from a second multiplicative hash,
+ * so that ids sharing a slot neighbourhood do not share filter bits too. */
+static inline size_t overlay_filter_word(size_t cap, uint64_t id, uint64_t *bits)
+{
+    uint64_t h = (id ^ (id >> 31)) * UINT64_C(0xD6E8FEB86659FD93);
+    *bits = (UINT64_C(1) << (h >> 58)) | (UINT64_C(1) << ((h >> 52) & 63));
+    return (size_t)h & (OVERLAY_FILTER_WORDS(cap) - 1);
+}
+
+static void overlay_insert(uint64_t *slots, uint64_t *filter, size_t cap, uint64_t id, size_t *n)
 {
     size_t h = overlay_slot(cap, id);
     while (slots[h] != 0) {
@@ -119,6 +129,8 @@ static void overlay_insert(uint64_t *slots, size_t cap, uint64_t id, size_t *n)
         h = (h + 1) & (cap - 1);
     }
     slots[h] = id;
+    uint64_t bits;
+    filter[overlay_filter_word(cap, id, &bits)] |= bits;
     (*n)++;
 }
 
@@ -127,6 +139,9 @@ bool store_overlay_has(const struct store_overlay *o, uint64_t id)
     if (id == 0)
         return true;
     if (o->n == 0)
+        return false;
+    uint64_t bits;
+    if ((o->filter[overlay_filter_word(o->cap, id, &bits)] & bits) != bits)
         return false;
     for (size_t h = overlay_slot(o->cap, id);; h = (h + 1) & (o->cap - 1)) {
         uint64_t k = o->slots[h];
@@ -146,20 +161,25 @@ static bool overlay_reserve(struct store_overlay *o)
         return true;
     size_t cap = o->cap ? o->cap * 2 : OVERLAY_MIN_CAP;
     uint64_t *slots = xcalloc(cap, sizeof(*slots));
+    uint64_t *filter = xcalloc(OVERLAY_FILTER_WORDS(cap), sizeof(*filter));
     size_t n = 0;
     for (size_t i = 0; i < o->cap; i++)
         if (o->slots[i] != 0)
-            overlay_insert(slots, cap, o->slots[i], &n);
+            overlay_insert(slots, filter, cap, o->slots[i], &n);
     free(o->slots);
+    free(o->filter);
     o->slots = slots;
+    o->filter = filter;
     o->cap = cap;
     return true;
 }
 
 static void overlay_reset(struct store_overlay *o, uint64_t base)
 {
-    if (o->n > 0)
+    if (o->n > 0) {
         memset(o->slots, 0, o->cap * sizeof(*o->slots));
+        memset(o->filter, 0, OVERLAY_FILTER_WORDS(o->cap) * sizeof(*o->filter));
+    }
     o->n = 0;
     o->base = base;
     o->upto = base;
@@ -213,7 +233,7 @@ void store_overlay_sync(struct store_overlay *o, MDB_txn *txn, const struct stor
                 ok = false;
                 break;
             }
-            overlay_insert(o->slots, o->cap, id, &o->n);
+            overlay_insert(o->slots, o->filter, o->cap, id, &o->n);
         }
         if (!ok)
             break;
@@ -229,5 +249,6 @@ void store_overlay_sync(struct store_overlay *o, MDB_txn *txn, const struct stor
 void store_overlay_free(struct store_overlay *o)
 {
     free(o->slots);
+    free(o->filter);
     memset(o, 0, sizeof(*o));
 }

@@ -83,6 +83,15 @@ struct store_overlay {
     bool usable;     /* false: the log could not tell (a gap, an "any", too many ids) */
     uint64_t *slots; /* open addressing, 0 = empty slot; cap a power of two, n ids, load <= 1/2 */
     size_t cap, n;
+    /* A Bloom filter over the same ids in front of slots: cap / 8 words (16+
+     * bits per id), two bits per id in one word. Most lookups are of ids that
+     * did not change, and slots (16 bytes per id) does not stay in the cache
+     * between a shard's turns: under 5,000 updates/s its probe took 9 % of
+     * serve's CPU samples (bench/follow.sh with perf), nearly all of it the
+     * first load. The filter is an eighth of the size and answers "not
+     * changed" with one load for all but ~2 % of the unchanged ids: 2 % of
+     * the samples. */
+    uint64_t *filter;
     uint64_t gaps; /* times the log could not tell (for /metrics, written by the owner only) */
 };
 
