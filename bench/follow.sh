@@ -4,7 +4,8 @@
 # update rate while `ringd serve` answers wrk load, with the serving throughput of an idle feed beside it.
 #
 #   bench/follow.sh            full run: 100,000 users; 100,000 single-row and 5,000 100-row transactions;
-#                              5,000 updates/s for 20 s under wrk -c64; results in bench/results/follow/
+#                              then 5 rounds of 10 s of wrk with an idle feed and 10 s at 5,000 updates/s
+#                              of the followed table (lag probed); results in bench/results/follow/
 #   bench/follow.sh --smoke    seconds: tiny sizes, only checks that every step produces its figure
 #
 # Options:
@@ -12,7 +13,8 @@
 #   --single N       single-row transactions for the apply rate (default 100000; --smoke 2000)
 #   --batches N      100-row transactions for the apply rate (default 5000; --smoke 50)
 #   --rate R         updates/s during the lag measurement (default 5000; --smoke 500)
-#   --duration S     seconds of each wrk measurement (default 20; --smoke 2)
+#   --duration S     seconds of each wrk measurement (default 10; --smoke 2)
+#   --rounds N       rounds of (idle feed, busy feed) wrk runs, alternating ABBA (default 5; --smoke 1)
 #   --server-cpu N   CPU `ringd serve` (one shard) is pinned to (default 0; env BENCH_SERVER_CPU)
 #   --load-cpu N     CPU wrk is pinned to (default 1; env BENCH_LOAD_CPU)
 #   --feed-cpu LIST  CPUs PostgreSQL, pgbench, the probe and `ringd follow` are pinned to (taskset list,
@@ -20,7 +22,7 @@
 #   --follow-cpu LIST  CPUs `ringd follow` alone is pinned to (default: as --feed-cpu; env BENCH_FOLLOW_CPU)
 #   --depth N        requests wrk pipelines per write (default 8; env WRK_DEPTH); see "CPUs" below
 #   --serve-quota P  serve may use P% of one CPU (a CFS quota, 10 ms periods, in a cgroup of its own), so
-#                    that serve, not wrk, sets the pace; 0: no quota (default 40; env BENCH_SERVE_QUOTA;
+#                    that serve, not wrk, sets the pace; 0: no quota (default 30; env BENCH_SERVE_QUOTA;
 #                    needs root and the cgroup cpu controller)
 #   --port N         HTTP port on 127.0.0.1 (default 29090; env BENCH_PORT)
 #   --no-build       use the existing build/ringd (env RINGD_BIN overrides the path)
@@ -68,7 +70,7 @@ REPO_DIR=$(dirname "$BENCH_DIR")
 PG_BIN=/usr/lib/postgresql/15/bin
 
 SMOKE=0
-USERS="" SINGLE="" BATCHES="" RATE="" DURATION=""
+USERS="" SINGLE="" BATCHES="" RATE="" DURATION="" ROUNDS=""
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
 FEED_CPU=${BENCH_FEED_CPU:-}
@@ -76,7 +78,7 @@ FOLLOW_CPU=${BENCH_FOLLOW_CPU:-}
 PORT=${BENCH_PORT:-29090}
 SERVE_ARGS=${BENCH_SERVE_ARGS:---refresh-ms 10}
 DEPTH=${WRK_DEPTH:-8}
-QUOTA=${BENCH_SERVE_QUOTA:-40}
+QUOTA=${BENCH_SERVE_QUOTA:-30}
 DO_BUILD=1
 KEEP_LOGS=0
 OUT=""
@@ -90,6 +92,7 @@ while [ $# -gt 0 ]; do
     --batches) BATCHES=$2; shift ;;
     --rate) RATE=$2; shift ;;
     --duration) DURATION=$2; shift ;;
+    --rounds) ROUNDS=$2; shift ;;
     --server-cpu) SERVER_CPU=$2; shift ;;
     --load-cpu) LOAD_CPU=$2; shift ;;
     --feed-cpu) FEED_CPU=$2; shift ;;
@@ -105,7 +108,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-for v in USERS SINGLE BATCHES RATE DURATION SERVER_CPU LOAD_CPU DEPTH QUOTA PORT; do
+for v in USERS SINGLE BATCHES RATE DURATION ROUNDS SERVER_CPU LOAD_CPU DEPTH QUOTA PORT; do
     val=${!v}
     if [ -n "$val" ] && ! [[ $val =~ ^[0-9]+$ ]]; then echo "follow.sh: --${v,,} wants a whole number, not '$val'" >&2; exit 2; fi
 done
@@ -116,13 +119,14 @@ for v in FEED_CPU FOLLOW_CPU; do
     fi
 done
 if [ $SMOKE = 1 ]; then
-    USERS=${USERS:-2000} SINGLE=${SINGLE:-2000} BATCHES=${BATCHES:-50} RATE=${RATE:-500} DURATION=${DURATION:-2}
+    USERS=${USERS:-2000} SINGLE=${SINGLE:-2000} BATCHES=${BATCHES:-50} RATE=${RATE:-500} DURATION=${DURATION:-2} ROUNDS=${ROUNDS:-1}
 else
-    USERS=${USERS:-100000} SINGLE=${SINGLE:-100000} BATCHES=${BATCHES:-5000} RATE=${RATE:-5000} DURATION=${DURATION:-20}
+    USERS=${USERS:-100000} SINGLE=${SINGLE:-100000} BATCHES=${BATCHES:-5000} RATE=${RATE:-5000} DURATION=${DURATION:-10} ROUNDS=${ROUNDS:-5}
 fi
 [ "$USERS" -ge 200 ] || { echo "follow.sh: --users must be at least 200" >&2; exit 2; }
 [ "$QUOTA" -le 100 ] || { echo "follow.sh: --serve-quota is a share of one CPU: 0 to 100, not $QUOTA" >&2; exit 2; }
 [ "$DEPTH" -ge 1 ] || { echo "follow.sh: --depth must be at least 1" >&2; exit 2; }
+[ "$ROUNDS" -ge 1 ] || { echo "follow.sh: --rounds must be at least 1" >&2; exit 2; }
 
 for tool in wrk curl jq cc taskset setpriv; do
     command -v "$tool" >/dev/null || { echo "follow.sh: $tool is missing (./build.sh deps installs it)" >&2; exit 1; }
@@ -324,53 +328,75 @@ rate_writes() { # SCRIPT LOG: pgbench at --rate for the wrk run (and 4 s more), 
     bg_pids+=($!)
     sleep 1
 }
-log "serving with an idle feed: $RATE updates/s of a table outside the publication (wrk ${DURATION}s)"
-rate_writes "$work/other.sql" "$work/pgbench-idle.log"
-read -r idle_rps idle_cpu idle_follow_cpu < <(wrk_rps)
-wait "${bg_pids[0]}" || true
-bg_pids=()
-idle_tps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench-idle.log")
-log "serving at $RATE updates/s with the probe (wrk ${DURATION}s)"
-probes=$((DURATION * 20))
-rate_writes "$work/single.sql" "$work/pgbench-rate.log"
-# The probe starts once wrk runs (its pool is built), and exec keeps $! the probe's pid.
-(sleep 0.5; exec "${FEEDSET[@]}" "$work/probe" "$CONNINFO" "$PORT" "$probes" 50 $((USERS + 1)) 10) >"$work/probe.out" 2>&1 &
-probe_pid=$!
-bg_pids+=($probe_pid)
-read -r busy_rps busy_cpu busy_follow_cpu < <(wrk_rps)
-wait "$probe_pid" || { cat "$work/probe.out" >&2; exit 1; }
-wait "${bg_pids[0]}" || true
-bg_pids=()
-probe_line=$(grep '^PROBE' "$work/probe.out")
-tps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench-rate.log")
-pfield() { echo "$probe_line" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }'; }
+phase() { # ROUND idle|busy: one wrk run beside that feed; appends its figures to phases.jsonl
+    local round=$1 kind=$2 rps cpu fcpu probe_pid=""
+    if [ "$kind" = idle ]; then
+        log "round $round: serving with an idle feed, $RATE updates/s of a table outside the publication (wrk ${DURATION}s)"
+        rate_writes "$work/other.sql" "$work/pgbench-idle-$round.log"
+    else
+        log "round $round: serving at $RATE updates/s of the followed table, with the probe (wrk ${DURATION}s)"
+        rate_writes "$work/single.sql" "$work/pgbench-busy-$round.log"
+        # The probe starts once wrk runs (its pool is built), and exec keeps $! the probe's pid.
+        (sleep 0.5; exec "${FEEDSET[@]}" "$work/probe" "$CONNINFO" "$PORT" $((DURATION * 20)) 50 $((USERS + 1)) 10) >"$work/probe-$round.out" 2>&1 &
+        probe_pid=$!
+        bg_pids+=($probe_pid)
+    fi
+    read -r rps cpu fcpu < <(wrk_rps)
+    [ -z "$probe_pid" ] || wait "$probe_pid" || { cat "$work/probe-$round.out" >&2; exit 1; }
+    wait "${bg_pids[0]}" || true
+    bg_pids=()
+    local tps; tps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench-$kind-$round.log")
+    jq -nc --argjson round "$round" --arg kind "$kind" --argjson rps "${rps:-null}" --argjson cpu "${cpu:-null}" \
+        --argjson fcpu "${fcpu:-null}" --argjson tps "${tps:-null}" \
+        '{round: $round, kind: $kind, rps: $rps, serve_cpu: $cpu, follower_cpu: $fcpu, updates_per_sec: $tps}' >>"$work/phases.jsonl"
+}
+# Idle and busy alternate, ABBA, so that a drift of the host over the minutes cancels out of the ratio.
+: >"$work/phases.jsonl"
+for round in $(seq 1 "$ROUNDS"); do
+    if [ $((round % 2)) = 1 ]; then phase "$round" idle; phase "$round" busy; else phase "$round" busy; phase "$round" idle; fi
+done
+# The lag: every probe of every busy phase, percentiles as probe.c takes them.
+cat "$work"/probe-*.out | awk '$1 == "LAG" { print $2 }' | sort -n >"$work/lags"
+lag=$(awk '{ v[NR - 1] = $1 } $1 >= 5000 { t++ } END {
+    if (NR == 0) { print "{}"; exit }
+    p = "p50_ms p90_ms p99_ms"; split("0.50 0.90 0.99", q, " "); split(p, k, " ")
+    printf "{\"count\": %d, ", NR
+    for (i = 1; i <= 3; i++) printf "\"%s\": %.2f, ", k[i], v[int((NR - 1) * q[i])]
+    printf "\"max_ms\": %.2f, \"timeouts\": %d}\n", v[NR - 1], t }' "$work/lags")
 
 commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
-result=$(jq -n --argjson single "$single" --argjson batch "$batch" --argjson idle "${idle_rps:-null}" --argjson busy "${busy_rps:-null}" \
-    --argjson idle_cpu "${idle_cpu:-null}" --argjson busy_cpu "${busy_cpu:-null}" --argjson quota "$QUOTA" --argjson depth "$DEPTH" \
-    --argjson idle_fcpu "${idle_follow_cpu:-null}" --argjson busy_fcpu "${busy_follow_cpu:-null}" --arg feed_cpu "$FEED_CPU" --arg follow_cpu "${FOLLOW_CPU:-$FEED_CPU}" \
-    --argjson rate "$RATE" --argjson tps "${tps:-null}" --argjson idle_tps "${idle_tps:-null}" --argjson p50 "$(pfield p50_ms)" --argjson p90 "$(pfield p90_ms)" \
-    --argjson p99 "$(pfield p99_ms)" --argjson pmax "$(pfield max_ms)" --argjson timeouts "$(pfield timeouts)" \
-    --arg commit "$commit" --argjson users "$USERS" --argjson smoke "$SMOKE" --arg host "$(nproc) CPUs, $(uname -r)" \
-    '{commit: $commit, host: $host, smoke: ($smoke == 1), users: $users, apply: [$single, $batch],
-      lag: {updates_per_sec_target: $rate, updates_per_sec: $tps, p50_ms: $p50, p90_ms: $p90, p99_ms: $p99, max_ms: $pmax,
-            timeouts: $timeouts},
-      serving: {wrk: "-t1 -c64 at nice 19, \($depth) requests per write", serve_quota_cpu: (if $quota > 0 then $quota / 100 else null end),
-               idle_feed_other_table_updates_per_sec: $idle_tps, idle_feed_rps: $idle, busy_feed_rps: $busy, busy_over_idle: (if $idle and $busy then $busy / $idle else null end),
+result=$(jq -n --argjson single "$single" --argjson batch "$batch" --slurpfile phases "$work/phases.jsonl" --argjson lag "$lag" \
+    --argjson quota "$QUOTA" --argjson depth "$DEPTH" --arg feed_cpu "$FEED_CPU" --arg follow_cpu "${FOLLOW_CPU:-$FEED_CPU}" \
+    --argjson rate "$RATE" --arg commit "$commit" --argjson users "$USERS" --argjson smoke "$SMOKE" --arg host "$(nproc) CPUs, $(uname -r)" \
+    --argjson duration "$DURATION" '
+    def of($k): [$phases[] | select(.kind == $k)];
+    def mean(f): (map(f) | add) / length;
+    def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    (of("idle")) as $idle | (of("busy")) as $busy |
+    [range(0; $idle | length) | ($busy[.].rps / $idle[.].rps)] as $ratios |
+    {commit: $commit, host: $host, smoke: ($smoke == 1), users: $users, apply: [$single, $batch],
+     lag: ({updates_per_sec_target: $rate, updates_per_sec: ($busy | mean(.updates_per_sec))} + $lag),
+     serving: {wrk: "-t1 -c64 at nice 19, \($depth) requests per write, \($duration) s per phase", serve_quota_cpu: (if $quota > 0 then $quota / 100 else null end),
+               rounds: ($idle | length), phases: $phases,
+               idle_feed_other_table_updates_per_sec: ($idle | mean(.updates_per_sec)),
+               idle_feed_rps: ($idle | mean(.rps)), busy_feed_rps: ($busy | mean(.rps)),
+               busy_over_idle: (($busy | mean(.rps)) / ($idle | mean(.rps))),
+               busy_over_idle_per_round: $ratios, busy_over_idle_median: ($ratios | median),
                feed_cpu: (if $feed_cpu == "" then null else $feed_cpu end),
-               follow_cpu: (if $follow_cpu == "" then null else $follow_cpu end), idle_serve_cpu: $idle_cpu, busy_serve_cpu: $busy_cpu,
-               busy_over_idle_per_serve_cpu: (if $idle and $busy and $idle_cpu and $busy_cpu and $idle_cpu > 0 and $busy_cpu > 0
-                                              then ($busy / $busy_cpu) / ($idle / $idle_cpu) else null end),
-               serve_saturated: (if $quota > 0 and $idle_cpu and $busy_cpu then ([$idle_cpu, $busy_cpu] | min) >= 0.95 * $quota / 100 else null end),
-               idle_follower_cpu: $idle_fcpu, busy_follower_cpu: $busy_fcpu},
-      targets: {batch_row_changes_per_sec_min: 50000, lag_p99_ms_max: 50, serving_drop_max: 0.10}}')
+               follow_cpu: (if $follow_cpu == "" then null else $follow_cpu end),
+               idle_serve_cpu: ($idle | mean(.serve_cpu)), busy_serve_cpu: ($busy | mean(.serve_cpu)),
+               busy_over_idle_per_serve_cpu: (($busy | mean(.rps / .serve_cpu)) / ($idle | mean(.rps / .serve_cpu))),
+               serve_saturated: (if $quota > 0 then ($phases | map(.serve_cpu) | min) >= 0.95 * $quota / 100 else null end),
+               idle_follower_cpu: ($idle | mean(.follower_cpu)), busy_follower_cpu: ($busy | mean(.follower_cpu))},
+     targets: {batch_row_changes_per_sec_min: 50000, lag_p99_ms_max: 50, serving_drop_max: 0.10}}')
 
 printf '%s\n' "$result" | jq -r '
+  def r3: . * 1000 | round / 1000;
   "ringd follow benchmark (\(.commit), \(.host), \(.users) users\(if .smoke then ", SMOKE: sizes too small to mean anything" else "" end))",
   (.apply[] | "  apply \(.name): \(.transactions) txns, \(.row_changes) row changes in \(.seconds * 1000 | floor) ms: \(.row_changes_per_sec | floor) row changes/s, \(.transactions_per_sec | floor) txns/s"),
-  "  lag at \(.lag.updates_per_sec // "?") updates/s (target \(.lag.updates_per_sec_target)): p50 \(.lag.p50_ms) ms, p90 \(.lag.p90_ms) ms, p99 \(.lag.p99_ms) ms, max \(.lag.max_ms) ms, timeouts \(.lag.timeouts)",
-  "  serving (wrk \(.serving.wrk), 1 shard\(if .serving.serve_quota_cpu then " under a quota of \(.serving.serve_quota_cpu) CPU" else "" end)): idle feed (\(.serving.idle_feed_other_table_updates_per_sec // "?") updates/s outside the publication) \(.serving.idle_feed_rps) req/s, busy feed \(.serving.busy_feed_rps) req/s, ratio \(.serving.busy_over_idle // "?"); serve CPU idle \(.serving.idle_serve_cpu) busy \(.serving.busy_serve_cpu), ratio per serve CPU \(.serving.busy_over_idle_per_serve_cpu // "?") (feed on CPUs \(.serving.feed_cpu // "any"), follower on \(.serving.follow_cpu // "any"))\(if .serving.serve_saturated == false then "; NOT SATURATED: serve used less than its quota, the ratio measures the load generator too" else "" end)",
-  "  follower CPU: idle feed \(.serving.idle_follower_cpu), busy feed \(.serving.busy_follower_cpu)"'
+  "  lag at \(.lag.updates_per_sec // "?" | floor) updates/s (target \(.lag.updates_per_sec_target)), \(.lag.count) probes: p50 \(.lag.p50_ms) ms, p90 \(.lag.p90_ms) ms, p99 \(.lag.p99_ms) ms, max \(.lag.max_ms) ms, timeouts \(.lag.timeouts)",
+  "  serving (wrk \(.serving.wrk), 1 shard\(if .serving.serve_quota_cpu then " under a quota of \(.serving.serve_quota_cpu) CPU" else "" end), rounds: \(.serving.rounds)): idle feed (\(.serving.idle_feed_other_table_updates_per_sec | floor) updates/s outside the publication) \(.serving.idle_feed_rps | floor) req/s, busy feed \(.serving.busy_feed_rps | floor) req/s, ratio \(.serving.busy_over_idle | r3) (per round \(.serving.busy_over_idle_per_round | map(r3) | join(" ")), median \(.serving.busy_over_idle_median | r3))",
+  "  serve CPU idle \(.serving.idle_serve_cpu | r3) busy \(.serving.busy_serve_cpu | r3), ratio per serve CPU \(.serving.busy_over_idle_per_serve_cpu | r3); follower CPU idle \(.serving.idle_follower_cpu | r3) busy \(.serving.busy_follower_cpu | r3) (feed on CPUs \(.serving.feed_cpu // "any"), follower on \(.serving.follow_cpu // "any"))\(if .serving.serve_saturated == false then "; NOT SATURATED: serve used less than its quota in some phase, the ratio measures the load generator too" else "" end)"'
 
 if [ $SMOKE = 1 ]; then
     out=${OUT:-$work}
@@ -386,7 +412,8 @@ keep_logs() { # DIR
 }
 # Every figure present, or the run failed.
 printf '%s\n' "$result" | jq -e '.apply[0].row_changes_per_sec > 0 and .apply[1].row_changes_per_sec > 0 and
-  .lag.p99_ms != null and .lag.timeouts == 0 and .serving.idle_feed_rps > 0 and .serving.busy_feed_rps > 0' >/dev/null ||
+  .lag.p99_ms != null and .lag.timeouts == 0 and .serving.idle_feed_rps > 0 and .serving.busy_feed_rps > 0 and
+  all(.serving.phases[]; .rps != null and .rps > 0)' >/dev/null ||
     { keep="$out/failed-$(date -u +%Y%m%dT%H%M%S)"; keep_logs "$keep"; log "a figure is missing (logs kept in $keep)"; exit 1; }
 if [ $KEEP_LOGS = 1 ]; then
     keep="$out/logs-$(date -u +%Y%m%dT%H%M%S)"; keep_logs "$keep"; log "logs kept in $keep"

@@ -7,6 +7,7 @@
  * UPDATE ... RETURNING n, then GETs /users/{id} on one keep-alive connection
  * every 200 µs until the body holds "n":<new>. Prints one line:
  *   PROBE count=.. p50_ms=.. p90_ms=.. p99_ms=.. max_ms=.. timeouts=..
+ * after one line "LAG <ms>" per probe (for merging several runs).
  * A probe not visible within 5 s counts as a timeout (and as 5000 ms). Every probe slower than 100 ms is
  * also printed on stderr as "SLOW at=<unix seconds of its commit> lag_ms=.. id=..", to be lined up with
  * the other logs of the run. */
@@ -132,6 +133,8 @@ int main(int argc, char **argv)
         if (w > 0)
             usleep((useconds_t)(w * 1000));
     }
+    for (int i = 0; i < count; i++)
+        printf("LAG %.3f\n", lag[i]);
     qsort(lag, (size_t)count, sizeof(double), cmp);
 #define PCT(p) lag[(size_t)((double)(count - 1) * (p))]
     printf("PROBE count=%d p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f max_ms=%.2f timeouts=%d\n", count, PCT(0.50), PCT(0.90), PCT(0.99),
