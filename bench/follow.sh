@@ -304,10 +304,13 @@ apply_rate() { # NAME SCRIPT TXNS ROWS_PER_TXN
 
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime of PID ("ringd" has no blank)
 wrk_rps() { # prints requests/s of one wrk run, serve's and the follower's CPU use meanwhile (fractions of one CPU)
-    local t0 c0 f0 t1 c1 f1
-    t0=$(now) c0=$(ticks "$serve_pid") f0=$(ticks "$follow_pid")
+    local t0 c0 f0 t1 c1 f1 wrk_pid
     WRK_POOL=$USERS WRK_USERS=$USERS WRK_DEPTH=$DEPTH nice -n 19 taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${DURATION}s" -s "$BENCH_DIR/wrk/users.lua" "http://127.0.0.1:$PORT" \
-        >"$work/wrk.out" 2>&1
+        >"$work/wrk.out" 2>&1 &
+    wrk_pid=$!
+    sleep 0.5 # its request pool is built and its connections are open: the CPU shares are of the load alone
+    t0=$(now) c0=$(ticks "$serve_pid") f0=$(ticks "$follow_pid")
+    wait "$wrk_pid" || true
     t1=$(now) c1=$(ticks "$serve_pid") f1=$(ticks "$follow_pid")
     local rps; rps=$(awk '/^Requests\/sec:/ { print $2 }' "$work/wrk.out")
     share() { awk -v a="$1" -v b="$2" -v s="$t0" -v e="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", (b - a) / hz / (e - s) }'; }
