@@ -89,8 +89,9 @@ struct store_overlay {
      * between a shard's turns: under 5,000 updates/s its probe took 9 % of
      * serve's CPU samples (bench/follow.sh with perf), nearly all of it the
      * first load. The filter is an eighth of the size and answers "not
-     * changed" with one load for all but ~2 % of the unchanged ids: 2 % of
-     * the samples. */
+     * changed" with one load for all but ~2 % of the unchanged ids: 2-6 % of
+     * the samples, still nearly all of it that first load (the filter is no
+     * more cached between turns than the slots; prefetching it is the next thing to try). */
     uint64_t *filter;
     uint64_t gaps; /* times the log could not tell (for /metrics, written by the owner only) */
 };
