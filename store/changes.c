@@ -152,6 +152,14 @@ bool store_overlay_has(const struct store_overlay *o, uint64_t id)
     }
 }
 
+void store_overlay_prefetch(const struct store_overlay *o, uint64_t id)
+{
+    if (o->n == 0)
+        return;
+    uint64_t bits;
+    __builtin_prefetch(&o->filter[overlay_filter_word(o->cap, id, &bits)]);
+}
+
 /* Makes room for one more id (load <= 1/2). Returns false past STORE_OVERLAY_MAX_IDS. */
 static bool overlay_reserve(struct store_overlay *o)
 {

@@ -91,7 +91,8 @@ struct store_overlay {
      * first load. The filter is an eighth of the size and answers "not
      * changed" with one load for all but ~2 % of the unchanged ids: 2-6 % of
      * the samples, still nearly all of it that first load (the filter is no
-     * more cached between turns than the slots; prefetching it is the next thing to try). */
+     * more cached between turns than the slots): store_prefetch starts that
+     * load with the index entry's (store_overlay_prefetch). */
     uint64_t *filter;
     uint64_t gaps; /* times the log could not tell (for /metrics, written by the owner only) */
 };
@@ -115,6 +116,10 @@ static inline bool store_overlay_covers(const struct store_overlay *o, uint64_t 
 /* Whether id changed in (base, upto] (true for id 0, which no index holds).
  * Only meaningful while store_overlay_covers. */
 bool store_overlay_has(const struct store_overlay *o, uint64_t id);
+
+/* Starts loading the filter word store_overlay_has(o, id) will read, for a
+ * shard that prefetches a turn's index entries (store_prefetch). */
+void store_overlay_prefetch(const struct store_overlay *o, uint64_t id);
 
 /* Frees o's memory; o is then an empty, unusable overlay. */
 void store_overlay_free(struct store_overlay *o);

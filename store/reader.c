@@ -102,8 +102,11 @@ static inline uint64_t reader_index_base(const struct store_reader *r)
 
 void store_prefetch(const struct store_reader *r, uint64_t id)
 {
-    if (r->active && r->index != NULL)
+    if (r->active && r->index != NULL) {
         store_index_prefetch(r->index, id);
+        if (r->overlay.usable)
+            store_overlay_prefetch(&r->overlay, id);
+    }
 }
 
 void store_prefetch_record(const struct store_reader *r, uint64_t id)
