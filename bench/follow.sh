@@ -342,7 +342,7 @@ phase() { # ROUND idle|busy: one wrk run beside that feed; appends its figures t
         # The probe starts once wrk runs (its pool is built), and exec keeps $! the probe's pid.
         (sleep 0.5; exec "${FEEDSET[@]}" "$work/probe" "$CONNINFO" "$PORT" $((DURATION * 20)) 50 $((USERS + 1)) 10) >"$work/probe-$round.out" 2>&1 &
         probe_pid=$!
-        bg_pids+=($probe_pid)
+        bg_pids+=("$probe_pid")
     fi
     read -r rps cpu fcpu < <(wrk_rps)
     [ -z "$probe_pid" ] || wait "$probe_pid" || { cat "$work/probe-$round.out" >&2; exit 1; }
@@ -359,7 +359,7 @@ for round in $(seq 1 "$ROUNDS"); do
     if [ $((round % 2)) = 1 ]; then phase "$round" idle; phase "$round" busy; else phase "$round" busy; phase "$round" idle; fi
 done
 # The lag: every probe of every busy phase, percentiles as probe.c takes them.
-cat "$work"/probe-*.out | awk '$1 == "LAG" { print $2 }' | sort -n >"$work/lags"
+awk '$1 == "LAG" { print $2 }' "$work"/probe-*.out | sort -n >"$work/lags"
 lag=$(awk '{ v[NR - 1] = $1 } $1 >= 5000 { t++ } END {
     if (NR == 0) { print "{}"; exit }
     p = "p50_ms p90_ms p99_ms"; split("0.50 0.90 0.99", q, " "); split(p, k, " ")

@@ -139,7 +139,7 @@ size_t h1_process(struct conn *c, const char *data, size_t len)
         if (req.upgrade_h2c && c->tls == NULL && req.content_length == 0 && !c->shard->draining &&
             h2_upgrade(c, &req) == 0)
             return off; /* the rest of the bytes are HTTP/2 frames */
-        if (req.content_length == 0 && len - off >= 12) {
+        if (req.content_length == 0) {
             /* A pipelined request behind this one: its index entry and
              * overlay word start loading now and arrive while this one is
              * answered (the turn's prefetch saw only each read's first). */
