@@ -304,19 +304,27 @@ apply_rate() { # NAME SCRIPT TXNS ROWS_PER_TXN
 
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime of PID ("ringd" has no blank)
 minflt() { awk '{ print $10 }' "/proc/$1/stat"; }     # minor page faults of PID, all its threads
+index_ticks() { # utime + stime of serve's indexer thread (store/index.c names it), 0 without one
+    local t
+    for t in /proc/"$1"/task/*; do
+        [ "$(cat "$t/comm" 2>/dev/null)" = ringd-index ] && { awk '{ print $14 + $15 }' "$t/stat"; return; }
+    done
+    echo 0
+}
 wrk_rps() { # prints requests/s of one wrk run, serve's and the follower's CPU use meanwhile (fractions of one CPU),
-    # and serve's minor page faults per second (a page the follower wrote that serve maps for the first time)
-    local t0 c0 f0 m0 t1 c1 f1 m1 wrk_pid
+    # serve's minor page faults per second (a page the follower wrote that serve maps for the first time),
+    # and the CPU use of serve's indexer thread (its builds of the snapshot index, inside serve's quota)
+    local t0 c0 f0 m0 i0 t1 c1 f1 m1 i1 wrk_pid
     WRK_POOL=$USERS WRK_USERS=$USERS WRK_DEPTH=$DEPTH nice -n 19 taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${DURATION}s" -s "$BENCH_DIR/wrk/users.lua" "http://127.0.0.1:$PORT" \
         >"$work/wrk.out" 2>&1 &
     wrk_pid=$!
     sleep 0.5 # its request pool is built and its connections are open: the CPU shares are of the load alone
-    t0=$(now) c0=$(ticks "$serve_pid") f0=$(ticks "$follow_pid") m0=$(minflt "$serve_pid")
+    t0=$(now) c0=$(ticks "$serve_pid") f0=$(ticks "$follow_pid") m0=$(minflt "$serve_pid") i0=$(index_ticks "$serve_pid")
     wait "$wrk_pid" || true
-    t1=$(now) c1=$(ticks "$serve_pid") f1=$(ticks "$follow_pid") m1=$(minflt "$serve_pid")
+    t1=$(now) c1=$(ticks "$serve_pid") f1=$(ticks "$follow_pid") m1=$(minflt "$serve_pid") i1=$(index_ticks "$serve_pid")
     local rps; rps=$(awk '/^Requests\/sec:/ { print $2 }' "$work/wrk.out")
     share() { awk -v a="$1" -v b="$2" -v s="$t0" -v e="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", (b - a) / hz / (e - s) }'; }
-    echo "$rps $(share "$c0" "$c1") $(share "$f0" "$f1") $(awk -v a="$m0" -v b="$m1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')"
+    echo "$rps $(share "$c0" "$c1") $(share "$f0" "$f1") $(awk -v a="$m0" -v b="$m1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", (b - a) / (e - s) }') $(share "$i0" "$i1")"
 }
 
 log "apply rate, single-row transactions ($SINGLE)"
@@ -334,7 +342,7 @@ rate_writes() { # SCRIPT LOG: pgbench at --rate for the wrk run (and 4 s more), 
     sleep 1
 }
 phase() { # ROUND idle|busy: one wrk run beside that feed; appends its figures to phases.jsonl
-    local round=$1 kind=$2 rps cpu fcpu faults probe_pid=""
+    local round=$1 kind=$2 rps cpu fcpu faults icpu probe_pid=""
     if [ "$kind" = idle ]; then
         log "round $round: serving with an idle feed, $RATE updates/s of a table outside the publication (wrk ${DURATION}s)"
         rate_writes "$work/other.sql" "$work/pgbench-idle-$round.log"
@@ -346,16 +354,16 @@ phase() { # ROUND idle|busy: one wrk run beside that feed; appends its figures t
         probe_pid=$!
         bg_pids+=("$probe_pid")
     fi
-    read -r rps cpu fcpu faults < <(wrk_rps)
+    read -r rps cpu fcpu faults icpu < <(wrk_rps)
     [ -z "$probe_pid" ] || wait "$probe_pid" || { cat "$work/probe-$round.out" >&2; exit 1; }
     wait "${bg_pids[0]}" || true
     bg_pids=()
     local tps; tps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench-$kind-$round.log")
     jq -nc --argjson round "$round" --arg kind "$kind" --argjson rps "${rps:-null}" --argjson cpu "${cpu:-null}" \
         --argjson fcpu "${fcpu:-null}" --argjson tps "${tps:-null}" \
-        --argjson faults "${faults:-null}" \
+        --argjson faults "${faults:-null}" --argjson icpu "${icpu:-null}" \
         '{round: $round, kind: $kind, rps: $rps, serve_cpu: $cpu, follower_cpu: $fcpu, updates_per_sec: $tps,
-          serve_minor_faults_per_sec: $faults}' >>"$work/phases.jsonl"
+          serve_minor_faults_per_sec: $faults, indexer_cpu: $icpu}' >>"$work/phases.jsonl"
 }
 # Idle and busy alternate, ABBA, so that a drift of the host over the minutes cancels out of the ratio.
 : >"$work/phases.jsonl"
@@ -396,7 +404,8 @@ result=$(jq -n --argjson single "$single" --argjson batch "$batch" --slurpfile p
                serve_saturated: (if $quota > 0 then ($phases | map(.serve_cpu) | min) >= 0.95 * $quota / 100 else null end),
                idle_follower_cpu: ($idle | mean(.follower_cpu)), busy_follower_cpu: ($busy | mean(.follower_cpu)),
                idle_serve_minor_faults_per_sec: ($idle | mean(.serve_minor_faults_per_sec)),
-               busy_serve_minor_faults_per_sec: ($busy | mean(.serve_minor_faults_per_sec))},
+               busy_serve_minor_faults_per_sec: ($busy | mean(.serve_minor_faults_per_sec)),
+               idle_indexer_cpu: ($idle | mean(.indexer_cpu)), busy_indexer_cpu: ($busy | mean(.indexer_cpu))},
      targets: {batch_row_changes_per_sec_min: 50000, lag_p99_ms_max: 50, serving_drop_max: 0.10}}')
 
 printf '%s\n' "$result" | jq -r '
@@ -405,7 +414,7 @@ printf '%s\n' "$result" | jq -r '
   (.apply[] | "  apply \(.name): \(.transactions) txns, \(.row_changes) row changes in \(.seconds * 1000 | floor) ms: \(.row_changes_per_sec | floor) row changes/s, \(.transactions_per_sec | floor) txns/s"),
   "  lag at \(.lag.updates_per_sec // "?" | floor) updates/s (target \(.lag.updates_per_sec_target)), \(.lag.count) probes: p50 \(.lag.p50_ms) ms, p90 \(.lag.p90_ms) ms, p99 \(.lag.p99_ms) ms, max \(.lag.max_ms) ms, timeouts \(.lag.timeouts)",
   "  serving (wrk \(.serving.wrk), 1 shard\(if .serving.serve_quota_cpu then " under a quota of \(.serving.serve_quota_cpu) CPU" else "" end), rounds: \(.serving.rounds)): idle feed (\(.serving.idle_feed_other_table_updates_per_sec | floor) updates/s outside the publication) \(.serving.idle_feed_rps | floor) req/s, busy feed \(.serving.busy_feed_rps | floor) req/s, ratio \(.serving.busy_over_idle | r3) (per round \(.serving.busy_over_idle_per_round | map(r3) | join(" ")), median \(.serving.busy_over_idle_median | r3))",
-  "  serve CPU idle \(.serving.idle_serve_cpu | r3) busy \(.serving.busy_serve_cpu | r3), ratio per serve CPU \(.serving.busy_over_idle_per_serve_cpu | r3); follower CPU idle \(.serving.idle_follower_cpu | r3) busy \(.serving.busy_follower_cpu | r3) (feed on CPUs \(.serving.feed_cpu // "any"), follower on \(.serving.follow_cpu // "any")); serve minor faults/s idle \(.serving.idle_serve_minor_faults_per_sec | floor) busy \(.serving.busy_serve_minor_faults_per_sec | floor)\(if .serving.serve_saturated == false then "; NOT SATURATED: serve used less than its quota in some phase, the ratio measures the load generator too" else "" end)"'
+  "  serve CPU idle \(.serving.idle_serve_cpu | r3) busy \(.serving.busy_serve_cpu | r3), ratio per serve CPU \(.serving.busy_over_idle_per_serve_cpu | r3); follower CPU idle \(.serving.idle_follower_cpu | r3) busy \(.serving.busy_follower_cpu | r3) (feed on CPUs \(.serving.feed_cpu // "any"), follower on \(.serving.follow_cpu // "any")); serve minor faults/s idle \(.serving.idle_serve_minor_faults_per_sec | floor) busy \(.serving.busy_serve_minor_faults_per_sec | floor); serve indexer CPU idle \(.serving.idle_indexer_cpu | r3) busy \(.serving.busy_indexer_cpu | r3)\(if .serving.serve_saturated == false then "; NOT SATURATED: serve used less than its quota in some phase, the ratio measures the load generator too" else "" end)"'
 
 if [ $SMOKE = 1 ]; then
     out=${OUT:-$work}
