@@ -15,6 +15,9 @@
 #   --rate R         updates/s during the lag measurement (default 5000; --smoke 500)
 #   --duration S     seconds of each wrk measurement (default 10; --smoke 2)
 #   --rounds N       rounds of (idle feed, busy feed) wrk runs, alternating ABBA (default 5; --smoke 1)
+#   --windows N      windows of the alternating serving measurement, half of them busy (default 24; --smoke 4;
+#                    0: none); see "Serving, alternating" below
+#   --window S       seconds per window (default 5; --smoke 3; at least 3)
 #   --server-cpu N   CPU `ringd serve` (one shard) is pinned to (default 0; env BENCH_SERVER_CPU)
 #   --load-cpu N     CPU wrk is pinned to (default 1; env BENCH_LOAD_CPU)
 #   --feed-cpu LIST  CPUs PostgreSQL, pgbench, the probe and `ringd follow` are pinned to (taskset list,
@@ -62,6 +65,15 @@
 # should sit at the quota; serve_saturated says whether both runs did) and requests per serve
 # CPU-second; the follower's own CPU use in the busy run is reported beside it (follower_cpu), the
 # CPU a ringd host gives the feed, outside serve's quota.
+# Serving, alternating: this VM's speed drifts by 10-40 % over tens of seconds with no feed at all
+# (serve alone under its quota, wrk's rate read every second: sd 9-19 %, lag-1 autocorrelation 0.55-0.9),
+# so 10 s phases leave per-round ratios of 0.8 to 1.2. The alternating measurement flips the feed
+# every --window seconds inside one pgbench and one wrk run: a PL/pgSQL function updates the followed
+# table in even windows of the wall clock (floor(epoch / window) even) and the outside table in odd
+# ones, at the same rate. serve's answered requests (/metrics) and CPU are read from 2 s after each
+# window's start (the follower catches up within milliseconds; the index build that follows the last
+# change comes within its 1-1.6 s gap) to 0.2 s before its end. Reported: mean busy window / mean idle
+# window, and the median of each busy window over the mean of the idle windows beside it.
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -70,7 +82,7 @@ REPO_DIR=$(dirname "$BENCH_DIR")
 PG_BIN=/usr/lib/postgresql/15/bin
 
 SMOKE=0
-USERS="" SINGLE="" BATCHES="" RATE="" DURATION="" ROUNDS=""
+USERS="" SINGLE="" BATCHES="" RATE="" DURATION="" ROUNDS="" WINDOWS="" WINDOW=""
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
 FEED_CPU=${BENCH_FEED_CPU:-}
@@ -93,6 +105,8 @@ while [ $# -gt 0 ]; do
     --rate) RATE=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
+    --windows) WINDOWS=$2; shift ;;
+    --window) WINDOW=$2; shift ;;
     --server-cpu) SERVER_CPU=$2; shift ;;
     --load-cpu) LOAD_CPU=$2; shift ;;
     --feed-cpu) FEED_CPU=$2; shift ;;
@@ -108,7 +122,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-for v in USERS SINGLE BATCHES RATE DURATION ROUNDS SERVER_CPU LOAD_CPU DEPTH QUOTA PORT; do
+for v in USERS SINGLE BATCHES RATE DURATION ROUNDS WINDOWS WINDOW SERVER_CPU LOAD_CPU DEPTH QUOTA PORT; do
     val=${!v}
     if [ -n "$val" ] && ! [[ $val =~ ^[0-9]+$ ]]; then echo "follow.sh: --${v,,} wants a whole number, not '$val'" >&2; exit 2; fi
 done
@@ -120,9 +134,12 @@ for v in FEED_CPU FOLLOW_CPU; do
 done
 if [ $SMOKE = 1 ]; then
     USERS=${USERS:-2000} SINGLE=${SINGLE:-2000} BATCHES=${BATCHES:-50} RATE=${RATE:-500} DURATION=${DURATION:-2} ROUNDS=${ROUNDS:-1}
+    WINDOWS=${WINDOWS:-4} WINDOW=${WINDOW:-3}
 else
     USERS=${USERS:-100000} SINGLE=${SINGLE:-100000} BATCHES=${BATCHES:-5000} RATE=${RATE:-5000} DURATION=${DURATION:-10} ROUNDS=${ROUNDS:-5}
+    WINDOWS=${WINDOWS:-24} WINDOW=${WINDOW:-5}
 fi
+[ "$WINDOW" -ge 3 ] || { echo "follow.sh: --window must be at least 3 s (its first 2 s are not measured)" >&2; exit 2; }
 [ "$USERS" -ge 200 ] || { echo "follow.sh: --users must be at least 200" >&2; exit 2; }
 [ "$QUOTA" -le 100 ] || { echo "follow.sh: --serve-quota is a share of one CPU: 0 to 100, not $QUOTA" >&2; exit 2; }
 [ "$DEPTH" -ge 1 ] || { echo "follow.sh: --depth must be at least 1" >&2; exit 2; }
@@ -370,6 +387,46 @@ phase() { # ROUND idle|busy: one wrk run beside that feed; appends its figures t
 for round in $(seq 1 "$ROUNDS"); do
     if [ $((round % 2)) = 1 ]; then phase "$round" idle; phase "$round" busy; else phase "$round" busy; phase "$round" idle; fi
 done
+# Serving, alternating (see the header): one pgbench, one wrk, the feed flipped by the wall clock.
+requests() { curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^ringd_requests_processed_total/ { s += $2 } END { print s + 0 }'; }
+sleep_until() { local d; d=$(awk -v t="$1" -v n="$(now)" 'BEGIN { d = t - n; printf "%.3f", (d > 0 ? d : 0) }'); sleep "$d"; }
+: >"$work/windows.jsonl"
+if [ "$WINDOWS" -gt 0 ]; then
+    log "serving, alternating: $WINDOWS windows of ${WINDOW}s, the feed on the followed table in even ones (wrk $((WINDOWS * WINDOW + WINDOW + 3))s)"
+    psql -c "CREATE FUNCTION bench_update(uid bigint) RETURNS void LANGUAGE plpgsql AS \$\$
+             BEGIN
+               IF floor(extract(epoch FROM clock_timestamp()) / $WINDOW)::bigint % 2 = 0 THEN
+                 UPDATE users SET n = n + 1 WHERE id = uid;
+               ELSE
+                 UPDATE other SET n = n + 1 WHERE id = uid;
+               END IF;
+             END \$\$"
+    printf '\\set id random(1, %d)\nSELECT bench_update(:id);\n' "$USERS" >"$work/alternate.sql"
+    span=$((WINDOWS * WINDOW + WINDOW + 3))
+    "${FEEDSET[@]}" "$PG_BIN/pgbench" -n -M prepared -c 4 -j 2 -R "$RATE" -T $((span + 2)) -f "$work/alternate.sql" "$CONNINFO" \
+        >"$work/pgbench-alternate.log" 2>&1 &
+    bg_pids+=($!)
+    WRK_POOL=$USERS WRK_USERS=$USERS WRK_DEPTH=$DEPTH nice -n 19 taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${span}s" -s "$BENCH_DIR/wrk/users.lua" \
+        "http://127.0.0.1:$PORT" >"$work/wrk-alternate.out" 2>&1 &
+    alt_wrk_pid=$!
+    bg_pids+=("$alt_wrk_pid")
+    sleep 1
+    first=$(awk -v n="$(now)" -v w="$WINDOW" 'BEGIN { printf "%d", int(n / w) + 1 }')
+    for w in $(seq "$first" $((first + WINDOWS - 1))); do
+        sleep_until "$(awk -v w="$w" -v s="$WINDOW" 'BEGIN { printf "%.3f", w * s + 2 }')"
+        t0=$(now) r0=$(requests) c0=$(ticks "$serve_pid") f0=$(ticks "$follow_pid")
+        sleep_until "$(awk -v w="$w" -v s="$WINDOW" 'BEGIN { printf "%.3f", (w + 1) * s - 0.2 }')"
+        t1=$(now) r1=$(requests) c1=$(ticks "$serve_pid") f1=$(ticks "$follow_pid")
+        kind=busy; [ $((w % 2)) = 0 ] || kind=idle
+        awk -v w="$w" -v k="$kind" -v t0="$t0" -v t1="$t1" -v r0="$r0" -v r1="$r1" -v c0="$c0" -v c1="$c1" -v f0="$f0" -v f1="$f1" \
+            -v hz="$(getconf CLK_TCK)" 'BEGIN { d = t1 - t0; printf "{\"window\": %d, \"kind\": \"%s\", \"rps\": %.1f, \"serve_cpu\": %.3f, \"follower_cpu\": %.3f}\n",
+            w, k, (r1 - r0) / d, (c1 - c0) / hz / d, (f1 - f0) / hz / d }' >>"$work/windows.jsonl"
+    done
+    wait "$alt_wrk_pid" || true
+    wait "${bg_pids[0]}" || true
+    bg_pids=()
+fi
+
 # The lag: every probe of every busy phase, percentiles as probe.c takes them.
 awk '$1 == "LAG" { print $2 }' "$work"/probe-*.out | sort -n >"$work/lags"
 lag=$(awk '{ v[NR - 1] = $1 } $1 >= 5000 { t++ } END {
@@ -381,6 +438,7 @@ lag=$(awk '{ v[NR - 1] = $1 } $1 >= 5000 { t++ } END {
 
 commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
 result=$(jq -n --argjson single "$single" --argjson batch "$batch" --slurpfile phases "$work/phases.jsonl" --argjson lag "$lag" \
+    --slurpfile windows "$work/windows.jsonl" --argjson window "$WINDOW" \
     --argjson quota "$QUOTA" --argjson depth "$DEPTH" --arg feed_cpu "$FEED_CPU" --arg follow_cpu "${FOLLOW_CPU:-$FEED_CPU}" \
     --argjson rate "$RATE" --arg commit "$commit" --argjson users "$USERS" --argjson smoke "$SMOKE" --arg host "$(nproc) CPUs, $(uname -r)" \
     --argjson duration "$DURATION" '
@@ -406,6 +464,16 @@ result=$(jq -n --argjson single "$single" --argjson batch "$batch" --slurpfile p
                idle_serve_minor_faults_per_sec: ($idle | mean(.serve_minor_faults_per_sec)),
                busy_serve_minor_faults_per_sec: ($busy | mean(.serve_minor_faults_per_sec)),
                idle_indexer_cpu: ($idle | mean(.indexer_cpu)), busy_indexer_cpu: ($busy | mean(.indexer_cpu))},
+     serving_alternating: (if ($windows | length) == 0 then null else
+       ($windows | map(select(.kind == "idle"))) as $wi | ($windows | map(select(.kind == "busy"))) as $wb |
+       {window_s: $window, measured_s: ($window - 2.2), windows: ($windows | length), list: $windows,
+        idle_feed_rps: ($wi | mean(.rps)), busy_feed_rps: ($wb | mean(.rps)),
+        busy_over_idle: (($wb | mean(.rps)) / ($wi | mean(.rps))),
+        # each busy window against the mean of the idle windows just before and after it
+        busy_over_neighbours_median: ([$windows | to_entries[] | select(.value.kind == "busy") | .key as $i |
+            [(if $i > 0 then $windows[$i - 1] else null end), $windows[$i + 1]] | map(select(. != null and .kind == "idle")) as $n |
+            select($n | length > 0) | $windows[$i].rps / ($n | mean(.rps))] | if length == 0 then null else median end),
+        serve_cpu_min: ($windows | map(.serve_cpu) | min), busy_follower_cpu: ($wb | mean(.follower_cpu))} end),
      targets: {batch_row_changes_per_sec_min: 50000, lag_p99_ms_max: 50, serving_drop_max: 0.10}}')
 
 printf '%s\n' "$result" | jq -r '
@@ -414,6 +482,7 @@ printf '%s\n' "$result" | jq -r '
   (.apply[] | "  apply \(.name): \(.transactions) txns, \(.row_changes) row changes in \(.seconds * 1000 | floor) ms: \(.row_changes_per_sec | floor) row changes/s, \(.transactions_per_sec | floor) txns/s"),
   "  lag at \(.lag.updates_per_sec // "?" | floor) updates/s (target \(.lag.updates_per_sec_target)), \(.lag.count) probes: p50 \(.lag.p50_ms) ms, p90 \(.lag.p90_ms) ms, p99 \(.lag.p99_ms) ms, max \(.lag.max_ms) ms, timeouts \(.lag.timeouts)",
   "  serving (wrk \(.serving.wrk), 1 shard\(if .serving.serve_quota_cpu then " under a quota of \(.serving.serve_quota_cpu) CPU" else "" end), rounds: \(.serving.rounds)): idle feed (\(.serving.idle_feed_other_table_updates_per_sec | floor) updates/s outside the publication) \(.serving.idle_feed_rps | floor) req/s, busy feed \(.serving.busy_feed_rps | floor) req/s, ratio \(.serving.busy_over_idle | r3) (per round \(.serving.busy_over_idle_per_round | map(r3) | join(" ")), median \(.serving.busy_over_idle_median | r3))",
+  (if .serving_alternating then "  serving, alternating (\(.serving_alternating.windows) windows of \(.serving_alternating.window_s) s, \(.serving_alternating.measured_s | r3) s measured in each): idle feed \(.serving_alternating.idle_feed_rps | floor) req/s, busy feed \(.serving_alternating.busy_feed_rps | floor) req/s, ratio \(.serving_alternating.busy_over_idle | r3), median of busy / neighbouring idle \(.serving_alternating.busy_over_neighbours_median | r3), serve CPU min \(.serving_alternating.serve_cpu_min), follower CPU busy \(.serving_alternating.busy_follower_cpu | r3)" else empty end),
   "  serve CPU idle \(.serving.idle_serve_cpu | r3) busy \(.serving.busy_serve_cpu | r3), ratio per serve CPU \(.serving.busy_over_idle_per_serve_cpu | r3); follower CPU idle \(.serving.idle_follower_cpu | r3) busy \(.serving.busy_follower_cpu | r3) (feed on CPUs \(.serving.feed_cpu // "any"), follower on \(.serving.follow_cpu // "any")); serve minor faults/s idle \(.serving.idle_serve_minor_faults_per_sec | floor) busy \(.serving.busy_serve_minor_faults_per_sec | floor); serve indexer CPU idle \(.serving.idle_indexer_cpu | r3) busy \(.serving.busy_indexer_cpu | r3)\(if .serving.serve_saturated == false then "; NOT SATURATED: serve used less than its quota in some phase, the ratio measures the load generator too" else "" end)"'
 
 if [ $SMOKE = 1 ]; then
@@ -431,7 +500,8 @@ keep_logs() { # DIR
 # Every figure present, or the run failed.
 printf '%s\n' "$result" | jq -e '.apply[0].row_changes_per_sec > 0 and .apply[1].row_changes_per_sec > 0 and
   .lag.p99_ms != null and .lag.timeouts == 0 and .serving.idle_feed_rps > 0 and .serving.busy_feed_rps > 0 and
-  all(.serving.phases[]; .rps != null and .rps > 0)' >/dev/null ||
+  all(.serving.phases[]; .rps != null and .rps > 0) and
+  (.serving_alternating == null or all(.serving_alternating.list[]; .rps > 0))' >/dev/null ||
     { keep="$out/failed-$(date -u +%Y%m%dT%H%M%S)"; keep_logs "$keep"; log "a figure is missing (logs kept in $keep)"; exit 1; }
 if [ $KEEP_LOGS = 1 ]; then
     keep="$out/logs-$(date -u +%Y%m%dT%H%M%S)"; keep_logs "$keep"; log "logs kept in $keep"
