@@ -283,6 +283,9 @@ void metrics_render(struct buf *out, const struct metrics_scrape *sc)
     simple(out, "ringd_store_index_fallbacks_total", "counter",
            "Lookups that went to the LMDB B-tree although an index was held (id changed since, no usable change log).",
            SUM(sc, store_index_fallbacks));
+    simple(out, "ringd_store_index_changed_lookups_total", "counter",
+           "Lookups of ids changed since the index's snapshot, answered by the shard's copy of LMDB's answer since their last change.",
+           SUM(sc, store_changed_lookups));
     simple(out, "ringd_store_index_overlay_gaps_total", "counter",
            "Times a shard could not use the change log for its index (a writer without the log, trimmed, too many changes).",
            SUM(sc, store_overlay_gaps));

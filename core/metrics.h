@@ -95,6 +95,7 @@ struct metrics_shard {
     metric_t store_index_lookups; /* lookups the snapshot index answered (hit or miss) */
     metric_t store_overlay_lookups; /* of which for a newer snapshot, the id unchanged since (store/changes.h) */
     metric_t store_index_fallbacks; /* lookups that went to LMDB although an index was held */
+    metric_t store_changed_lookups; /* ids changed since the index, answered by the overlay's copy (store/changes.h) */
     metric_t store_overlay_gaps;    /* mirrors the reader's count of change-log ranges it could not use */
     metric_t store_renewals;
     metric_t store_txn_id; /* gauge */

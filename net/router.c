@@ -130,6 +130,8 @@ static void lookup_user(struct shard *s, const char *id_s, size_t id_len, struct
             METRIC_INC(s->metrics->store_overlay_lookups);
     } else if (s->reader.via == STORE_VIA_FALLBACK) {
         METRIC_INC(s->metrics->store_index_fallbacks);
+    } else if (s->reader.via == STORE_VIA_CHANGED) {
+        METRIC_INC(s->metrics->store_changed_lookups);
     }
     if (rc == 0) {
         METRIC_INC(s->metrics->store_hits);

@@ -120,36 +120,52 @@ static inline size_t overlay_filter_word(size_t cap, uint64_t id, uint64_t *bits
     return (size_t)h & (OVERLAY_FILTER_WORDS(cap) - 1);
 }
 
-static void overlay_insert(uint64_t *slots, uint64_t *filter, size_t cap, uint64_t id, size_t *n)
+/* Adds id (a change since the last sync: a value looked up before it is
+ * stale) and returns its slot. */
+static size_t overlay_insert(struct store_overlay *o, uint64_t id)
 {
-    size_t h = overlay_slot(cap, id);
-    while (slots[h] != 0) {
-        if (slots[h] == id)
-            return;
-        h = (h + 1) & (cap - 1);
+    size_t h = overlay_slot(o->cap, id);
+    while (o->slots[h] != 0) {
+        if (o->slots[h] == id) {
+            o->vals[h].data = NULL;
+            return h;
+        }
+        h = (h + 1) & (o->cap - 1);
     }
-    slots[h] = id;
+    o->slots[h] = id;
+    o->vals[h].data = NULL;
     uint64_t bits;
-    filter[overlay_filter_word(cap, id, &bits)] |= bits;
-    (*n)++;
+    o->filter[overlay_filter_word(o->cap, id, &bits)] |= bits;
+    o->n++;
+    return h;
+}
+
+/* The slot of id, or SIZE_MAX when it did not change. */
+static inline size_t overlay_find(const struct store_overlay *o, uint64_t id)
+{
+    if (o->n == 0)
+        return SIZE_MAX;
+    uint64_t bits;
+    if ((o->filter[overlay_filter_word(o->cap, id, &bits)] & bits) != bits)
+        return SIZE_MAX;
+    for (size_t h = overlay_slot(o->cap, id);; h = (h + 1) & (o->cap - 1)) {
+        uint64_t k = o->slots[h];
+        if (k == id)
+            return h;
+        if (k == 0)
+            return SIZE_MAX;
+    }
 }
 
 bool store_overlay_has(const struct store_overlay *o, uint64_t id)
 {
-    if (id == 0)
-        return true;
-    if (o->n == 0)
-        return false;
-    uint64_t bits;
-    if ((o->filter[overlay_filter_word(o->cap, id, &bits)] & bits) != bits)
-        return false;
-    for (size_t h = overlay_slot(o->cap, id);; h = (h + 1) & (o->cap - 1)) {
-        uint64_t k = o->slots[h];
-        if (k == id)
-            return true;
-        if (k == 0)
-            return false;
-    }
+    return id == 0 || overlay_find(o, id) != SIZE_MAX;
+}
+
+struct store_overlay_val *store_overlay_find(struct store_overlay *o, uint64_t id)
+{
+    size_t h = id == 0 ? SIZE_MAX : overlay_find(o, id);
+    return h == SIZE_MAX ? NULL : &o->vals[h];
 }
 
 void store_overlay_prefetch(const struct store_overlay *o, uint64_t id)
@@ -167,18 +183,18 @@ static bool overlay_reserve(struct store_overlay *o)
         return false;
     if (o->cap != 0 && (o->n + 1) * 2 <= o->cap)
         return true;
-    size_t cap = o->cap ? o->cap * 2 : OVERLAY_MIN_CAP;
-    uint64_t *slots = xcalloc(cap, sizeof(*slots));
-    uint64_t *filter = xcalloc(OVERLAY_FILTER_WORDS(cap), sizeof(*filter));
-    size_t n = 0;
-    for (size_t i = 0; i < o->cap; i++)
-        if (o->slots[i] != 0)
-            overlay_insert(slots, filter, cap, o->slots[i], &n);
-    free(o->slots);
-    free(o->filter);
-    o->slots = slots;
-    o->filter = filter;
-    o->cap = cap;
+    struct store_overlay old = *o;
+    o->cap = o->cap ? o->cap * 2 : OVERLAY_MIN_CAP;
+    o->slots = xcalloc(o->cap, sizeof(*o->slots));
+    o->vals = xcalloc(o->cap, sizeof(*o->vals));
+    o->filter = xcalloc(OVERLAY_FILTER_WORDS(o->cap), sizeof(*o->filter));
+    o->n = 0;
+    for (size_t i = 0; i < old.cap; i++)
+        if (old.slots[i] != 0)
+            o->vals[overlay_insert(o, old.slots[i])] = old.vals[i]; /* a move, not a change: the value stays */
+    free(old.slots);
+    free(old.vals);
+    free(old.filter);
     return true;
 }
 
@@ -186,6 +202,7 @@ static void overlay_reset(struct store_overlay *o, uint64_t base)
 {
     if (o->n > 0) {
         memset(o->slots, 0, o->cap * sizeof(*o->slots));
+        memset(o->vals, 0, o->cap * sizeof(*o->vals));
         memset(o->filter, 0, OVERLAY_FILTER_WORDS(o->cap) * sizeof(*o->filter));
     }
     o->n = 0;
@@ -241,7 +258,7 @@ void store_overlay_sync(struct store_overlay *o, MDB_txn *txn, const struct stor
                 ok = false;
                 break;
             }
-            overlay_insert(o->slots, o->filter, o->cap, id, &o->n);
+            overlay_insert(o, id);
         }
         if (!ok)
             break;
@@ -257,6 +274,7 @@ void store_overlay_sync(struct store_overlay *o, MDB_txn *txn, const struct stor
 void store_overlay_free(struct store_overlay *o)
 {
     free(o->slots);
+    free(o->vals);
     free(o->filter);
     memset(o, 0, sizeof(*o));
 }

@@ -75,6 +75,19 @@ int store_commit(MDB_txn *txn, const struct store *s, struct store_changes *c);
 /* store_commit keeping the newest `keep` entries instead of STORE_CHANGES_KEEP (tests). */
 int store_commit_keep(MDB_txn *txn, const struct store *s, struct store_changes *c, uint64_t keep);
 
+/* What a shard learnt of one changed id, kept beside its overlay slot: its
+ * value in the shard's snapshot at the first lookup after the id's last
+ * change (one B-tree lookup per change, not one per request). The pointer
+ * stays valid in every later snapshot up to the next change of the id (the
+ * sync then forgets it): the page it points into is visible in a snapshot
+ * newer than the overlay's base, and LMDB reuses no page freed after the
+ * base while the index of the base pins it (index.h). */
+struct store_overlay_val {
+    const char *data; /* NULL: not looked up since the id's last change */
+    size_t len;       /* STORE_OVERLAY_ABSENT: the id has no record (deleted) */
+};
+#define STORE_OVERLAY_ABSENT SIZE_MAX
+
 /* Reader side: the set of ids changed in (base, upto], one shard's, rebuilt
  * from the change log at its refresh points (never on the request path). */
 struct store_overlay {
@@ -82,6 +95,7 @@ struct store_overlay {
     uint64_t upto;   /* the set holds the changes of (base, upto] */
     bool usable;     /* false: the log could not tell (a gap, an "any", too many ids) */
     uint64_t *slots; /* open addressing, 0 = empty slot; cap a power of two, n ids, load <= 1/2 */
+    struct store_overlay_val *vals; /* cap entries, beside slots: each changed id's value once looked up */
     size_t cap, n;
     /* A Bloom filter over the same ids in front of slots: cap / 8 words (16+
      * bits per id), two bits per id in one word. Most lookups are of ids that
@@ -116,6 +130,11 @@ static inline bool store_overlay_covers(const struct store_overlay *o, uint64_t 
 /* Whether id changed in (base, upto] (true for id 0, which no index holds).
  * Only meaningful while store_overlay_covers. */
 bool store_overlay_has(const struct store_overlay *o, uint64_t id);
+
+/* The cached value of id when it changed in (base, upto] (its data NULL
+ * until the shard stores what LMDB answered), NULL when it did not change
+ * or is 0. Only meaningful while store_overlay_covers. */
+struct store_overlay_val *store_overlay_find(struct store_overlay *o, uint64_t id);
 
 /* Starts loading the filter word store_overlay_has(o, id) will read, for a
  * shard that prefetches a turn's index entries (store_prefetch). */

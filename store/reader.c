@@ -117,6 +117,19 @@ void store_prefetch_record(const struct store_reader *r, uint64_t id)
         store_index_prefetch_record(r->index, base, id);
 }
 
+static int reader_lmdb_get(struct store_reader *r, uint64_t id, const char **val, size_t *len)
+{
+    size_t slot;
+    MDB_val key, data;
+    store_key_encode(id, &slot, &key);
+    int rc = mdb_get(r->txn, r->store->users, &key, &data);
+    if (rc != 0)
+        return rc;
+    *val = data.mv_data;
+    *len = data.mv_size;
+    return 0;
+}
+
 /* The raw value of id (both forms, store.h's layout). */
 static int store_get_value(struct store_reader *r, uint64_t id, const char **val, size_t *len)
 {
@@ -134,7 +147,20 @@ static int store_get_value(struct store_reader *r, uint64_t id, const char **val
          * are the same bytes, kept in place by the index's pinned snapshot. */
         uint64_t base = reader_index_base(r);
         r->via = STORE_VIA_FALLBACK;
-        if (base != 0 && (base == r->txn_id || !store_overlay_has(&r->overlay, id))) {
+        struct store_overlay_val *changed = NULL;
+        if (base != 0 && base != r->txn_id && id != 0) {
+            changed = store_overlay_find(&r->overlay, id);
+            if (changed != NULL && changed->data != NULL) {
+                /* Changed since the index, and looked up since its last change. */
+                r->via = STORE_VIA_CHANGED;
+                if (changed->len == STORE_OVERLAY_ABSENT)
+                    return MDB_NOTFOUND;
+                *val = changed->data;
+                *len = changed->len;
+                return 0;
+            }
+        }
+        if (base != 0 && (base == r->txn_id || (id != 0 && changed == NULL))) {
             rc = store_index_get(r->index, base, id, val, len);
             if (rc != 1) {
                 r->indexed = true;
@@ -142,16 +168,16 @@ static int store_get_value(struct store_reader *r, uint64_t id, const char **val
                 return rc;
             }
         }
+        if (changed != NULL) {
+            rc = reader_lmdb_get(r, id, val, len);
+            if (rc == 0 || rc == MDB_NOTFOUND) {
+                changed->data = rc == 0 ? *val : "";
+                changed->len = rc == 0 ? *len : STORE_OVERLAY_ABSENT;
+            }
+            return rc;
+        }
     }
-    size_t slot;
-    MDB_val key, data;
-    store_key_encode(id, &slot, &key);
-    rc = mdb_get(r->txn, r->store->users, &key, &data);
-    if (rc != 0)
-        return rc;
-    *val = data.mv_data;
-    *len = data.mv_size;
-    return 0;
+    return reader_lmdb_get(r, id, val, len);
 }
 
 int store_get_user(struct store_reader *r, uint64_t id, struct store_user *u)

@@ -90,6 +90,7 @@ enum store_via {
     STORE_VIA_INDEX,    /* the index of the reader's own snapshot */
     STORE_VIA_OVERLAY,  /* the index of an older, pinned snapshot, for an id the change log says is unchanged since */
     STORE_VIA_FALLBACK, /* an index was held but could not answer (id changed since, no usable change log, a record too large): the B-tree */
+    STORE_VIA_CHANGED,  /* an id changed since the index's snapshot, looked up before since its last change: the overlay's copy of that answer */
 };
 
 /* A long-lived read transaction owned by one shard (MDB_NOTLS lets it live on

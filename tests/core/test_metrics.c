@@ -393,6 +393,7 @@ Test(metrics, exposition_shape)
     METRIC_ADD(a->store_overlay_lookups, 4);
     METRIC_ADD(b->store_overlay_lookups, 6);
     METRIC_ADD(b->store_index_fallbacks, 2);
+    METRIC_ADD(a->store_changed_lookups, 7);
     METRIC_SET(a->store_overlay_gaps, 1);
     METRIC_ADD(a->conns_accepted, 3);
     METRIC_ADD(b->conns_accepted, 5);
@@ -421,6 +422,7 @@ Test(metrics, exposition_shape)
         {"ringd_store_map_used_bytes", "gauge"},
         {"ringd_store_index_overlay_lookups_total", "counter"},
         {"ringd_store_index_fallbacks_total", "counter"},
+        {"ringd_store_index_changed_lookups_total", "counter"},
         {"ringd_store_index_overlay_gaps_total", "counter"},
         {"ringd_store_index_pin_seconds", "gauge"},
         {"ringd_store_index_pin_max_seconds", "gauge"},
@@ -479,6 +481,7 @@ Test(metrics, exposition_shape)
     cr_expect_eq(sample(t, "ringd_store_map_used_bytes"), 4096);
     cr_expect_eq(sample(t, "ringd_store_index_overlay_lookups_total"), 10);
     cr_expect_eq(sample(t, "ringd_store_index_fallbacks_total"), 2);
+    cr_expect_eq(sample(t, "ringd_store_index_changed_lookups_total"), 7);
     cr_expect_eq(sample(t, "ringd_store_index_overlay_gaps_total"), 1);
     cr_expect_eq(sample(t, "ringd_store_index_pin_seconds"), 1.5);
     cr_expect_eq(sample(t, "ringd_store_index_pin_max_seconds"), 2.25);

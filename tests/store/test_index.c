@@ -270,8 +270,9 @@ Test(index, a_newer_snapshot_reads_unchanged_ids_through_the_older_index, .init 
     close_all(&st, &r, &ix);
 }
 
-/* Commits {"id":id,"v":v} from a child the way a ringd without the change log does (a plain commit). */
-static void write_unlogged_in_child(uint64_t id, int v)
+/* Commits {"id":id,"v":v} (v < 0: deletes id) from a child, logged as ringd's writers do (store_commit), or
+ * unlogged the way a ringd without the change log does (a plain commit). */
+static void write_in_child(uint64_t id, int v, bool logged)
 {
     fflush(NULL);
     pid_t pid = fork();
@@ -282,22 +283,92 @@ static void write_unlogged_in_child(uint64_t id, int v)
         MDB_txn *txn;
         if (store_open(&w, db, false, false, err, sizeof(err)) != 0 || mdb_txn_begin(w.env, NULL, 0, &txn) != 0)
             _exit(1);
-        int n = snprintf(rec, sizeof(rec), "{\"id\":%llu,\"v\":%d}", (unsigned long long)id, v);
-        struct buf value = {0};
-        if (store_value_build(id, rec, (size_t)n, &value, err, sizeof(err)) != 0)
-            _exit(1);
         size_t slot;
-        MDB_val key, val = {value.len, value.data};
+        MDB_val key;
         store_key_encode(id, &slot, &key);
-        int rc = mdb_put(txn, w.users, &key, &val, 0);
-        buf_free(&value);
-        rc = rc == 0 ? mdb_txn_commit(txn) : rc;
+        int rc;
+        if (v < 0) {
+            rc = mdb_del(txn, w.users, &key, NULL);
+        } else {
+            int n = snprintf(rec, sizeof(rec), "{\"id\":%llu,\"v\":%d}", (unsigned long long)id, v);
+            struct buf value = {0};
+            if (store_value_build(id, rec, (size_t)n, &value, err, sizeof(err)) != 0)
+                _exit(1);
+            MDB_val val = {value.len, value.data};
+            rc = mdb_put(txn, w.users, &key, &val, 0);
+            buf_free(&value);
+        }
+        if (rc != 0) {
+            mdb_txn_abort(txn);
+        } else if (logged) {
+            struct store_changes c = {0};
+            store_changes_note(&c, id);
+            rc = store_commit(txn, &w, &c);
+            store_changes_free(&c);
+        } else {
+            rc = mdb_txn_commit(txn);
+        }
         store_close(&w);
         _exit(rc == 0 ? 0 : 1);
     }
     int status;
     cr_assert_eq(waitpid(pid, &status, 0), pid);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static void write_unlogged_in_child(uint64_t id, int v)
+{
+    write_in_child(id, v, false);
+}
+
+Test(index, a_changed_id_goes_to_lmdb_once_per_change, .init = tmp_setup, .fini = tmp_teardown)
+{
+    char text[64 * 200] = "", line[64];
+    for (int i = 1; i <= 200; i++) {
+        snprintf(line, sizeof(line), "{\"id\":%d,\"v\":1}\n", i);
+        strcat(text, line);
+    }
+    cr_assert_eq(ts_import_in_child(tmp, db, text, false), 0);
+    struct store st;
+    struct store_reader r;
+    struct store_indexer ix;
+    open_all(&st, &r, &ix, 1 << 20);
+    uint64_t t1 = store_reader_txn_id(&r);
+    r.index = wait_index(&ix, t1);
+
+    write_in_child(1, 2, true);
+    write_in_child(3, -1, true);
+    cr_assert_eq(store_reader_refresh(&r), 0);
+    expect_via(&r, 1, "{\"id\":1,\"v\":2}", STORE_VIA_FALLBACK);
+    expect_via(&r, 1, "{\"id\":1,\"v\":2}", STORE_VIA_CHANGED);
+    expect_via(&r, 3, NULL, STORE_VIA_FALLBACK);
+    expect_via(&r, 3, NULL, STORE_VIA_CHANGED);
+    expect_via(&r, 2, "{\"id\":2,\"v\":1}", STORE_VIA_OVERLAY);
+
+    /* Rewrites of the neighbours copy the pages of 1's and 3's old places (copy-on-write) many times over:
+     * the copy of id 1's answer points into a page of an older snapshot, which the index's pin keeps. */
+    for (int round = 3; round <= 12; round++) {
+        for (uint64_t id = 2; id <= 40; id += 2)
+            write_in_child(id, round, true);
+        cr_assert_eq(store_reader_refresh(&r), 0);
+        expect_via(&r, 1, "{\"id\":1,\"v\":2}", STORE_VIA_CHANGED);
+        expect_via(&r, 3, NULL, STORE_VIA_CHANGED);
+        snprintf(line, sizeof(line), "{\"id\":2,\"v\":%d}", round);
+        expect_via(&r, 2, line, STORE_VIA_FALLBACK);
+        expect_via(&r, 2, line, STORE_VIA_CHANGED);
+        expect_via(&r, 5, "{\"id\":5,\"v\":1}", STORE_VIA_OVERLAY);
+    }
+    cr_assert_eq(store_index_txn(r.index), t1, "the shard still holds t1's index");
+
+    /* A new change of the id: the copy is forgotten, LMDB answers once again. */
+    write_in_child(1, 13, true);
+    write_in_child(3, 13, true);
+    cr_assert_eq(store_reader_refresh(&r), 0);
+    expect_via(&r, 1, "{\"id\":1,\"v\":13}", STORE_VIA_FALLBACK);
+    expect_via(&r, 1, "{\"id\":1,\"v\":13}", STORE_VIA_CHANGED);
+    expect_via(&r, 3, "{\"id\":3,\"v\":13}", STORE_VIA_FALLBACK);
+    expect_via(&r, 3, "{\"id\":3,\"v\":13}", STORE_VIA_CHANGED);
+    close_all(&st, &r, &ix);
 }
 
 Test(index, a_writer_without_the_change_log_sends_every_lookup_to_lmdb, .init = tmp_setup, .fini = tmp_teardown)

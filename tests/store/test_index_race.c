@@ -134,7 +134,7 @@ static int writer_main(int go)
 }
 
 struct tally {
-    uint64_t lookups, via[4];
+    uint64_t lookups, via[STORE_VIA_CHANGED + 1];
 };
 
 /* One lookup through the reader, against LMDB's own answer in the same transaction. */
@@ -222,11 +222,14 @@ Test(index_race, readers_under_continuous_writes_see_exactly_their_snapshot, .in
     store_indexer_stop(&ix);
     store_reader_close(&r);
     store_close(&st);
-    cr_log_info("rounds=%llu lookups=%llu index=%llu overlay=%llu fallback=%llu lmdb=%llu builds=%llu gaps=%llu",
+    cr_log_info("rounds=%llu lookups=%llu index=%llu overlay=%llu fallback=%llu changed=%llu lmdb=%llu builds=%llu "
+                "gaps=%llu",
                 (unsigned long long)rounds, (unsigned long long)t.lookups, (unsigned long long)t.via[STORE_VIA_INDEX],
                 (unsigned long long)t.via[STORE_VIA_OVERLAY], (unsigned long long)t.via[STORE_VIA_FALLBACK],
-                (unsigned long long)t.via[STORE_VIA_LMDB], (unsigned long long)builds, (unsigned long long)gaps);
+                (unsigned long long)t.via[STORE_VIA_CHANGED], (unsigned long long)t.via[STORE_VIA_LMDB],
+                (unsigned long long)builds, (unsigned long long)gaps);
     /* The point of the exercise: lookups did go through an older, pinned index. */
     cr_assert_gt(t.via[STORE_VIA_OVERLAY], 0, "no lookup went through the overlay");
     cr_assert_gt(t.via[STORE_VIA_FALLBACK], 0, "no changed id went to LMDB");
+    cr_assert_gt(t.via[STORE_VIA_CHANGED], 0, "no changed id was answered from the overlay's copy");
 }
