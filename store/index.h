@@ -17,8 +17,10 @@
  * long as it exists, i.e. until every shard has acquired its successor. A
  * shard on snapshot T uses it for every id; a shard on a newer snapshot S
  * uses it for the ids the change log (store/changes.h) says no transaction
- * in (T, S] touched, and asks LMDB for the others, or for all of them when
- * the log cannot tell. The index is complete for T: an id it lacks is not in T.
+ * in (T, S] touched, and asks LMDB for the others (once per change: the
+ * shard's overlay keeps the answer until the id changes again), or for all
+ * of them when the log cannot tell. The index is complete for T: an id it
+ * lacks is not in T.
  *
  * The cost of the pin: while it holds T, pages freed after T are not reused,
  * so under writes the data file grows. A pin that holds back newer
