@@ -319,12 +319,16 @@ apply_rate() { # NAME SCRIPT TXNS ROWS_PER_TXN
           row_changes_per_sec: ($rows / ($t1 - $t0)), transactions_per_sec: ($txns / ($t1 - $t0))}'
 }
 
+wrk_start() { # SECONDS OUT: the serving load in the background ($! is wrk's pid)
+    WRK_POOL=$USERS WRK_USERS=$USERS WRK_DEPTH=$DEPTH nice -n 19 taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${1}s" -s "$BENCH_DIR/wrk/users.lua" \
+        "http://127.0.0.1:$PORT" >"$2" 2>&1 &
+}
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime of PID ("ringd" has no blank)
 minflt() { awk '{ print $10 }' "/proc/$1/stat"; }     # minor page faults of PID, all its threads
 index_ticks() { # utime + stime of serve's indexer thread (store/index.c names it), 0 without one
     local t
     for t in /proc/"$1"/task/*; do
-        [ "$(cat "$t/comm" 2>/dev/null)" = ringd-index ] && { awk '{ print $14 + $15 }' "$t/stat"; return; }
+        [ "$(cat "$t/comm" 2>/dev/null)" = ringd-index ] && { awk '{ print $14 + $15 }' "$t/stat"; return; } # not /proc/TID: the whole process
     done
     echo 0
 }
@@ -332,8 +336,7 @@ wrk_rps() { # prints requests/s of one wrk run, serve's and the follower's CPU u
     # serve's minor page faults per second (a page the follower wrote that serve maps for the first time),
     # and the CPU use of serve's indexer thread (its builds of the snapshot index, inside serve's quota)
     local t0 c0 f0 m0 i0 t1 c1 f1 m1 i1 wrk_pid
-    WRK_POOL=$USERS WRK_USERS=$USERS WRK_DEPTH=$DEPTH nice -n 19 taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${DURATION}s" -s "$BENCH_DIR/wrk/users.lua" "http://127.0.0.1:$PORT" \
-        >"$work/wrk.out" 2>&1 &
+    wrk_start "$DURATION" "$work/wrk.out"
     wrk_pid=$!
     sleep 0.5 # its request pool is built and its connections are open: the CPU shares are of the load alone
     t0=$(now) c0=$(ticks "$serve_pid") f0=$(ticks "$follow_pid") m0=$(minflt "$serve_pid") i0=$(index_ticks "$serve_pid")
@@ -353,8 +356,8 @@ apply_rate batch100 "$work/batch.sql" "$BATCHES" 100 >"$work/batch.json"
 batch=$(cat "$work/batch.json")
 sleep 1
 
-rate_writes() { # SCRIPT LOG: pgbench at --rate for the wrk run (and 4 s more), in the background
-    "${FEEDSET[@]}" "$PG_BIN/pgbench" -n -M prepared -c 4 -j 2 -R "$RATE" -T $((DURATION + 4)) -f "$1" "$CONNINFO" >"$2" 2>&1 &
+rate_writes() { # SCRIPT LOG [SECONDS]: pgbench at --rate, in the background (default: the wrk run and 4 s more)
+    "${FEEDSET[@]}" "$PG_BIN/pgbench" -n -M prepared -c 4 -j 2 -R "$RATE" -T "${3:-$((DURATION + 4))}" -f "$1" "$CONNINFO" >"$2" 2>&1 &
     bg_pids+=($!)
     sleep 1
 }
@@ -392,7 +395,8 @@ requests() { curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^ringd_requests_pr
 sleep_until() { local d; d=$(awk -v t="$1" -v n="$(now)" 'BEGIN { d = t - n; printf "%.3f", (d > 0 ? d : 0) }'); sleep "$d"; }
 : >"$work/windows.jsonl"
 if [ "$WINDOWS" -gt 0 ]; then
-    log "serving, alternating: $WINDOWS windows of ${WINDOW}s, the feed on the followed table in even ones (wrk $((WINDOWS * WINDOW + WINDOW + 3))s)"
+    span=$((WINDOWS * WINDOW + WINDOW + 3))
+    log "serving, alternating: $WINDOWS windows of ${WINDOW}s, the feed on the followed table in even ones (wrk ${span}s)"
     psql -c "CREATE FUNCTION bench_update(uid bigint) RETURNS void LANGUAGE plpgsql AS \$\$
              BEGIN
                IF floor(extract(epoch FROM clock_timestamp()) / $WINDOW)::bigint % 2 = 0 THEN
@@ -402,12 +406,8 @@ if [ "$WINDOWS" -gt 0 ]; then
                END IF;
              END \$\$"
     printf '\\set id random(1, %d)\nSELECT bench_update(:id);\n' "$USERS" >"$work/alternate.sql"
-    span=$((WINDOWS * WINDOW + WINDOW + 3))
-    "${FEEDSET[@]}" "$PG_BIN/pgbench" -n -M prepared -c 4 -j 2 -R "$RATE" -T $((span + 2)) -f "$work/alternate.sql" "$CONNINFO" \
-        >"$work/pgbench-alternate.log" 2>&1 &
-    bg_pids+=($!)
-    WRK_POOL=$USERS WRK_USERS=$USERS WRK_DEPTH=$DEPTH nice -n 19 taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${span}s" -s "$BENCH_DIR/wrk/users.lua" \
-        "http://127.0.0.1:$PORT" >"$work/wrk-alternate.out" 2>&1 &
+    rate_writes "$work/alternate.sql" "$work/pgbench-alternate.log" $((span + 2))
+    wrk_start "$span" "$work/wrk-alternate.out"
     alt_wrk_pid=$!
     bg_pids+=("$alt_wrk_pid")
     sleep 1

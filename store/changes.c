@@ -157,11 +157,6 @@ static inline size_t overlay_find(const struct store_overlay *o, uint64_t id)
     }
 }
 
-bool store_overlay_has(const struct store_overlay *o, uint64_t id)
-{
-    return id == 0 || overlay_find(o, id) != SIZE_MAX;
-}
-
 struct store_overlay_val *store_overlay_find(struct store_overlay *o, uint64_t id)
 {
     size_t h = id == 0 ? SIZE_MAX : overlay_find(o, id);

@@ -127,16 +127,13 @@ static inline bool store_overlay_covers(const struct store_overlay *o, uint64_t 
     return o->usable && o->base == base && o->upto == txn;
 }
 
-/* Whether id changed in (base, upto] (true for id 0, which no index holds).
- * Only meaningful while store_overlay_covers. */
-bool store_overlay_has(const struct store_overlay *o, uint64_t id);
-
 /* The cached value of id when it changed in (base, upto] (its data NULL
- * until the shard stores what LMDB answered), NULL when it did not change
- * or is 0. Only meaningful while store_overlay_covers. */
+ * until the shard stores what LMDB answered), NULL when it did not change.
+ * Always NULL for id 0, which the set cannot hold (0 marks an empty slot):
+ * the reader sends id 0 to LMDB. Only meaningful while store_overlay_covers. */
 struct store_overlay_val *store_overlay_find(struct store_overlay *o, uint64_t id);
 
-/* Starts loading the filter word store_overlay_has(o, id) will read, for a
+/* Starts loading the filter word store_overlay_find(o, id) will read, for a
  * shard that prefetches a turn's index entries (store_prefetch). */
 void store_overlay_prefetch(const struct store_overlay *o, uint64_t id);
 

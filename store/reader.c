@@ -147,34 +147,36 @@ static int store_get_value(struct store_reader *r, uint64_t id, const char **val
          * are the same bytes, kept in place by the index's pinned snapshot. */
         uint64_t base = reader_index_base(r);
         r->via = STORE_VIA_FALLBACK;
+        /* On a newer snapshot than the index's, an id changed since has an
+         * entry in the overlay (id 0 cannot be listed: it goes to LMDB). */
+        bool from_index = base != 0 && base == r->txn_id;
         struct store_overlay_val *changed = NULL;
         if (base != 0 && base != r->txn_id && id != 0) {
             changed = store_overlay_find(&r->overlay, id);
-            if (changed != NULL && changed->data != NULL) {
-                /* Changed since the index, and looked up since its last change. */
-                r->via = STORE_VIA_CHANGED;
-                if (changed->len == STORE_OVERLAY_ABSENT)
-                    return MDB_NOTFOUND;
-                *val = changed->data;
-                *len = changed->len;
-                return 0;
-            }
+            from_index = changed == NULL;
         }
-        if (base != 0 && (base == r->txn_id || (id != 0 && changed == NULL))) {
+        if (from_index) {
             rc = store_index_get(r->index, base, id, val, len);
             if (rc != 1) {
                 r->indexed = true;
                 r->via = base == r->txn_id ? STORE_VIA_INDEX : STORE_VIA_OVERLAY;
                 return rc;
             }
-        }
-        if (changed != NULL) {
+        } else if (changed != NULL && changed->data == NULL) {
+            /* The first lookup since the id's last change: LMDB, kept for the next ones. */
             rc = reader_lmdb_get(r, id, val, len);
             if (rc == 0 || rc == MDB_NOTFOUND) {
                 changed->data = rc == 0 ? *val : "";
                 changed->len = rc == 0 ? *len : STORE_OVERLAY_ABSENT;
             }
             return rc;
+        } else if (changed != NULL) {
+            r->via = STORE_VIA_CHANGED;
+            if (changed->len == STORE_OVERLAY_ABSENT)
+                return MDB_NOTFOUND;
+            *val = changed->data;
+            *len = changed->len;
+            return 0;
         }
     }
     return reader_lmdb_get(r, id, val, len);

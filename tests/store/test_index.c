@@ -227,7 +227,9 @@ static void expect_via(struct store_reader *r, uint64_t id, const char *want, en
               want);
 }
 
-Test(index, a_newer_snapshot_reads_unchanged_ids_through_the_older_index, .init = tmp_setup, .fini = tmp_teardown)
+/* Imports ids 1..200 as {"id":i,"v":1}, opens the store with an indexer, and gives the reader the index
+ * of that snapshot; returns the snapshot. */
+static uint64_t open_indexed_200(struct store *st, struct store_reader *r, struct store_indexer *ix)
 {
     char text[64 * 200] = "", line[64];
     for (int i = 1; i <= 200; i++) {
@@ -235,13 +237,20 @@ Test(index, a_newer_snapshot_reads_unchanged_ids_through_the_older_index, .init 
         strcat(text, line);
     }
     cr_assert_eq(ts_import_in_child(tmp, db, text, false), 0);
+    open_all(st, r, ix, 1 << 20);
+    cr_assert(st->has_changes);
+    uint64_t t1 = store_reader_txn_id(r);
+    r->index = wait_index(ix, t1);
+    return t1;
+}
+
+Test(index, a_newer_snapshot_reads_unchanged_ids_through_the_older_index, .init = tmp_setup, .fini = tmp_teardown)
+{
+    char line[64];
     struct store st;
     struct store_reader r;
     struct store_indexer ix;
-    open_all(&st, &r, &ix, 1 << 20);
-    cr_assert(st.has_changes);
-    uint64_t t1 = store_reader_txn_id(&r);
-    r.index = wait_index(&ix, t1);
+    uint64_t t1 = open_indexed_200(&st, &r, &ix);
     expect_via(&r, 2, "{\"id\":2,\"v\":1}", STORE_VIA_INDEX);
 
     /* Every id of the pages around 1 and 3 is rewritten by this import (copy-on-write): the pinned index keeps
@@ -316,25 +325,13 @@ static void write_in_child(uint64_t id, int v, bool logged)
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
-static void write_unlogged_in_child(uint64_t id, int v)
-{
-    write_in_child(id, v, false);
-}
-
 Test(index, a_changed_id_goes_to_lmdb_once_per_change, .init = tmp_setup, .fini = tmp_teardown)
 {
-    char text[64 * 200] = "", line[64];
-    for (int i = 1; i <= 200; i++) {
-        snprintf(line, sizeof(line), "{\"id\":%d,\"v\":1}\n", i);
-        strcat(text, line);
-    }
-    cr_assert_eq(ts_import_in_child(tmp, db, text, false), 0);
+    char line[64];
     struct store st;
     struct store_reader r;
     struct store_indexer ix;
-    open_all(&st, &r, &ix, 1 << 20);
-    uint64_t t1 = store_reader_txn_id(&r);
-    r.index = wait_index(&ix, t1);
+    uint64_t t1 = open_indexed_200(&st, &r, &ix);
 
     write_in_child(1, 2, true);
     write_in_child(3, -1, true);
@@ -379,7 +376,7 @@ Test(index, a_writer_without_the_change_log_sends_every_lookup_to_lmdb, .init = 
     struct store_indexer ix;
     open_all(&st, &r, &ix, 1 << 20);
     r.index = wait_index(&ix, store_reader_txn_id(&r));
-    write_unlogged_in_child(1, 2);
+    write_in_child(1, 2, false);
     cr_assert_eq(store_reader_refresh(&r), 0);
     /* Nothing says id 1 changed: the index must not answer for it, nor for any id. */
     expect_via(&r, 1, "{\"id\":1,\"v\":2}", STORE_VIA_FALLBACK);
